@@ -1,0 +1,148 @@
+"""
+Keeping secrets out of reprs, logs, exceptions and stored state.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Final, final
+
+
+REDACTED: Final = "***"
+
+# Keys whose values are secrets wherever they appear: request bodies, error
+# bodies, log events. Compared lower-cased, with "-" folded to "_".
+_SECRET_KEYS: Final = frozenset(
+    {
+        "access_token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "authorization_token",
+        "password",
+        "private_key",
+        "privatekey",
+        "refresh_token",
+        "secret",
+        "token",
+        "x_api_key",
+    }
+)
+
+# Shapes of secrets that may hide inside free text (error messages, bodies).
+_SECRET_PATTERNS: Final = (
+    # Morpheus-style API keys: sk-XXXXXX.secret
+    re.compile(r"\bsk-[A-Za-z0-9_-]{6}\.[A-Za-z0-9_\-]+"),
+    # Authorization header values.
+    re.compile(r"(?i)\b(Bearer|token)\s+[A-Za-z0-9._~+/=-]{6,}"),
+    # Hex private keys.
+    re.compile(r"\b0x[0-9a-fA-F]{64}\b"),
+)
+
+
+@final
+class Secret:
+    """
+    A secret value (API key, token, private key) that never shows itself.
+
+    Its ``repr`` and ``str`` are masked, it compares by value, and the value comes
+    out only through :meth:`reveal`, where the provider puts it on the wire.
+
+    >>> key = Secret("sk-abcdef.very-secret")
+    >>> key
+    Secret('***')
+    >>> key.reveal()
+    'sk-abcdef.very-secret'
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if isinstance(value, Secret):
+            value = value.reveal()
+        if not isinstance(value, str):
+            msg = f"a secret must be a string, not {type(value).__name__}"
+            raise TypeError(msg)
+        self._value = value
+
+    def reveal(self) -> str:
+        """
+        Return the secret itself: only for putting it on the wire.
+        """
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({REDACTED!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Secret):
+            return self._value == other._value
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(("tether.Secret", self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickling a secret would put it in stored state: refuse.
+        msg = "a Secret cannot be pickled"
+        raise TypeError(msg)
+
+
+def _is_secret_key(key: object) -> bool:
+    return isinstance(key, str) and key.lower().replace("-", "_") in _SECRET_KEYS
+
+
+def redact_text(text: str) -> str:
+    """
+    Mask every secret-shaped substring of *text*.
+    """
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(REDACTED, text)
+    return text
+
+
+def redact(value: Any) -> Any:
+    """
+    Return *value* with secrets masked: secret keys' values, secret-shaped strings.
+
+    Works on JSON-like data (mappings, lists, strings); other values pass through,
+    except :class:`Secret`, which becomes the mask.
+    """
+    if isinstance(value, Secret):
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {
+            k: (REDACTED if _is_secret_key(k) and v not in (None, "") else redact(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(redact(v) for v in value)
+    return value
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """
+    A structlog processor that masks secrets in every event.
+
+    tether never logs a secret itself; add this processor to your own structlog
+    configuration to keep other code's events clean as well::
+
+        structlog.configure(processors=[tether.redact_secrets, ...])
+    """
+    for k in list(event_dict):
+        v = event_dict[k]
+        if _is_secret_key(k) and v not in (None, ""):
+            event_dict[k] = REDACTED
+        else:
+            event_dict[k] = redact(v)
+    return event_dict

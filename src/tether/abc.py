@@ -1,0 +1,555 @@
+"""
+The contracts that plugins implement: providers and stores.
+
+A provider adapts one service to tether's lifecycle. It is a class registered in
+the ``tether.providers`` entry-point group::
+
+    [project.entry-points."tether.providers"]
+    sandbox = "tether_sandbox:SandboxProvider"
+
+The manager builds the provider's config (validated before any network call), one
+:class:`httpx.AsyncClient` from :meth:`Provider.client_options`, and then the provider
+itself. The manager owns the client and the provider's lifetime; retries, failover,
+admission and expiry are the manager's: a provider only talks to its service and
+classifies what it hears into :mod:`tether.exceptions`.
+"""
+
+from __future__ import annotations
+
+import abc
+import email.utils
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+
+import attrs
+import httpx
+
+from tether._redact import Secret
+from tether._session import Health, Session, SessionState, _frozen_mapping, _to_utc
+from tether.exceptions import (
+    AuthError,
+    ConflictError,
+    NotSupportedError,
+    OutcomeUnknownError,
+    PermanentProviderError,
+    ProviderError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    RemoteNotFoundError,
+    RequestRejectedError,
+)
+
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+
+__all__ = [
+    "API_VERSION",
+    "Capabilities",
+    "ClientOptions",
+    "CreateRequest",
+    "Provider",
+    "ProviderConfig",
+    "RemoteSession",
+    "Store",
+    "parse_retry_after",
+]
+
+#: The plugin API version this tether implements. A provider declares the version
+#: it was written for in :attr:`Provider.api_version`; a mismatch refuses to load.
+API_VERSION = 1
+
+
+@attrs.frozen(kw_only=True)
+class Capabilities:
+    """
+    What a provider's service can do; the manager plans around it.
+
+    The conformance suite checks every claim: a provider that says it cannot
+    update must raise :class:`~tether.exceptions.NotSupportedError` on update.
+
+    Attributes:
+        update: Sessions can be changed in place.
+        renew: Lifetimes can be extended.
+        get: One session can be fetched by id.
+        list: The service lists sessions (used by reconcile).
+        find: A session can be found by tether's id (tags, metadata), so a create
+            whose outcome is unknown can be checked instead of repeated.
+        server_ttl: The service ends sessions by itself at their lifetime.
+        default_lifetime: Seconds, when the service has a default lifetime.
+        min_lifetime: The shortest lifetime, in seconds, the service accepts.
+        max_lifetime: The longest lifetime, in seconds, the service accepts.
+        max_sessions_per_credential: How many live sessions one credential may
+            hold (Morpheus: 1), enforced by the manager's admission control.
+        ping_interval: The default seconds between health pings. Expensive
+            pings declare a long one.
+    """
+
+    update: bool = False
+    renew: bool = False
+    get: bool = False
+    list: bool = False
+    find: bool = False
+    server_ttl: bool = False
+    default_lifetime: float | None = None
+    min_lifetime: float | None = None
+    max_lifetime: float | None = None
+    max_sessions_per_credential: int | None = None
+    ping_interval: float = 30.0
+
+
+@attrs.frozen(kw_only=True)
+class ProviderConfig:
+    """
+    Base class of provider configs: frozen, validated, secrets as :class:`Secret`.
+
+    Subclass it with the service's fields. The manager builds configs from
+    keyword arguments, a mapping, or ``TETHER_<PROVIDER>_<FIELD>`` environment
+    variables, converting strings by each field's declared type; validators run
+    before any network call.
+
+    Attributes:
+        base_url: Where the service lives.
+        timeout: Seconds for each HTTP request (a network timeout, distinct from
+            any session lifetime).
+        ping_interval: Seconds between health pings; ``None`` takes the
+            provider's default from its capabilities.
+    """
+
+    base_url: str
+    timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    ping_interval: float | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.gt(0)),
+    )
+
+
+ConfigT = TypeVar("ConfigT", bound=ProviderConfig)
+
+
+@attrs.frozen(kw_only=True)
+class ClientOptions:
+    """
+    How the manager should build a provider's :class:`httpx.AsyncClient`.
+    """
+
+    base_url: str
+    headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    timeout: float = 30.0
+
+
+@attrs.frozen(kw_only=True)
+class CreateRequest:
+    """
+    What the manager asks a provider to create.
+
+    Attributes:
+        tether_id: tether's id for the session; tag the remote session with it
+            where the service allows, so it can be found again.
+        params: The provider's validated parameters (from :meth:`Provider.parse_create`).
+        labels: The user's labels.
+        lifetime: Seconds the session should live, if the user or the provider's
+            default set one.
+    """
+
+    tether_id: str
+    params: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+    lifetime: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RemoteSession:
+    """
+    What a provider reports about one session on its service.
+
+    Attributes:
+        id: The service's id.
+        raw_state: The service's own word for the state.
+        state: The tether state it maps to (``ACTIVE`` unless the service says
+            otherwise).
+        expires_at: The deadline the service reports, if any.
+        tether_id: tether's id, when the service keeps our tag (lists, find).
+        data: Provider data to keep on the session (JSON-like, no secrets).
+    """
+
+    id: str
+    raw_state: str | None = None
+    state: SessionState = SessionState.ACTIVE
+    expires_at: datetime | None = attrs.field(default=None, converter=_to_utc)
+    tether_id: str | None = None
+    data: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """
+    Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date).
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class Provider(abc.ABC, Generic[ConfigT]):
+    """
+    The contract every provider implements.
+
+    Required: :attr:`capabilities`, :attr:`config_class`, :meth:`client_options`,
+    :meth:`create`, :meth:`ping` and :meth:`close`. Optional operations default to
+    raising :class:`~tether.exceptions.NotSupportedError`; declare the ones you
+    implement in :attr:`capabilities`.
+
+    Providers never retry: they classify. :meth:`request` and
+    :meth:`error_from_response` turn transport failures and HTTP statuses into
+    tether's errors; override :meth:`error_from_response` for a service's own
+    error envelope.
+    """
+
+    #: The plugin API version the provider was written for.
+    api_version: ClassVar[int] = API_VERSION
+    #: What the service can do.
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    #: The provider's config class.
+    config_class: ClassVar[type[ProviderConfig]] = ProviderConfig
+
+    def __init__(self, config: ConfigT, *, client: httpx.AsyncClient, name: str) -> None:
+        self.config = config
+        self.client = client
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r}>"
+
+    # -- set-up ------------------------------------------------------------
+
+    @classmethod
+    @abc.abstractmethod
+    def client_options(cls, config: ConfigT) -> ClientOptions:
+        """
+        How to build this provider's HTTP client (base URL, auth headers, timeout).
+        """
+
+    def credential_id(self) -> str | None:
+        """
+        A non-secret fingerprint of the credential, for per-credential admission.
+
+        The default is a short hash of every :class:`Secret` in the config.
+        """
+        import hashlib  # noqa: PLC0415
+
+        secrets = [
+            v.reveal()
+            for v in attrs.asdict(self.config, recurse=False).values()
+            if isinstance(v, Secret)
+        ]
+        if not secrets:
+            return None
+        digest = hashlib.sha256("\0".join(secrets).encode()).hexdigest()
+        return f"{self.name}:{digest[:16]}"
+
+    def parse_create(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """
+        Validate create parameters, before any network call.
+
+        Return them normalised and JSON-like; they are stored on the session (so
+        never put secrets in them). Raise
+        :class:`~tether.exceptions.InvalidParameterError` naming the field and what
+        is allowed. The default accepts no parameters.
+        """
+        if params:
+            from tether.exceptions import InvalidParameterError  # noqa: PLC0415
+
+            field = next(iter(params))
+            msg = f"{self.name} takes no parameter {field!r}"
+            raise InvalidParameterError(msg, field=field, provider=self.name)
+        return {}
+
+    def parse_update(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """
+        Validate update changes, before any network call.
+        """
+        return dict(changes)
+
+    def lifetime_for(self, lifetime: float | None, params: Mapping[str, Any]) -> float | None:
+        """
+        The lifetime in seconds the session will get, or ``None`` for none.
+
+        The default takes the user's, else the service's default, checked against
+        :attr:`capabilities`' bounds.
+        """
+        caps = self.capabilities
+        if lifetime is None:
+            return caps.default_lifetime
+        from tether.exceptions import InvalidParameterError  # noqa: PLC0415
+
+        lo, hi = caps.min_lifetime, caps.max_lifetime
+        if (lo is not None and lifetime < lo) or (hi is not None and lifetime > hi):
+            msg = f"{self.name}: lifetime must be between {lo} and {hi} seconds, not {lifetime}"
+            raise InvalidParameterError(
+                msg,
+                field="lifetime",
+                value=lifetime,
+                allowed=f"{lo} to {hi} seconds",
+                provider=self.name,
+            )
+        return lifetime
+
+    # -- the lifecycle -----------------------------------------------------
+
+    @abc.abstractmethod
+    async def create(self, request: CreateRequest) -> RemoteSession:
+        """
+        Create one session on the service.
+        """
+
+    @abc.abstractmethod
+    async def ping(self, session: Session) -> Health:
+        """
+        Ask the service how the session is.
+
+        Return :class:`~tether.Health` with ``GONE`` or ``EXPIRED`` when the service
+        says so; raise for failures to ask (they count as failed pings).
+        """
+
+    @abc.abstractmethod
+    async def close(self, session: Session) -> None:
+        """
+        End the session on the service. Idempotent: already gone is success.
+        """
+
+    async def update(self, session: Session, changes: Mapping[str, Any]) -> RemoteSession:
+        """
+        Change the session in place.
+        """
+        raise self.not_supported("update")
+
+    async def renew(self, session: Session, lifetime: float) -> RemoteSession:
+        """
+        Extend the session's lifetime by *lifetime* seconds from now.
+        """
+        raise self.not_supported("renew")
+
+    async def get(self, session: Session) -> RemoteSession | None:
+        """
+        Fetch the session from the service; ``None`` when it does not exist.
+        """
+        raise self.not_supported("get")
+
+    async def list(self) -> Sequence[RemoteSession]:
+        """
+        Every session the service has for this credential.
+        """
+        raise self.not_supported("list")
+
+    async def find(self, tether_id: str) -> RemoteSession | None:
+        """
+        Find the session tagged with tether's id, or ``None``.
+        """
+        raise self.not_supported("find")
+
+    async def aclose(self) -> None:  # noqa: B027 -- deliberately empty default
+        """
+        Release what the provider holds besides the client (which the manager closes).
+        """
+
+    async def __aenter__(self) -> Provider[ConfigT]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- helpers for implementations -----------------------------------------
+
+    def not_supported(self, operation: str) -> NotSupportedError:
+        """
+        The error to raise for an operation the service lacks.
+        """
+        return NotSupportedError(
+            f"{self.name} cannot {operation}", provider=self.name, operation=operation
+        )
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        operation: str,
+        session_id: str | None = None,
+        ok: Sequence[int] = (),
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """
+        Send one request, turning transport failures and error statuses into errors.
+
+        Args:
+            method: The HTTP method.
+            url: A URL relative to the client's base URL.
+            operation: What this is for (``"create"``, ``"ping"``), for errors.
+            session_id: The session concerned, for errors.
+            ok: Statuses to return rather than raise, besides 2xx (e.g. 404 on close).
+            **kwargs: Passed to :meth:`httpx.AsyncClient.request`.
+
+        Raises:
+            ProviderUnavailableError: The request was not sent (connect failure).
+            OutcomeUnknownError: It was sent but no answer came.
+            ProviderError: The status was an error; see :meth:`error_from_response`.
+        """
+        try:
+            response = await self.client.request(method, url, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            msg = f"{self.name} could not be reached: {type(exc).__name__}"
+            raise ProviderUnavailableError(
+                msg, provider=self.name, operation=operation, session_id=session_id
+            ) from exc
+        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            msg = f"{self.name} did not answer: {type(exc).__name__}"
+            raise OutcomeUnknownError(
+                msg, provider=self.name, operation=operation, session_id=session_id
+            ) from exc
+        if response.is_success or response.status_code in ok:
+            return response
+        raise self.error_from_response(response, operation=operation, session_id=session_id)
+
+    def json(self, response: httpx.Response, *, operation: str) -> Any:
+        """
+        The response's JSON body, or a transient error if it is not JSON.
+        """
+        try:
+            return response.json()
+        except ValueError as exc:
+            msg = f"{self.name} answered {response.status_code} with a body that is not JSON"
+            raise ProviderUnavailableError(
+                msg,
+                provider=self.name,
+                operation=operation,
+                status_code=response.status_code,
+                body=response.text[:500],
+            ) from exc
+
+    def error_from_response(
+        self,
+        response: httpx.Response,
+        *,
+        operation: str,
+        session_id: str | None = None,
+        message: str | None = None,
+        code: str | None = None,
+    ) -> ProviderError:
+        """
+        Map an error response onto tether's errors by status code.
+
+        Override to read a service's own envelope, then call this with the
+        ``message`` and ``code`` found there.
+        """
+        status = response.status_code
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = response.text[:500]
+        text = message or f"{self.name} answered {status} to {operation}"
+        kwargs: dict[str, Any] = {
+            "provider": self.name,
+            "operation": operation,
+            "session_id": session_id,
+            "status_code": status,
+            "body": body,
+            "code": code,
+        }
+        cls: type[ProviderError]
+        if status == 429:  # noqa: PLR2004
+            return RateLimitedError(
+                text,
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+                **kwargs,
+            )
+        if status in (401, 403):
+            cls = AuthError
+        elif status in (404, 410):
+            cls = RemoteNotFoundError
+        elif status == 409:  # noqa: PLR2004
+            cls = ConflictError
+        elif status in (400, 422):
+            cls = RequestRejectedError
+        elif status >= 500 or status in (408, 425):  # noqa: PLR2004
+            cls = ProviderUnavailableError
+        else:
+            cls = PermanentProviderError
+        return cls(text, **kwargs)
+
+
+class Store(Protocol):
+    """
+    Where the manager keeps its session records: the seam for durable stores.
+
+    Records are :class:`~tether.Session` values and hold no secrets. Every write
+    bumps ``version``; :meth:`update` refuses a record whose version is stale, so
+    two writers never silently overwrite each other.
+    """
+
+    async def insert(self, session: Session, *, credential_limit: int | None = None) -> Session:
+        """
+        Add a new record atomically, and return it as stored.
+
+        With *credential_limit*, refuse (raising
+        :class:`~tether.exceptions.AdmissionError`) when the session's credential
+        already holds that many live sessions of the same provider.
+        """
+        ...
+
+    async def update(self, session: Session) -> Session:
+        """
+        Replace a record if its version is current; return it as stored.
+
+        Raises:
+            SessionNotFoundError: There is no such record.
+            StaleRecordError: Someone else wrote it since it was read.
+        """
+        ...
+
+    async def get(self, session_id: str) -> Session | None:
+        """
+        One record, or ``None``.
+        """
+        ...
+
+    async def list(
+        self,
+        *,
+        provider: str | None = None,
+        states: Sequence[SessionState] | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[Session]:
+        """
+        Records matching every filter given.
+        """
+        ...
+
+    async def delete(self, session_id: str) -> None:
+        """
+        Forget a record (a no-op when absent).
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """
+        Release the store's resources.
+        """
+        ...

@@ -1,0 +1,385 @@
+"""
+The one exception tree of tether.
+
+Everything tether raises on purpose derives from :class:`TetherError`::
+
+    TetherError
+    ├── ConfigError (ValueError)                 bad input or configuration, never retried
+    │   └── InvalidParameterError                one parameter, named, with what is allowed
+    ├── ProviderNotFoundError (LookupError)      no provider of that name is installed
+    ├── ProviderLoadError                        a plugin failed to import or clashes
+    │   └── ProviderValidationError              it imported, but is not a valid provider
+    ├── NotSupportedError                        the service cannot do that
+    ├── SessionNotFoundError (LookupError)       tether tracks no session with that id
+    ├── SessionEndedError                        the session can no longer be used
+    │   ├── SessionClosedError
+    │   ├── SessionExpiredError
+    │   └── SessionLostError
+    ├── InvalidTransitionError                   a state change the lifecycle forbids
+    ├── StaleRecordError                         a store record changed since it was read
+    ├── AdmissionError                           a per-credential session limit is reached
+    └── ProviderError                            the service answered badly, or not at all
+        ├── TransientProviderError               worth retrying
+        │   ├── ProviderUnavailableError         connect errors, timeouts, 5xx
+        │   │   └── OutcomeUnknownError          the request may have been carried out
+        │   └── RateLimitedError                 429, with ``retry_after``
+        └── PermanentProviderError               retrying will not help
+            ├── AuthError                        401 / 403: bad or insufficient credentials
+            ├── ConflictError                    409-like: e.g. one session per API key
+            ├── RemoteNotFoundError              the service does not know the session
+            └── RequestRejectedError             400 / 422: the service refused the input
+
+Every error carries its context in keyword-only attributes. Bodies kept on
+:class:`ProviderError` are redacted before they are stored, so an exception can be
+logged or shown as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+__all__ = [
+    "AdmissionError",
+    "AuthError",
+    "ConfigError",
+    "ConflictError",
+    "InvalidParameterError",
+    "InvalidTransitionError",
+    "NotSupportedError",
+    "OutcomeUnknownError",
+    "PermanentProviderError",
+    "ProviderError",
+    "ProviderLoadError",
+    "ProviderNotFoundError",
+    "ProviderUnavailableError",
+    "ProviderValidationError",
+    "RateLimitedError",
+    "RemoteNotFoundError",
+    "RequestRejectedError",
+    "SessionClosedError",
+    "SessionEndedError",
+    "SessionExpiredError",
+    "SessionLostError",
+    "SessionNotFoundError",
+    "StaleRecordError",
+    "TetherError",
+    "TransientProviderError",
+]
+
+
+class TetherError(Exception):
+    """
+    Base class of every error tether raises on purpose.
+    """
+
+
+class ConfigError(TetherError, ValueError):
+    """
+    Bad configuration or input, detected before any network call.
+
+    Misuse is never retried.
+    """
+
+    def __init__(self, message: str, *, provider: str | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+
+
+class InvalidParameterError(ConfigError):
+    """
+    One parameter has a value the service does not accept.
+
+    Attributes:
+        field: The parameter's name as the user passes it.
+        value: The rejected value (never a secret: secrets are not validated by value).
+        allowed: A human description of what is accepted, e.g. ``"1, 2, 4, 6 or 8"``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str,
+        value: object = None,
+        allowed: str | None = None,
+        provider: str | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider)
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+
+
+class ProviderNotFoundError(TetherError, LookupError):
+    """
+    No provider of that name is registered or installed.
+    """
+
+    def __init__(self, message: str, *, name: str, available: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.name = name
+        self.available = tuple(available)
+
+
+class ProviderLoadError(TetherError):
+    """
+    A provider plugin could not be loaded.
+
+    Raised only when that provider is asked for: one broken plugin never breaks the
+    others. The cause is chained.
+
+    Attributes:
+        name: The provider name.
+        entry_point: The entry point's value, e.g. ``"tether_sandbox:SandboxProvider"``.
+        distributions: The distributions involved (two when names clash).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str,
+        entry_point: str | None = None,
+        distributions: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.name = name
+        self.entry_point = entry_point
+        self.distributions = tuple(distributions)
+
+
+class ProviderValidationError(ProviderLoadError):
+    """
+    A plugin loaded, but the object is not a provider tether can use.
+
+    Attributes:
+        obj: What was loaded.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str,
+        obj: object,
+        entry_point: str | None = None,
+        distributions: Sequence[str] = (),
+    ) -> None:
+        super().__init__(
+            message, name=name, entry_point=entry_point, distributions=distributions
+        )
+        self.obj = obj
+
+
+class NotSupportedError(TetherError):
+    """
+    The provider's service cannot do this (e.g. renew a sandbox VM's lifetime).
+    """
+
+    def __init__(self, message: str, *, provider: str, operation: str) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.operation = operation
+
+
+class SessionNotFoundError(TetherError, LookupError):
+    """
+    tether tracks no session with this id.
+    """
+
+    def __init__(self, message: str, *, session_id: str) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+
+
+class SessionEndedError(TetherError):
+    """
+    The session is in a terminal state and can no longer be used.
+    """
+
+    def __init__(
+        self, message: str, *, session_id: str, provider: str, state: str
+    ) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.provider = provider
+        self.state = state
+
+
+class SessionClosedError(SessionEndedError):
+    """
+    The session was closed.
+    """
+
+
+class SessionExpiredError(SessionEndedError):
+    """
+    The session reached its deadline.
+    """
+
+
+class SessionLostError(SessionEndedError):
+    """
+    The service no longer has the session, or stopped answering for it.
+    """
+
+
+class InvalidTransitionError(TetherError):
+    """
+    A state change that the session lifecycle forbids.
+    """
+
+    def __init__(self, message: str, *, session_id: str, source: str, target: str) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.source = source
+        self.target = target
+
+
+class StaleRecordError(TetherError):
+    """
+    A store refused a write: the record changed since it was read.
+    """
+
+    def __init__(self, message: str, *, session_id: str, expected: int, actual: int) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.expected = expected
+        self.actual = actual
+
+
+class AdmissionError(TetherError):
+    """
+    A credential already holds as many live sessions as its provider allows.
+
+    Raised by the ``reject`` admission policy, or when ``wait`` runs out of time.
+    The service never saw a create.
+    """
+
+    def __init__(
+        self, message: str, *, provider: str, credential: str | None, limit: int
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.credential = credential
+        self.limit = limit
+
+
+class ProviderError(TetherError):
+    """
+    The service answered with an error, or could not be reached.
+
+    Attributes:
+        provider: The provider name.
+        session_id: The session concerned, if any.
+        operation: What was attempted (``"create"``, ``"ping"``, ...).
+        status_code: The HTTP status the service answered, if any.
+        body: The response body, parsed when it was JSON, with secrets redacted.
+        code: The service's own error code, when its envelope has one.
+    """
+
+    #: Whether a retry may succeed. Subclasses fix it; the retry policy reads it.
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        operation: str | None = None,
+        session_id: str | None = None,
+        status_code: int | None = None,
+        body: Any = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.operation = operation
+        self.session_id = session_id
+        self.status_code = status_code
+        self.code = code
+        # Imported here: the redaction helpers live with logging, which imports us.
+        from tether._redact import redact  # noqa: PLC0415
+
+        self.body = redact(body)
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        parts = [f"provider={self.provider}"]
+        if self.operation:
+            parts.append(f"operation={self.operation}")
+        if self.status_code is not None:
+            parts.append(f"status={self.status_code}")
+        if self.code:
+            parts.append(f"code={self.code}")
+        return f"{base} ({', '.join(parts)})"
+
+
+class TransientProviderError(ProviderError):
+    """
+    A failure that a later attempt may not meet.
+    """
+
+    retryable = True
+
+
+class ProviderUnavailableError(TransientProviderError):
+    """
+    The service could not be reached, timed out, or answered 5xx.
+    """
+
+
+class OutcomeUnknownError(ProviderUnavailableError):
+    """
+    The request was sent but no answer came: it may have been carried out.
+
+    A create failing this way is never repeated blindly; tether asks the provider
+    what exists, or keeps the intent for :meth:`tether.SessionManager.reconcile`.
+    """
+
+
+class RateLimitedError(TransientProviderError):
+    """
+    The service asked us to slow down (HTTP 429).
+
+    Attributes:
+        retry_after: Seconds to wait, from the ``Retry-After`` header, if given.
+    """
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class PermanentProviderError(ProviderError):
+    """
+    A failure that retrying will not fix.
+    """
+
+
+class AuthError(PermanentProviderError):
+    """
+    The credentials are missing, malformed, wrong, or not allowed to do this.
+    """
+
+
+class ConflictError(PermanentProviderError):
+    """
+    The service refused because of existing state (e.g. one session per API key).
+    """
+
+
+class RemoteNotFoundError(PermanentProviderError):
+    """
+    The service does not know this session (any more).
+    """
+
+
+class RequestRejectedError(PermanentProviderError):
+    """
+    The service rejected the request's content (HTTP 400 or 422).
+    """

@@ -1,0 +1,27 @@
+"""
+Testing with tether: fakes, emulator plumbing, and the provider conformance suite.
+
+Everything here is public API for people who embed tether and for provider authors.
+"""
+
+from tether.testing._asgi import (
+    ASGIApp,
+    ASGIServer,
+    DropConnection,
+    RecordedRequest,
+    serve_asgi,
+)
+from tether.testing._clock import ManualClock
+from tether.testing._faults import Fault, FaultInjector
+
+
+__all__ = [
+    "ASGIApp",
+    "ASGIServer",
+    "DropConnection",
+    "Fault",
+    "FaultInjector",
+    "ManualClock",
+    "RecordedRequest",
+    "serve_asgi",
+]

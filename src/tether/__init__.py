@@ -1,0 +1,67 @@
+"""
+tether keeps remote sessions alive and honest across many backends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tether._clock import Clock, SystemClock
+from tether._config import (
+    AdmissionPolicy,
+    Candidate,
+    FailoverPolicy,
+    HealthPolicy,
+    RetryPolicy,
+)
+from tether._events import BreakerPolicy, BreakerState, Event, EventKind
+from tether._manager import (
+    ManagerSnapshot,
+    ManagerStateError,
+    ProviderSnapshot,
+    SessionManager,
+    SessionSnapshot,
+)
+from tether._redact import Secret, redact_secrets
+from tether._registry import ProviderInfo, ProviderRegistry, register_provider
+from tether._session import Health, HealthStatus, Session, SessionState
+from tether._store import MemoryStore
+
+
+__all__ = [
+    "AdmissionPolicy",
+    "BreakerPolicy",
+    "BreakerState",
+    "Candidate",
+    "Clock",
+    "Event",
+    "EventKind",
+    "FailoverPolicy",
+    "Health",
+    "HealthPolicy",
+    "HealthStatus",
+    "ManagerSnapshot",
+    "ManagerStateError",
+    "MemoryStore",
+    "ProviderInfo",
+    "ProviderRegistry",
+    "ProviderSnapshot",
+    "RetryPolicy",
+    "Secret",
+    "Session",
+    "SessionManager",
+    "SessionSnapshot",
+    "SessionState",
+    "SystemClock",
+    "redact_secrets",
+    "register_provider",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version  # noqa: PLC0415
+
+        return version("tether")
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

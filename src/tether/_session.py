@@ -156,6 +156,8 @@ class Session:
         params: The validated create parameters (never secrets), for re-creation.
         data: Provider data (JSON-like, never secrets).
         credential: A non-secret fingerprint of the credential it was made with.
+        lifetime: The lifetime asked for, in seconds (what keepalive renews by).
+        keepalive: Whether the manager renews the session before its deadline.
         error: Why the session failed or was lost, in words.
         version: Bumped by the store on every write; guards concurrent writers.
     """
@@ -178,6 +180,8 @@ class Session:
         factory=dict, converter=_frozen_mapping, hash=False
     )
     credential: str | None = None
+    lifetime: float | None = None
+    keepalive: bool = False
     error: str | None = None
     version: int = 0
 
@@ -256,6 +260,8 @@ class Session:
             "params": dict(self.params),
             "data": dict(self.data),
             "credential": self.credential,
+            "lifetime": self.lifetime,
+            "keepalive": self.keepalive,
             "error": self.error,
             "version": self.version,
         }
@@ -279,6 +285,8 @@ class Session:
             params=record.get("params") or {},
             data=record.get("data") or {},
             credential=record.get("credential"),
+            lifetime=record.get("lifetime"),
+            keepalive=bool(record.get("keepalive", False)),
             error=record.get("error"),
             version=int(record.get("version", 0)),
         )

@@ -12,6 +12,7 @@ from tether.testing._asgi import (
     serve_asgi,
 )
 from tether.testing._clock import ManualClock
+from tether.testing._fake import FakeBackend, FakeConfig, FakeProvider, FakeRemote
 from tether.testing._faults import Fault, FaultInjector
 
 
@@ -19,6 +20,10 @@ __all__ = [
     "ASGIApp",
     "ASGIServer",
     "DropConnection",
+    "FakeBackend",
+    "FakeConfig",
+    "FakeProvider",
+    "FakeRemote",
     "Fault",
     "FaultInjector",
     "ManualClock",

@@ -1,0 +1,256 @@
+"""
+Configuration values, and building provider configs at the edge.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+
+from tether._redact import Secret
+from tether.abc import ProviderConfig
+from tether.exceptions import ConfigError, InvalidParameterError
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """
+    How the manager retries transient failures: the one place retry policy lives.
+
+    Only :class:`~tether.exceptions.TransientProviderError` is retried (connect
+    errors, timeouts, 5xx, 429). Waits grow exponentially with full jitter; a
+    ``Retry-After`` from the service is honoured (up to *retry_after_max*).
+
+    Attributes:
+        attempts: The attempt budget of one operation, shared by its retries and
+            its failover candidates: a fallback never resets it.
+        wait_initial: The first backoff, in seconds.
+        wait_max: The longest backoff, in seconds.
+        timeout: Give up retrying after this many seconds (``None``: no limit).
+        retry_after_max: The longest ``Retry-After`` honoured, in seconds.
+
+    In tests, ``RetryPolicy(attempts=2, wait_initial=0, wait_max=0)`` retries
+    without waiting.
+    """
+
+    attempts: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    wait_initial: float = attrs.field(default=0.2, validator=attrs.validators.ge(0))
+    wait_max: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
+    timeout: float | None = attrs.field(
+        default=60.0, validator=attrs.validators.optional(attrs.validators.gt(0))
+    )
+    retry_after_max: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
+
+
+@attrs.frozen(kw_only=True)
+class HealthPolicy:
+    """
+    How the manager watches sessions in the background.
+
+    Attributes:
+        enabled: Whether background pinging runs at all.
+        interval: Seconds between pings; ``None`` takes each provider's config or
+            capability default.
+        jitter: The fraction of the interval by which pings are spread (0 to 1).
+        failures_before_lost: Consecutive failed pings after which a session is
+            LOST (a "not found" from the service makes it LOST at once).
+        max_concurrent: How many pings may be in flight at once.
+    """
+
+    enabled: bool = True
+    interval: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
+    )
+    jitter: float = attrs.field(
+        default=0.1, validator=[attrs.validators.ge(0), attrs.validators.le(1)]
+    )
+    failures_before_lost: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    max_concurrent: int = attrs.field(default=64, validator=attrs.validators.ge(1))
+
+
+AdmissionMode = Literal["wait", "reject", "replace"]
+
+
+@attrs.frozen(kw_only=True)
+class AdmissionPolicy:
+    """
+    What to do when a credential already holds as many live sessions as allowed.
+
+    Attributes:
+        mode: ``"wait"`` for a slot (up to *timeout*), ``"reject"`` at once with
+            :class:`~tether.exceptions.AdmissionError`, or ``"replace"``: close
+            the oldest live session of that credential, then create.
+        timeout: Seconds to wait in ``"wait"`` mode.
+    """
+
+    mode: AdmissionMode = attrs.field(
+        default="wait", validator=attrs.validators.in_(("wait", "reject", "replace"))
+    )
+    timeout: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
+
+
+def _strip_optional(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _from_env(tp: Any, raw: str, *, field: str, provider: str) -> Any:
+    """
+    Convert an environment variable's string by the field's declared type.
+    """
+    tp = _strip_optional(tp)
+    try:
+        if tp is Secret:
+            return Secret(raw)
+        if tp is bool:
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if tp is int:
+            return int(raw)
+        if tp is float:
+            return float(raw)
+        if tp is str or typing.get_origin(tp) is Literal:
+            return raw
+        return json.loads(raw)
+    except ValueError:
+        # The value itself may be a secret: say which variable, not what it held.
+        msg = f"{provider}: the environment value for {field!r} is not a valid {tp!r}"
+        raise InvalidParameterError(msg, field=field, provider=provider) from None
+
+
+def env_var(provider: str, field: str) -> str:
+    """
+    The environment variable that configures *field* of *provider*.
+    """
+    return f"TETHER_{provider.upper().replace('-', '_')}_{field.upper()}"
+
+
+def build_provider_config(
+    cls: type[ProviderConfig],
+    provider: str,
+    given: Mapping[str, Any] | ProviderConfig | None,
+    environ: Mapping[str, str],
+) -> ProviderConfig:
+    """
+    Build and validate a provider's config from a mapping and the environment.
+
+    Explicit values win over ``TETHER_<PROVIDER>_<FIELD>`` variables, which win
+    over defaults.
+
+    Raises:
+        ConfigError: Unknown keys, missing required fields, or invalid values.
+    """
+    if isinstance(given, cls):
+        return given
+    if isinstance(given, ProviderConfig):
+        msg = (
+            f"{provider}: expected a {cls.__name__}, got a {type(given).__name__}"
+        )
+        raise ConfigError(msg, provider=provider)
+    values = dict(given or {})
+    fields = attrs.fields_dict(cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        msg = (
+            f"{provider}: unknown config {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted(fields))}"
+        )
+        raise ConfigError(msg, provider=provider)
+    hints = typing.get_type_hints(cls)
+    for name, field in fields.items():
+        if name in values or not field.init:
+            continue
+        raw = environ.get(env_var(provider, name))
+        if raw is not None:
+            values[name] = _from_env(hints.get(name, str), raw, field=name, provider=provider)
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except TypeError as exc:
+        missing = [
+            n
+            for n, f in fields.items()
+            if f.init and f.default is attrs.NOTHING and n not in values
+        ]
+        if missing:
+            msg = (
+                f"{provider}: missing config {', '.join(map(repr, missing))} "
+                f"(pass it, or set {', '.join(env_var(provider, m) for m in missing)})"
+            )
+            raise ConfigError(msg, provider=provider) from None
+        raise ConfigError(f"{provider}: {exc}", provider=provider) from None
+    except ValueError as exc:
+        raise ConfigError(f"{provider}: {exc}", provider=provider) from None
+
+
+def _freeze(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return types.MappingProxyType(dict(value or {}))
+
+
+@attrs.frozen(kw_only=True)
+class Candidate:
+    """
+    One place a session may be created: a provider and its parameters.
+
+    Attributes:
+        provider: The provider name.
+        params: The provider's create parameters (e.g. a Morpheus ``model`` or
+            ``bid_id``).
+        key: A name for the candidate's circuit breaker; by default the provider
+            and its parameters.
+    """
+
+    provider: str
+    params: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze, hash=False)
+    key: str | None = None
+
+    @property
+    def breaker_key(self) -> str:
+        if self.key is not None:
+            return self.key
+        if not self.params:
+            return self.provider
+        inner = ",".join(f"{k}={self.params[k]!r}" for k in sorted(self.params))
+        return f"{self.provider}[{inner}]"
+
+
+@attrs.frozen(kw_only=True)
+class FailoverPolicy:
+    """
+    Where to create a session, in order of preference.
+
+    Candidates are tried in order; one that failed in this call is not tried
+    again in it, and one whose circuit breaker is open is skipped (or waited for,
+    when every candidate is cooling down). All candidates share the operation's
+    attempt budget.
+
+    Attributes:
+        candidates: Where to try, best first.
+        attempts_per_candidate: The most attempts one candidate may use.
+        recreate_lost: Re-create a session that becomes LOST on the next
+            candidate, with a ``failover`` event naming the old and the new.
+    """
+
+    candidates: tuple[Candidate, ...] = attrs.field(converter=tuple)
+    attempts_per_candidate: int = attrs.field(default=2, validator=attrs.validators.ge(1))
+    recreate_lost: bool = False
+
+    @candidates.validator
+    def _check(self, _attribute: object, value: tuple[Candidate, ...]) -> None:
+        if not value:
+            msg = "a failover policy needs at least one candidate"
+            raise ConfigError(msg)

@@ -1,0 +1,1597 @@
+"""
+The SessionManager: one lifecycle for every provider.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import heapq
+import itertools
+import math
+import os
+import random
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import attrs
+import httpx
+
+from tether import _retry
+from tether._clock import Clock, SystemClock, to_datetime
+from tether._config import (
+    AdmissionPolicy,
+    Candidate,
+    FailoverPolicy,
+    HealthPolicy,
+    RetryPolicy,
+    build_provider_config,
+)
+from tether._events import (
+    BreakerPolicy,
+    BreakerState,
+    CircuitBreaker,
+    Event,
+    EventKind,
+)
+from tether._log import (
+    EVENT_BREAKER_CLOSED,
+    EVENT_BREAKER_HALF_OPEN,
+    EVENT_BREAKER_OPENED,
+    EVENT_FAILOVER,
+    EVENT_MANAGER_STARTED,
+    EVENT_MANAGER_STOPPED,
+    EVENT_SESSION_ADOPTED,
+    EVENT_SESSION_CLOSE_FAILED,
+    EVENT_SESSION_CLOSED,
+    EVENT_SESSION_CLOSING,
+    EVENT_SESSION_CREATE_FAILED,
+    EVENT_SESSION_CREATED,
+    EVENT_SESSION_CREATING,
+    EVENT_SESSION_DEGRADED,
+    EVENT_SESSION_EXPIRED,
+    EVENT_SESSION_KEPT,
+    EVENT_SESSION_LOST,
+    EVENT_SESSION_OUTCOME_UNKNOWN,
+    EVENT_SESSION_PINGED,
+    EVENT_SESSION_RECOVERED,
+    EVENT_SESSION_RENEWED,
+    EVENT_SESSION_UPDATED,
+    logger,
+)
+from tether._registry import ProviderRegistry, default_registry
+from tether._session import Health, HealthStatus, Session, SessionState
+from tether._store import MemoryStore
+from tether.abc import ClientOptions, CreateRequest, Provider, RemoteSession, Store
+from tether.exceptions import (
+    AdmissionError,
+    ConfigError,
+    InvalidParameterError,
+    NotSupportedError,
+    OutcomeUnknownError,
+    ProviderError,
+    ProviderUnavailableError,
+    RemoteNotFoundError,
+    SessionEndedError,
+    SessionNotFoundError,
+    StaleRecordError,
+    TetherError,
+    TransientProviderError,
+)
+
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+
+T = TypeVar("T")
+
+ClientFactory = Callable[[str, ClientOptions], httpx.AsyncClient]
+OnExit = Literal["close", "keep"]
+
+
+class ManagerStateError(TetherError, RuntimeError):
+    """
+    The manager is used outside its ``async with`` block, or re-entered.
+    """
+
+
+class _State(enum.Enum):
+    UNOPENED = 1
+    OPEN = 2
+    CLOSED = 3
+
+
+@attrs.define
+class _Slot:
+    """
+    One provider as the manager runs it.
+    """
+
+    name: str
+    provider: Provider[Any]
+    client: httpx.AsyncClient
+    ping_interval: float
+    breaker: CircuitBreaker
+
+
+@attrs.define
+class _Tracked:
+    """
+    What this manager knows at run time about a session it watches.
+    """
+
+    session_id: str
+    provider: str
+    state: SessionState = SessionState.ACTIVE
+    expires_at: float | None = None
+    failures: int = 0
+    last_health: Health | None = None
+    last_ping_at: float | None = None
+    failover: FailoverPolicy | None = None
+    candidate: Candidate | None = None
+    scopes: set[anyio.CancelScope] = attrs.field(factory=set)
+
+
+@attrs.frozen(kw_only=True)
+class SessionSnapshot:
+    """
+    One session's health at a glance.
+    """
+
+    id: str
+    provider: str
+    state: SessionState
+    last_ping_at: datetime | None
+    last_ping_ok: bool | None
+    consecutive_failures: int
+    seconds_to_expiry: float | None
+
+
+@attrs.frozen(kw_only=True)
+class ProviderSnapshot:
+    """
+    One provider's health at a glance.
+    """
+
+    name: str
+    breaker: BreakerState
+    breaker_failures: int
+    ping_interval: float
+    sessions: Mapping[str, int]
+
+
+@attrs.frozen(kw_only=True)
+class ManagerSnapshot:
+    """
+    What :meth:`SessionManager.snapshot` returns.
+    """
+
+    at: datetime
+    providers: Mapping[str, ProviderSnapshot]
+    breakers: Mapping[str, BreakerState]
+    sessions: tuple[SessionSnapshot, ...]
+
+
+def _default_client(name: str, options: ClientOptions) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=options.base_url,
+        headers=dict(options.headers),
+        timeout=options.timeout,
+    )
+
+
+def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for k, v in (labels or {}).items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            msg = f"labels must map strings to strings, got {k!r}: {v!r}"
+            raise InvalidParameterError(msg, field="labels", value=labels)
+        result[k] = v
+    return result
+
+
+_CANCELLED_MSG = "cancelled"
+
+
+class SessionManager:
+    """
+    Owns the lifecycle of remote sessions across every provider.
+
+    Use it as an async context manager: it runs health pinging, expiry and
+    keepalive in its own task group, owns one HTTP client per provider, and on
+    exit closes (or keeps, by *on_exit*) the sessions it created or attached::
+
+        async with tether.SessionManager() as manager:
+            async with manager.session("sandbox", vcpu_count=2) as s:
+                await manager.ping(s)
+
+    Args:
+        config: Per-provider config: a mapping of provider name to a mapping of
+            fields (or a ready config object). Fields not given come from
+            ``TETHER_<PROVIDER>_<FIELD>`` environment variables.
+        registry: Where providers are found; by default the installed
+            ``tether.providers`` entry points plus :func:`register_provider`.
+        store: Where session records live; by default in memory.
+        retry: The retry policy for provider calls.
+        health: Background pinging (interval, jitter, failure threshold).
+        health_checks: Shorthand to switch background pinging off.
+        admission: What to do when a credential is at its session limit.
+        breakers: When providers and failover candidates are taken out of rotation.
+        clock: The time source; tests pass :class:`tether.testing.ManualClock`.
+        on_exit: ``"close"`` the sessions this manager tracks when it exits,
+            or ``"keep"`` them (they stay in the store, for :meth:`attach`).
+        shield_timeout: Seconds a create or close may still take after its caller
+            was cancelled, so no remote session is left untracked.
+        client_factory: Builds each provider's :class:`httpx.AsyncClient` from
+            its :class:`~tether.abc.ClientOptions` (to pick a transport, proxies,
+            limits). The manager closes what it returns.
+        environ: The environment to read config from (default ``os.environ``).
+    """
+
+    def __init__(
+        self,
+        *,
+        config: Mapping[str, Any] | None = None,
+        registry: ProviderRegistry | None = None,
+        store: Store | None = None,
+        retry: RetryPolicy | None = None,
+        health: HealthPolicy | None = None,
+        health_checks: bool | None = None,
+        admission: AdmissionPolicy | None = None,
+        breakers: BreakerPolicy | None = None,
+        clock: Clock | None = None,
+        on_exit: OnExit = "close",
+        shield_timeout: float = 30.0,
+        client_factory: ClientFactory | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        if on_exit not in ("close", "keep"):
+            msg = f"on_exit must be 'close' or 'keep', not {on_exit!r}"
+            raise ConfigError(msg)
+        if shield_timeout <= 0:
+            msg = "shield_timeout must be positive"
+            raise ConfigError(msg)
+        self._config = dict(config or {})
+        self._registry = registry if registry is not None else default_registry()
+        self._store: Store = store if store is not None else MemoryStore()
+        self._retry = retry or RetryPolicy()
+        health = health or HealthPolicy()
+        if health_checks is not None:
+            health = attrs.evolve(health, enabled=health_checks)
+        self._health = health
+        self._admission = admission or AdmissionPolicy()
+        self._breaker_policy = breakers or BreakerPolicy()
+        self._clock: Clock = clock or SystemClock()
+        self._on_exit: OnExit = on_exit
+        self._shield_timeout = shield_timeout
+        self._client_factory = client_factory or _default_client
+        self._environ = environ if environ is not None else os.environ
+        self._state = _State.UNOPENED
+        self._slots: dict[str, _Slot] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._tracked: dict[str, _Tracked] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._heap: list[tuple[float, int, str, str]] = []
+        self._seq = itertools.count()
+        self._due: dict[tuple[str, str], int] = {}
+        self._wake = anyio.Event()
+        self._slot_freed = anyio.Event()
+        self._subscribers: list[anyio.abc.ObjectSendStream[Event]] = []
+        self._ping_limiter = anyio.CapacityLimiter(health.max_concurrent)
+        self._random = random.Random()  # noqa: S311 -- jitter, not security
+        self._unconfigured = [n for n in self._config if not isinstance(n, str)]
+        if self._unconfigured:
+            msg = "config keys must be provider names (strings)"
+            raise ConfigError(msg)
+
+    def __repr__(self) -> str:
+        return (
+            f"<SessionManager state={self._state.name.lower()} "
+            f"providers={sorted(self._slots)} tracked={len(self._tracked)}>"
+        )
+
+    # -- entering and leaving --------------------------------------------------
+
+    async def __aenter__(self) -> SessionManager:
+        if self._state is not _State.UNOPENED:
+            msg = "a SessionManager can be entered only once"
+            raise ManagerStateError(msg)
+        self._state = _State.OPEN
+        self._exit_stack = contextlib.AsyncExitStack()
+        await self._exit_stack.__aenter__()
+        try:
+            self._tg = await self._exit_stack.enter_async_context(anyio.create_task_group())
+            await self._tg.start(self._scheduler)
+        except BaseException:
+            self._state = _State.CLOSED
+            await self._exit_stack.__aexit__(None, None, None)
+            raise
+        logger.debug(EVENT_MANAGER_STARTED, providers=self._registry.names())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        try:
+            with anyio.CancelScope(shield=True):
+                if self._on_exit == "close":
+                    await self._close_tracked()
+                else:
+                    for tracked in self._tracked.values():
+                        logger.info(
+                            EVENT_SESSION_KEPT,
+                            provider=tracked.provider,
+                            session_id=tracked.session_id,
+                        )
+        finally:
+            self._state = _State.CLOSED
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
+            for stream in self._subscribers:
+                stream.close()
+            try:
+                await self._exit_stack.__aexit__(exc_type, exc, tb)
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self._shield_timeout):
+                    await self._close_providers()
+                logger.debug(EVENT_MANAGER_STOPPED)
+        return None
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", None) is _State.OPEN:
+            warnings.warn(
+                "SessionManager was not closed: use it with 'async with'",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
+    async def _close_tracked(self) -> None:
+        ids = list(self._tracked)
+        if not ids:
+            return
+        limiter = anyio.CapacityLimiter(16)
+
+        async def close_one(session_id: str) -> None:
+            async with limiter:
+                with anyio.move_on_after(self._shield_timeout):
+                    try:
+                        await self._close_by_id(session_id)
+                    except TetherError as exc:
+                        logger.warning(
+                            EVENT_SESSION_CLOSE_FAILED,
+                            session_id=session_id,
+                            error=type(exc).__name__,
+                            detail=str(exc),
+                        )
+
+        async with anyio.create_task_group() as tg:
+            for session_id in ids:
+                tg.start_soon(close_one, session_id)
+
+    async def _close_providers(self) -> None:
+        for slot in self._slots.values():
+            with contextlib.suppress(Exception):
+                await slot.provider.aclose()
+            with contextlib.suppress(Exception):
+                await slot.client.aclose()
+        self._slots.clear()
+
+    def _check_open(self) -> None:
+        if self._state is _State.UNOPENED:
+            msg = "use the SessionManager inside 'async with' first"
+            raise ManagerStateError(msg)
+        if self._state is _State.CLOSED:
+            msg = "this SessionManager is closed"
+            raise ManagerStateError(msg)
+
+    # -- providers -------------------------------------------------------------
+
+    def provider(self, name: str) -> Provider[Any]:
+        """
+        The running provider *name*, for provider-specific operations.
+
+        Loads and configures it on first use: config errors surface here, before
+        any network call.
+
+        Raises:
+            ProviderNotFoundError: No such provider.
+            ProviderLoadError: It failed to load.
+            ConfigError: Its config is missing or invalid.
+        """
+        return self._slot(name).provider
+
+    def _slot(self, name: str) -> _Slot:
+        self._check_open()
+        slot = self._slots.get(name)
+        if slot is not None:
+            return slot
+        cls = self._registry.load(name)
+        config = build_provider_config(
+            cls.config_class, name, self._config.get(name), self._environ
+        )
+        options = cls.client_options(config)
+        client = self._client_factory(name, options)
+        try:
+            provider = cls(config, client=client, name=name)
+        except BaseException:
+            # A provider that fails to build must not leak its client.
+            self._tg_close_later(client)
+            raise
+        interval = (
+            self._health.interval
+            or getattr(config, "ping_interval", None)
+            or cls.capabilities.ping_interval
+        )
+        slot = _Slot(
+            name=name,
+            provider=provider,
+            client=client,
+            ping_interval=float(interval),
+            breaker=self._breaker(name),
+        )
+        self._slots[name] = slot
+        return slot
+
+    def _tg_close_later(self, client: httpx.AsyncClient) -> None:
+        if self._tg is not None:
+            self._tg.start_soon(client.aclose)
+
+    def _breaker(self, key: str) -> CircuitBreaker:
+        breaker = self._breakers.get(key)
+        if breaker is None:
+            breaker = self._breakers[key] = CircuitBreaker(key=key, policy=self._breaker_policy)
+        return breaker
+
+    # -- time ------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return to_datetime(self._clock.time())
+
+    def _budget(self) -> _retry.AttemptBudget:
+        return _retry.AttemptBudget(total=self._retry.attempts)
+
+    async def _call(
+        self,
+        slot: _Slot,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        operation: str,
+        budget: _retry.AttemptBudget | None = None,
+        idempotent: bool = True,
+        session_id: str | None = None,
+        breaker: bool = True,
+    ) -> T:
+        budget = budget or self._budget()
+        try:
+            result = await _retry.call(
+                fn,
+                policy=self._retry,
+                budget=budget,
+                sleep=self._clock.sleep,
+                time=self._clock.time,
+                operation=operation,
+                provider=slot.name,
+                idempotent=idempotent,
+                log_context={"session_id": session_id} if session_id else None,
+            )
+        except TransientProviderError:
+            if breaker:
+                self._breaker_failure(slot.breaker, slot.name)
+            raise
+        if breaker:
+            self._breaker_success(slot.breaker, slot.name)
+        return result
+
+    def _breaker_failure(self, breaker: CircuitBreaker, provider: str) -> None:
+        if breaker.record_failure(self._clock.time()) is BreakerState.OPEN:
+            logger.warning(EVENT_BREAKER_OPENED, provider=provider, breaker=breaker.key)
+            self._emit(
+                EventKind.BREAKER_OPENED, provider=provider, data={"breaker": breaker.key}
+            )
+
+    def _breaker_success(self, breaker: CircuitBreaker, provider: str) -> None:
+        if breaker.record_success() is BreakerState.CLOSED:
+            logger.info(EVENT_BREAKER_CLOSED, provider=provider, breaker=breaker.key)
+            self._emit(
+                EventKind.BREAKER_CLOSED, provider=provider, data={"breaker": breaker.key}
+            )
+
+    def _breaker_allow(self, breaker: CircuitBreaker, provider: str) -> bool:
+        allowed, moved = breaker.allow(self._clock.time())
+        if moved is BreakerState.HALF_OPEN:
+            logger.info(EVENT_BREAKER_HALF_OPEN, provider=provider, breaker=breaker.key)
+            self._emit(
+                EventKind.BREAKER_HALF_OPEN, provider=provider, data={"breaker": breaker.key}
+            )
+        return allowed
+
+    # -- events ----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def events(self, *, buffer: int = 1000) -> AsyncIterator[anyio.abc.ObjectReceiveStream[Event]]:
+        """
+        Subscribe to lifecycle events for the length of the block.
+
+        ::
+
+            async with manager.events() as events:
+                async for event in events:
+                    print(event.kind, event.session)
+
+        A subscriber that falls more than *buffer* events behind misses the
+        newest ones rather than slowing the manager down.
+        """
+        self._check_open()
+        send, receive = anyio.create_memory_object_stream[Event](buffer)
+        self._subscribers.append(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(send)
+            send.close()
+
+    def _emit(
+        self,
+        kind: EventKind,
+        *,
+        provider: str,
+        session: Session | None = None,
+        previous: SessionState | None = None,
+        detail: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not self._subscribers:
+            return
+        event = Event(
+            kind=kind,
+            at=self._now(),
+            provider=provider,
+            session=session,
+            previous_state=previous,
+            detail=detail,
+            data=data or {},
+        )
+        for stream in list(self._subscribers):
+            with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                stream.send_nowait(event)
+
+    # -- records ---------------------------------------------------------------
+
+    async def _current(self, session: Session | str) -> Session:
+        session_id = session if isinstance(session, str) else session.id
+        record = await self._store.get(session_id)
+        if record is None:
+            msg = f"tether tracks no session {session_id}"
+            raise SessionNotFoundError(msg, session_id=session_id)
+        return record
+
+    async def _mutate(
+        self, session_id: str, change: Callable[[Session], Session | None]
+    ) -> Session:
+        """
+        Apply *change* to the current record, re-reading when another writer won.
+
+        *change* returns the new record, or ``None`` to leave it as it is.
+        """
+        for _ in range(16):
+            current = await self._current(session_id)
+            new = change(current)
+            if new is None:
+                return current
+            try:
+                stored = await self._store.update(new)
+            except StaleRecordError:
+                continue
+            self._after_write(current, stored)
+            return stored
+        msg = f"session {session_id} kept changing under us"
+        raise StaleRecordError(msg, session_id=session_id, expected=-1, actual=-1)
+
+    def _after_write(self, before: Session, after: Session) -> None:
+        tracked = self._tracked.get(after.id)
+        if tracked is not None:
+            tracked.state = after.state
+            tracked.expires_at = after.expires_at.timestamp() if after.expires_at else None
+        if before.state is after.state:
+            return
+        if before.state.is_live and not after.state.is_live:
+            # A credential slot may have freed up: wake waiting admissions.
+            self._slot_freed.set()
+            self._slot_freed = anyio.Event()
+        if after.state.is_terminal:
+            tracked = self._tracked.get(after.id)
+            if tracked is not None:
+                for scope in tracked.scopes:
+                    scope.cancel()
+            if after.state is not SessionState.LOST or tracked is None:
+                self._untrack(after.id)
+
+    def _untrack(self, session_id: str) -> None:
+        self._tracked.pop(session_id, None)
+        for kind in ("ping", "expire", "renew"):
+            self._due.pop((kind, session_id), None)
+
+    # -- scheduling ------------------------------------------------------------
+
+    def _schedule(self, kind: str, session_id: str, at: float) -> None:
+        seq = next(self._seq)
+        self._due[(kind, session_id)] = seq
+        heapq.heappush(self._heap, (at, seq, kind, session_id))
+        if self._heap[0][1] == seq:
+            self._wake.set()
+
+    def _track(self, session: Session, *, failover: FailoverPolicy | None = None,
+               candidate: Candidate | None = None) -> None:
+        tracked = self._tracked.get(session.id)
+        if tracked is None:
+            tracked = self._tracked[session.id] = _Tracked(
+                session_id=session.id, provider=session.provider
+            )
+        if failover is not None:
+            tracked.failover = failover
+            tracked.candidate = candidate
+        tracked.state = session.state
+        tracked.expires_at = session.expires_at.timestamp() if session.expires_at else None
+        self._plan(session)
+
+    def _plan(self, session: Session) -> None:
+        """
+        Schedule the session's next ping, its expiry, and its keepalive.
+        """
+        if not session.state.is_live or session.id not in self._tracked:
+            return
+        now = self._clock.time()
+        slot = self._slots.get(session.provider)
+        if self._health.enabled and slot is not None:
+            self._schedule("ping", session.id, now + self._jittered(slot.ping_interval))
+        if session.expires_at is not None:
+            deadline = session.expires_at.timestamp()
+            self._schedule("expire", session.id, deadline)
+            if session.keepalive and session.lifetime:
+                margin = min(max(session.lifetime * 0.2, 1.0), session.lifetime / 2)
+                self._schedule("renew", session.id, max(now, deadline - margin))
+
+    def _jittered(self, interval: float) -> float:
+        spread = interval * self._health.jitter
+        return max(0.001, interval + self._random.uniform(-spread, spread))
+
+    async def _scheduler(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        task_status.started()
+        assert self._tg is not None  # noqa: S101
+        while True:
+            while self._heap:
+                at, seq, kind, session_id = self._heap[0]
+                if self._due.get((kind, session_id)) != seq:
+                    heapq.heappop(self._heap)
+                    continue
+                delay = at - self._clock.time()
+                if delay > 0:
+                    break
+                heapq.heappop(self._heap)
+                del self._due[(kind, session_id)]
+                self._tg.start_soon(self._run_job, kind, session_id)
+            self._wake = anyio.Event()
+            if not self._heap:
+                await self._wake.wait()
+                continue
+            delay = self._heap[0][0] - self._clock.time()
+            with anyio.CancelScope() as scope:
+                waker = self._wake
+
+                async def stop_on_wake(scope: anyio.CancelScope = scope, waker: anyio.Event = waker) -> None:
+                    await waker.wait()
+                    scope.cancel()
+
+                async with anyio.create_task_group() as inner:
+                    inner.start_soon(stop_on_wake)
+                    await self._clock.sleep(delay)
+                    inner.cancel_scope.cancel()
+
+    async def _run_job(self, kind: str, session_id: str) -> None:
+        try:
+            if kind == "ping":
+                async with self._ping_limiter:
+                    await self._background_ping(session_id)
+            elif kind == "expire":
+                await self._expire(session_id)
+            else:
+                await self._keepalive(session_id)
+        except (TetherError, httpx.HTTPError) as exc:
+            # Background work reports through events and logs, never by crashing
+            # the manager.
+            logger.warning(
+                "tether.background.failed",
+                job=kind,
+                session_id=session_id,
+                error=type(exc).__name__,
+                detail=str(exc),
+            )
+
+    # -- the lifecycle ---------------------------------------------------------
+
+    async def create(
+        self,
+        provider: str | FailoverPolicy,
+        *,
+        labels: Mapping[str, str] | None = None,
+        lifetime: float | timedelta | None = None,
+        keepalive: bool = False,
+        **params: Any,
+    ) -> Session:
+        """
+        Create a session and return it ACTIVE.
+
+        Args:
+            provider: A provider name, or a :class:`FailoverPolicy` listing where to
+                try, in order.
+            labels: Your labels, for :meth:`list`.
+            lifetime: Seconds (or a timedelta) the session should live. Providers
+                with a server-side lifetime pass it on; for the others, tether
+                closes the session at the deadline.
+            keepalive: Renew the session before its deadline, where the provider
+                can.
+            **params: The provider's own parameters, validated before any
+                network call.
+
+        Raises:
+            InvalidParameterError: Bad parameters (nothing was sent).
+            AdmissionError: The credential is at its session limit.
+            ProviderError: Every attempt failed; the last error.
+            OutcomeUnknownError: The service may have created it; the record is
+                kept (state CREATING) for :meth:`reconcile`.
+        """
+        self._check_open()
+        if isinstance(lifetime, timedelta):
+            lifetime = lifetime.total_seconds()
+        if lifetime is not None and (not math.isfinite(lifetime) or lifetime <= 0):
+            msg = f"lifetime must be a positive number of seconds, not {lifetime!r}"
+            raise InvalidParameterError(msg, field="lifetime", value=lifetime)
+        checked_labels = _check_labels(labels)
+        if isinstance(provider, FailoverPolicy):
+            if params:
+                msg = "with a FailoverPolicy, give parameters on each Candidate"
+                raise ConfigError(msg)
+            policy: FailoverPolicy | None = provider
+            candidates = list(provider.candidates)
+        elif isinstance(provider, str):
+            policy = None
+            candidates = [Candidate(provider=provider, params=params)]
+        else:
+            msg = f"provider must be a name or a FailoverPolicy, not {type(provider).__name__}"
+            raise ConfigError(msg)
+        # Validate every candidate before anything is sent anywhere.
+        plans = []
+        for candidate in candidates:
+            slot = self._slot(candidate.provider)
+            parsed = slot.provider.parse_create(candidate.params)
+            life = slot.provider.lifetime_for(lifetime, parsed)
+            if keepalive and not (
+                slot.provider.capabilities.renew or not slot.provider.capabilities.server_ttl
+            ):
+                raise NotSupportedError(
+                    f"{candidate.provider} cannot renew, so it cannot keep sessions alive",
+                    provider=candidate.provider,
+                    operation="keepalive",
+                )
+            plans.append((candidate, slot, parsed, life))
+        budget = self._budget()
+        per_candidate = policy.attempts_per_candidate if policy else self._retry.attempts
+        return await self._create_failover(
+            plans, policy, budget, per_candidate, checked_labels, keepalive=keepalive
+        )
+
+    async def _create_failover(
+        self,
+        plans: list[tuple[Candidate, _Slot, dict[str, Any], float | None]],
+        policy: FailoverPolicy | None,
+        budget: _retry.AttemptBudget,
+        per_candidate: int,
+        labels: dict[str, str],
+        *,
+        keepalive: bool,
+        exclude: Candidate | None = None,
+    ) -> Session:
+        failed: set[int] = set()
+        last_error: BaseException | None = None
+        previous: Candidate | None = None
+        while True:
+            progressed = False
+            cooling: list[float] = []
+            for index, (candidate, slot, parsed, life) in enumerate(plans):
+                if index in failed or candidate == exclude:
+                    continue
+                if budget.exhausted:
+                    break
+                breakers = [slot.breaker]
+                if policy is not None:
+                    breakers.append(self._breaker(candidate.breaker_key))
+                if not all(self._breaker_allow(b, candidate.provider) for b in breakers):
+                    cooling.append(max(b.ready_at() for b in breakers))
+                    continue
+                progressed = True
+                if previous is not None:
+                    logger.warning(
+                        EVENT_FAILOVER,
+                        provider=candidate.provider,
+                        previous=previous.breaker_key,
+                        next=candidate.breaker_key,
+                        cause=type(last_error).__name__,
+                    )
+                    self._emit(
+                        EventKind.FAILOVER,
+                        provider=candidate.provider,
+                        detail=str(last_error),
+                        data={"from": previous.breaker_key, "to": candidate.breaker_key},
+                    )
+                share = _retry.AttemptBudget(total=min(per_candidate, budget.left))
+                try:
+                    session = await self._create_on(
+                        slot, parsed, life, labels, share, keepalive=keepalive
+                    )
+                except (ProviderError, AdmissionError) as exc:
+                    budget.used += share.used
+                    failed.add(index)
+                    last_error = exc
+                    previous = candidate
+                    if policy is not None:
+                        if isinstance(exc, TransientProviderError):
+                            self._breaker_failure(
+                                self._breaker(candidate.breaker_key), candidate.provider
+                            )
+                    if policy is None or isinstance(exc, OutcomeUnknownError):
+                        raise
+                    continue
+                budget.used += share.used
+                if policy is not None:
+                    self._breaker_success(
+                        self._breaker(candidate.breaker_key), candidate.provider
+                    )
+                    self._track(session, failover=policy, candidate=candidate)
+                return session
+            if progressed or not cooling or budget.exhausted:
+                break
+            # Every remaining candidate is cooling down: wait for the earliest,
+            # within the caller's deadline.
+            wait = min(cooling) - self._clock.time()
+            deadline = anyio.current_effective_deadline()
+            if deadline != math.inf and anyio.current_time() + wait > deadline:
+                break
+            await self._clock.sleep(max(wait, 0.0))
+        if last_error is not None:
+            raise last_error
+        names = ", ".join(c.breaker_key for c, *_ in plans)
+        msg = f"no candidate could be tried ({names}): circuit breakers are open"
+        raise ProviderUnavailableError(msg, provider=plans[0][0].provider, operation="create")
+
+    async def _admit(self, record: Session, limit: int | None, slot: _Slot) -> Session:
+        if limit is None or record.credential is None:
+            return await self._store.insert(record)
+        mode = self._admission.mode
+        with anyio.move_on_after(self._admission.timeout) as scope:
+            while True:
+                freed = self._slot_freed
+                try:
+                    return await self._store.insert(record, credential_limit=limit)
+                except AdmissionError:
+                    if mode == "reject":
+                        raise
+                    if mode == "replace":
+                        await self._replace_oldest(record, slot)
+                        continue
+                await freed.wait()
+        assert scope.cancelled_caught  # noqa: S101
+        msg = (
+            f"{record.provider}: waited {self._admission.timeout}s for a free session "
+            f"slot on this credential (limit {limit})"
+        )
+        raise AdmissionError(msg, provider=record.provider, credential=record.credential, limit=limit)
+
+    async def _replace_oldest(self, record: Session, slot: _Slot) -> None:
+        live = [
+            s
+            for s in await self._store.list(provider=record.provider)
+            if s.credential == record.credential and s.state.is_live and s.id != record.id
+        ]
+        if not live:
+            return
+        oldest = min(live, key=lambda s: s.created_at)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._shield_timeout):
+            await self._close_by_id(oldest.id)
+
+    async def _create_on(
+        self,
+        slot: _Slot,
+        parsed: dict[str, Any],
+        lifetime: float | None,
+        labels: dict[str, str],
+        budget: _retry.AttemptBudget,
+        *,
+        keepalive: bool,
+    ) -> Session:
+        provider = slot.provider
+        caps = provider.capabilities
+        now = self._now()
+        record = Session(
+            id=uuid.uuid4().hex,
+            provider=slot.name,
+            state=SessionState.CREATING,
+            created_at=now,
+            updated_at=now,
+            labels=labels,
+            params=parsed,
+            credential=provider.credential_id(),
+            lifetime=lifetime,
+            keepalive=keepalive,
+        )
+        log = logger.bind(provider=slot.name, session_id=record.id)
+        # Write-ahead: the intent is recorded before the service hears of it.
+        record = await self._admit(record, caps.max_sessions_per_credential, slot)
+        log.debug(EVENT_SESSION_CREATING)
+        request = CreateRequest(
+            tether_id=record.id, params=parsed, labels=labels, lifetime=lifetime
+        )
+        remote: RemoteSession | None = None
+        error: BaseException | None = None
+        try:
+            # Shielded and bounded: a cancelled caller must not leave a remote
+            # session that nobody tracks.
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(self._shield_timeout) as bound:
+                    try:
+                        remote = await self._create_remote(slot, request, budget)
+                    except (ProviderError, _retry.BudgetExhaustedError) as exc:
+                        error = exc
+                if bound.cancelled_caught:
+                    error = OutcomeUnknownError(
+                        f"{slot.name} did not finish creating within {self._shield_timeout}s",
+                        provider=slot.name,
+                        operation="create",
+                        session_id=record.id,
+                    )
+                record = await self._settle_create(record, remote, error, log)
+            await anyio.lowlevel.checkpoint()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self._shield_timeout):
+                if record.state.is_live:
+                    with contextlib.suppress(TetherError):
+                        await self._close_by_id(record.id)
+            raise
+        if error is not None:
+            raise error
+        self._track(record)
+        self._emit(EventKind.CREATED, provider=slot.name, session=record)
+        return record
+
+    async def _create_remote(
+        self, slot: _Slot, request: CreateRequest, budget: _retry.AttemptBudget
+    ) -> RemoteSession:
+        provider = slot.provider
+        while True:
+            try:
+                return await self._call(
+                    slot,
+                    lambda: provider.create(request),
+                    operation="create",
+                    budget=budget,
+                    idempotent=False,
+                    session_id=request.tether_id,
+                )
+            except OutcomeUnknownError:
+                if not provider.capabilities.find or budget.exhausted:
+                    raise
+                # The service may have made it: ask before trying again.
+                found = await self._call(
+                    slot,
+                    lambda: provider.find(request.tether_id),
+                    operation="find",
+                    budget=_retry.AttemptBudget(total=self._retry.attempts),
+                    session_id=request.tether_id,
+                )
+                if found is not None:
+                    logger.info(
+                        EVENT_SESSION_ADOPTED,
+                        provider=slot.name,
+                        session_id=request.tether_id,
+                        remote_id=found.id,
+                    )
+                    return found
+
+    async def _settle_create(
+        self,
+        record: Session,
+        remote: RemoteSession | None,
+        error: BaseException | None,
+        log: Any,
+    ) -> Session:
+        if remote is not None:
+            expires = remote.expires_at
+            if expires is None and record.lifetime is not None:
+                expires = record.created_at + timedelta(seconds=record.lifetime)
+            state = remote.state if remote.state.is_live else SessionState.ACTIVE
+            if state is SessionState.CREATING:
+                state = SessionState.ACTIVE
+            new = record.transition(
+                state,
+                remote_id=remote.id,
+                raw_state=remote.raw_state,
+                expires_at=expires,
+                data=remote.data,
+            )
+            stored = await self._store.update(new)
+            log.info(
+                EVENT_SESSION_CREATED,
+                remote_id=remote.id,
+                expires_at=expires.isoformat() if expires else None,
+            )
+            return stored
+        if isinstance(error, OutcomeUnknownError):
+            log.warning(EVENT_SESSION_OUTCOME_UNKNOWN, detail=str(error))
+            return await self._store.update(
+                attrs.evolve(record, error=f"outcome unknown: {error}")
+            )
+        failed = record.transition(
+            SessionState.FAILED, error=f"{type(error).__name__}: {error}"
+        )
+        stored = await self._store.update(failed)
+        self._after_write(record, stored)
+        log.warning(
+            EVENT_SESSION_CREATE_FAILED,
+            error=type(error).__name__,
+            status_code=getattr(error, "status_code", None),
+        )
+        return stored
+
+    @contextlib.asynccontextmanager
+    async def session(
+        self,
+        provider: str | FailoverPolicy,
+        *,
+        labels: Mapping[str, str] | None = None,
+        lifetime: float | timedelta | None = None,
+        keepalive: bool = False,
+        **params: Any,
+    ) -> AsyncIterator[Session]:
+        """
+        Create a session for the block, and close it when the block ends.
+
+        The close is shielded: it happens on error and on cancellation too.
+        Takes the same arguments as :meth:`create`.
+        """
+        created = await self.create(
+            provider, labels=labels, lifetime=lifetime, keepalive=keepalive, **params
+        )
+        try:
+            yield created
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self._shield_timeout):
+                await self._close_by_id(created.id)
+
+    async def ping(self, session: Session | str) -> Health:
+        """
+        Ask the service how the session is now, and update its state.
+
+        A failed ping (after retries) returns a ``DEGRADED`` health and counts
+        towards LOST; a service that says the session is gone makes it LOST at
+        once.
+
+        Raises:
+            SessionEndedError: The session has ended.
+            PermanentProviderError: The service refused the ping (e.g. auth).
+        """
+        self._check_open()
+        record = await self._current(session)
+        record.ensure_usable()
+        slot = self._slot(record.provider)
+        health = await self._ping_once(slot, record, retry=True)
+        self._reschedule_ping(record.id, slot)
+        return health
+
+    def _reschedule_ping(self, session_id: str, slot: _Slot) -> None:
+        if self._health.enabled and session_id in self._tracked:
+            self._schedule("ping", session_id, self._clock.time() + self._jittered(slot.ping_interval))
+
+    async def _background_ping(self, session_id: str) -> None:
+        record = await self._store.get(session_id)
+        if record is None or not record.state.is_live or session_id not in self._tracked:
+            return
+        if record.state is SessionState.CREATING:
+            self._reschedule_ping(session_id, self._slot(record.provider))
+            return
+        slot = self._slot(record.provider)
+        try:
+            await self._ping_once(slot, record, retry=False)
+        except ProviderError as exc:
+            logger.warning(
+                "tether.session.ping_refused",
+                provider=record.provider,
+                session_id=session_id,
+                error=type(exc).__name__,
+            )
+        current = await self._store.get(session_id)
+        if current is not None and current.state.is_live:
+            self._reschedule_ping(session_id, slot)
+
+    async def _ping_once(self, slot: _Slot, record: Session, *, retry: bool) -> Health:
+        started = self._clock.time()
+        tracked = self._tracked.get(record.id)
+        try:
+            health = await self._call(
+                slot,
+                lambda: slot.provider.ping(record),
+                operation="ping",
+                budget=None if retry else _retry.AttemptBudget(total=1),
+                session_id=record.id,
+            )
+        except RemoteNotFoundError as exc:
+            health = Health(status=HealthStatus.GONE, detail=str(exc), checked_at=self._now())
+        except TransientProviderError as exc:
+            health = Health(
+                status=HealthStatus.DEGRADED,
+                detail=f"ping failed: {type(exc).__name__}: {exc}",
+                checked_at=self._now(),
+            )
+            failures = (tracked.failures if tracked else 0) + 1
+            if tracked is not None:
+                tracked.failures = failures
+                tracked.last_health = health
+                tracked.last_ping_at = self._clock.time()
+            if failures >= self._health.failures_before_lost:
+                await self._mark_lost(record.id, f"{failures} pings failed in a row: {exc}")
+            else:
+                await self._mark_degraded(record.id, health)
+            return health
+        health = attrs.evolve(
+            health, latency=self._clock.time() - started, checked_at=self._now()
+        )
+        if tracked is not None:
+            tracked.last_health = health
+            tracked.last_ping_at = self._clock.time()
+            if health.ok:
+                tracked.failures = 0
+        await self._apply_health(record.id, health)
+        return health
+
+    async def _apply_health(self, session_id: str, health: Health) -> None:
+        log = logger.bind(session_id=session_id)
+        if health.status is HealthStatus.GONE:
+            await self._mark_lost(session_id, health.detail or "the service no longer has it")
+            return
+        if health.status is HealthStatus.EXPIRED:
+            await self._expire(session_id, already_gone=True)
+            return
+        if health.status is HealthStatus.DEGRADED:
+            await self._mark_degraded(session_id, health)
+            return
+
+        def alive(current: Session) -> Session | None:
+            if not current.state.is_live or current.state is SessionState.CREATING:
+                return None
+            changes: dict[str, Any] = {"data": {**current.data, **health.data}}
+            if health.raw_state is not None:
+                changes["raw_state"] = health.raw_state
+            if health.expires_at is not None:
+                changes["expires_at"] = health.expires_at
+            if current.state is SessionState.DEGRADED:
+                return current.transition(SessionState.ACTIVE, **changes)
+            if (
+                changes["data"] == dict(current.data)
+                and changes.get("raw_state", current.raw_state) == current.raw_state
+                and changes.get("expires_at", current.expires_at) == current.expires_at
+            ):
+                return None
+            return attrs.evolve(current, **changes)
+
+        before = await self._current(session_id)
+        after = await self._mutate(session_id, alive)
+        if before.state is SessionState.DEGRADED and after.state is SessionState.ACTIVE:
+            log.info(EVENT_SESSION_RECOVERED, provider=after.provider)
+            self._emit(EventKind.RECOVERED, provider=after.provider, session=after,
+                       previous=SessionState.DEGRADED)
+        else:
+            log.debug(EVENT_SESSION_PINGED, provider=after.provider, status=health.status.value)
+            self._emit(EventKind.PINGED, provider=after.provider, session=after,
+                       detail=health.status.value)
+        if after.expires_at != before.expires_at:
+            self._plan_expiry(after)
+
+    def _plan_expiry(self, session: Session) -> None:
+        if session.id in self._tracked and session.expires_at is not None:
+            self._schedule("expire", session.id, session.expires_at.timestamp())
+
+    async def _mark_degraded(self, session_id: str, health: Health) -> None:
+        def degrade(current: Session) -> Session | None:
+            if current.state is not SessionState.ACTIVE:
+                return None
+            return current.transition(
+                SessionState.DEGRADED, raw_state=health.raw_state, error=health.detail
+            )
+
+        before = await self._current(session_id)
+        after = await self._mutate(session_id, degrade)
+        if before.state is not after.state:
+            logger.warning(
+                EVENT_SESSION_DEGRADED, provider=after.provider, session_id=session_id,
+                detail=health.detail,
+            )
+            self._emit(EventKind.DEGRADED, provider=after.provider, session=after,
+                       previous=before.state, detail=health.detail)
+
+    async def _mark_lost(self, session_id: str, reason: str) -> None:
+        def lose(current: Session) -> Session | None:
+            if not current.state.is_live:
+                return None
+            return current.transition(SessionState.LOST, error=reason)
+
+        before = await self._current(session_id)
+        tracked = self._tracked.get(session_id)
+        after = await self._mutate(session_id, lose)
+        if before.state is after.state:
+            return
+        logger.warning(EVENT_SESSION_LOST, provider=after.provider, session_id=session_id, reason=reason)
+        self._emit(EventKind.LOST, provider=after.provider, session=after,
+                   previous=before.state, detail=reason)
+        self._untrack(session_id)
+        if tracked is not None and tracked.failover is not None and tracked.failover.recreate_lost:
+            await self._recreate(after, tracked)
+
+    async def _recreate(self, lost: Session, tracked: _Tracked) -> None:
+        policy = tracked.failover
+        assert policy is not None  # noqa: S101
+        plans = []
+        for candidate in policy.candidates:
+            slot = self._slot(candidate.provider)
+            parsed = slot.provider.parse_create(candidate.params)
+            plans.append((candidate, slot, parsed, slot.provider.lifetime_for(lost.lifetime, parsed)))
+        try:
+            new = await self._create_failover(
+                plans, policy, self._budget(), policy.attempts_per_candidate,
+                dict(lost.labels), keepalive=lost.keepalive, exclude=tracked.candidate,
+            )
+        except TetherError as exc:
+            logger.warning(EVENT_FAILOVER, provider=lost.provider, previous=lost.id,
+                           next=None, cause=type(exc).__name__)
+            return
+        await self._mutate(lost.id, lambda s: attrs.evolve(s, data={**s.data, "replaced_by": new.id}))
+        logger.warning(EVENT_FAILOVER, provider=new.provider, previous=lost.id, next=new.id)
+        self._emit(EventKind.FAILOVER, provider=new.provider, session=new,
+                   detail=f"{lost.id} was lost; {new.id} replaces it",
+                   data={"old": lost.id, "new": new.id})
+
+    async def update(self, session: Session | str, **changes: Any) -> Session:
+        """
+        Change a session in place, and return it.
+
+        Raises:
+            NotSupportedError: The service cannot (nothing was sent).
+            InvalidParameterError: Bad changes (nothing was sent).
+            SessionEndedError: The session has ended.
+        """
+        self._check_open()
+        record = await self._current(session)
+        record.ensure_usable()
+        slot = self._slot(record.provider)
+        if not slot.provider.capabilities.update:
+            raise slot.provider.not_supported("update")
+        parsed = slot.provider.parse_update(changes)
+        remote = await self._call(
+            slot,
+            lambda: slot.provider.update(record, parsed),
+            operation="update",
+            session_id=record.id,
+        )
+
+        def apply(current: Session) -> Session | None:
+            current.ensure_usable()
+            return attrs.evolve(
+                current,
+                remote_id=remote.id or current.remote_id,
+                raw_state=remote.raw_state or current.raw_state,
+                expires_at=remote.expires_at or current.expires_at,
+                data=remote.data,
+            )
+
+        updated = await self._mutate(record.id, apply)
+        logger.info(EVENT_SESSION_UPDATED, provider=record.provider, session_id=record.id,
+                    fields=sorted(parsed))
+        self._emit(EventKind.UPDATED, provider=record.provider, session=updated)
+        return updated
+
+    async def renew(self, session: Session | str, *, lifetime: float | timedelta | None = None) -> Session:
+        """
+        Extend a session's lifetime by *lifetime* seconds from now (default: its own).
+
+        Never shortens a lifetime. For providers without a server-side lifetime,
+        the deadline is tether's own and is moved here.
+
+        Raises:
+            NotSupportedError: The service has a lifetime it cannot extend.
+        """
+        self._check_open()
+        if isinstance(lifetime, timedelta):
+            lifetime = lifetime.total_seconds()
+        record = await self._current(session)
+        record.ensure_usable()
+        slot = self._slot(record.provider)
+        caps = slot.provider.capabilities
+        seconds = lifetime if lifetime is not None else record.lifetime
+        if seconds is None or seconds <= 0:
+            msg = "renew needs a positive lifetime (the session has none of its own)"
+            raise InvalidParameterError(msg, field="lifetime", value=lifetime)
+        if caps.renew:
+            remote = await self._call(
+                slot, lambda: slot.provider.renew(record, seconds),
+                operation="renew", session_id=record.id,
+            )
+            new_deadline = remote.expires_at or self._now() + timedelta(seconds=seconds)
+        elif not caps.server_ttl:
+            new_deadline = self._now() + timedelta(seconds=seconds)
+        else:
+            raise slot.provider.not_supported("renew")
+
+        def extend(current: Session) -> Session | None:
+            current.ensure_usable()
+            deadline = new_deadline
+            if current.expires_at is not None and current.expires_at > deadline:
+                deadline = current.expires_at
+            return attrs.evolve(current, expires_at=deadline)
+
+        renewed = await self._mutate(record.id, extend)
+        logger.info(EVENT_SESSION_RENEWED, provider=record.provider, session_id=record.id,
+                    expires_at=renewed.expires_at.isoformat() if renewed.expires_at else None)
+        self._emit(EventKind.RENEWED, provider=record.provider, session=renewed)
+        self._plan(renewed)
+        return renewed
+
+    async def _keepalive(self, session_id: str) -> None:
+        record = await self._store.get(session_id)
+        if record is None or not record.state.is_live or record.expires_at is None:
+            return
+        hard_deadline = record.expires_at.timestamp()
+        delay = 0.5
+        while self._clock.time() < hard_deadline:
+            try:
+                await self.renew(session_id)
+            except SessionEndedError:
+                return
+            except NotSupportedError:
+                return
+            except TetherError as exc:
+                logger.warning("tether.session.renew_failed", session_id=session_id,
+                               error=type(exc).__name__)
+                left = hard_deadline - self._clock.time()
+                await self._clock.sleep(max(0.0, min(delay, left / 2)))
+                delay = min(delay * 2, 30.0)
+                continue
+            return
+
+    async def _expire(self, session_id: str, *, already_gone: bool = False) -> None:
+        record = await self._store.get(session_id)
+        if record is None or not record.state.is_live:
+            return
+        if not already_gone:
+            if record.expires_at is None or record.expires_at.timestamp() > self._clock.time():
+                # The deadline moved (renewed) since this was scheduled.
+                self._plan_expiry(record) if record.expires_at else None
+                return
+        slot = self._slot(record.provider)
+        previous = record.state
+        if not already_gone:
+            closing = await self._mutate(
+                session_id,
+                lambda s: s.transition(SessionState.CLOSING, raw_state=s.raw_state) if s.state.is_live else None,
+            )
+            if closing.state is not SessionState.CLOSING:
+                return
+            try:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self._shield_timeout):
+                    await self._call(slot, lambda: slot.provider.close(closing),
+                                     operation="close", session_id=session_id)
+            except RemoteNotFoundError:
+                pass
+            except TetherError as exc:
+                logger.warning(EVENT_SESSION_CLOSE_FAILED, provider=record.provider,
+                               session_id=session_id, error=type(exc).__name__)
+                if not slot.provider.capabilities.server_ttl:
+                    # It may still run and bill: keep it CLOSING, try again soon.
+                    self._schedule("expire", session_id, self._clock.time() + 5.0)
+                    return
+        expired = await self._mutate(
+            session_id,
+            lambda s: s.transition(SessionState.EXPIRED) if s.state in (SessionState.CLOSING, SessionState.ACTIVE, SessionState.DEGRADED) else None,
+        )
+        if expired.state is SessionState.EXPIRED:
+            logger.info(EVENT_SESSION_EXPIRED, provider=expired.provider, session_id=session_id)
+            self._emit(EventKind.EXPIRED, provider=expired.provider, session=expired,
+                       previous=previous)
+
+    async def close(self, session: Session | str) -> Session:
+        """
+        Close a session on its service, and return it CLOSED.
+
+        Idempotent: closing a closed, expired or failed session returns it as it
+        is. Shielded and bounded: cancelling the caller does not abandon a close
+        half-way.
+
+        Raises:
+            ProviderError: The service could not close it; the record stays
+                CLOSING, for a later close or :meth:`reconcile`.
+        """
+        self._check_open()
+        record = await self._current(session)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._shield_timeout):
+            return await self._close_by_id(record.id)
+        return await self._current(record.id)
+
+    async def _close_by_id(self, session_id: str) -> Session:
+        record = await self._current(session_id)
+        if record.state in (SessionState.CLOSED, SessionState.EXPIRED, SessionState.FAILED):
+            self._untrack(session_id)
+            return record
+        slot = self._slot(record.provider)
+        previous = record.state
+        closing = await self._mutate(
+            session_id,
+            lambda s: s.transition(SessionState.CLOSING) if s.state in (
+                SessionState.CREATING, SessionState.ACTIVE, SessionState.DEGRADED, SessionState.LOST
+            ) else None,
+        )
+        if closing.state is not SessionState.CLOSING:
+            return closing
+        log = logger.bind(provider=record.provider, session_id=session_id)
+        log.debug(EVENT_SESSION_CLOSING)
+        target = closing
+        if target.remote_id is None:
+            # Created with an unknown outcome: find it, if the service can.
+            if slot.provider.capabilities.find:
+                found = await self._call(slot, lambda: slot.provider.find(session_id),
+                                         operation="find", session_id=session_id)
+                if found is not None:
+                    target = attrs.evolve(closing, remote_id=found.id)
+        if target.remote_id is not None:
+            try:
+                await self._call(slot, lambda: slot.provider.close(target),
+                                 operation="close", session_id=session_id)
+            except RemoteNotFoundError:
+                pass
+            except TetherError as exc:
+                log.warning(EVENT_SESSION_CLOSE_FAILED, error=type(exc).__name__)
+                raise
+        closed = await self._mutate(
+            session_id,
+            lambda s: s.transition(SessionState.CLOSED, remote_id=target.remote_id)
+            if s.state is SessionState.CLOSING
+            else None,
+        )
+        self._untrack(session_id)
+        log.info(EVENT_SESSION_CLOSED)
+        self._emit(EventKind.CLOSED, provider=record.provider, session=closed, previous=previous)
+        return closed
+
+    # -- looking up ------------------------------------------------------------
+
+    async def get(self, session_id: str) -> Session:
+        """
+        The current record of a session.
+
+        Raises:
+            SessionNotFoundError: tether has no record of it.
+        """
+        self._check_open()
+        return await self._current(session_id)
+
+    async def attach(self, session_id: str) -> Session:
+        """
+        Take over watching a session recorded earlier (this process or another).
+
+        The session joins this manager's background pinging and expiry, and its
+        ``on_exit`` policy.
+
+        Raises:
+            SessionNotFoundError: No such record.
+            SessionEndedError: It has ended.
+        """
+        self._check_open()
+        record = await self._current(session_id)
+        record.ensure_usable()
+        self._slot(record.provider)
+        self._track(record)
+        return record
+
+    async def list(
+        self,
+        *,
+        provider: str | None = None,
+        state: SessionState | Sequence[SessionState] | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[Session]:
+        """
+        The sessions on record, filtered by provider, state(s) and labels.
+        """
+        self._check_open()
+        states: Sequence[SessionState] | None
+        if state is None:
+            states = None
+        elif isinstance(state, SessionState):
+            states = [state]
+        else:
+            states = list(state)
+        return await self._store.list(provider=provider, states=states, labels=labels)
+
+    @contextlib.asynccontextmanager
+    async def scope(self, session: Session | str) -> AsyncIterator[anyio.CancelScope]:
+        """
+        Run work that is cancelled the moment the session ends.
+
+        Like etcd's ``Session.Done()``: when the session becomes LOST, EXPIRED
+        or CLOSED, the block is cancelled and
+        :class:`~tether.exceptions.SessionEndedError` is raised from it.
+        """
+        self._check_open()
+        record = await self._current(session)
+        record.ensure_usable()
+        if record.id not in self._tracked:
+            self._track(record)
+        tracked = self._tracked[record.id]
+        with anyio.CancelScope() as cancel_scope:
+            tracked.scopes.add(cancel_scope)
+            try:
+                yield cancel_scope
+            finally:
+                tracked.scopes.discard(cancel_scope)
+        if cancel_scope.cancelled_caught:
+            (await self._current(record.id)).ensure_usable()
+
+    def snapshot(self) -> ManagerSnapshot:
+        """
+        Per-provider health and breakers, and per-session last ping and time to expiry.
+
+        Reads only what this manager holds in memory.
+        """
+        now = self._clock.time()
+        sessions = []
+        counts: dict[str, dict[str, int]] = {name: {} for name in self._slots}
+        for tracked in self._tracked.values():
+            last = tracked.last_health
+            sessions.append(
+                SessionSnapshot(
+                    id=tracked.session_id,
+                    provider=tracked.provider,
+                    state=tracked.state,
+                    last_ping_at=to_datetime(tracked.last_ping_at) if tracked.last_ping_at else None,
+                    last_ping_ok=last.ok if last else None,
+                    consecutive_failures=tracked.failures,
+                    seconds_to_expiry=(
+                        tracked.expires_at - now if tracked.expires_at is not None else None
+                    ),
+                )
+            )
+            state_counts = counts.setdefault(tracked.provider, {})
+            key = sessions[-1].state.value
+            state_counts[key] = state_counts.get(key, 0) + 1
+        return ManagerSnapshot(
+            at=to_datetime(now),
+            providers={
+                name: ProviderSnapshot(
+                    name=name,
+                    breaker=slot.breaker.state,
+                    breaker_failures=slot.breaker.failures,
+                    ping_interval=slot.ping_interval,
+                    sessions=counts.get(name, {}),
+                )
+                for name, slot in self._slots.items()
+            },
+            breakers={key: b.state for key, b in self._breakers.items()},
+            sessions=tuple(sessions),
+        )

@@ -1,0 +1,134 @@
+"""
+Retrying provider calls: the only module that imports tenacity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import attrs
+import tenacity as _t
+
+from tether._config import RetryPolicy
+from tether._log import EVENT_RETRY_SCHEDULED, logger
+from tether.exceptions import (
+    OutcomeUnknownError,
+    RateLimitedError,
+    TetherError,
+    TransientProviderError,
+)
+
+
+T = TypeVar("T")
+
+
+@attrs.define
+class AttemptBudget:
+    """
+    The attempts one operation may make, shared by its retries and fallbacks.
+    """
+
+    total: int
+    used: int = 0
+
+    @property
+    def left(self) -> int:
+        return max(0, self.total - self.used)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.used >= self.total
+
+    def spend(self) -> None:
+        self.used += 1
+
+
+class BudgetExhaustedError(TetherError):
+    """
+    Raised inside the manager when an operation has no attempts left.
+    """
+
+
+def retryable(exc: BaseException, *, idempotent: bool) -> bool:
+    """
+    Whether *exc* is worth another attempt.
+
+    A request that may have been carried out (:class:`OutcomeUnknownError`) is
+    retried only when repeating it is harmless.
+    """
+    if not isinstance(exc, TransientProviderError):
+        return False
+    return idempotent or not isinstance(exc, OutcomeUnknownError)
+
+
+def _wait(policy: RetryPolicy) -> Callable[[_t.RetryCallState], float]:
+    backoff = _t.wait_random_exponential(multiplier=policy.wait_initial, max=policy.wait_max)
+
+    def wait(state: _t.RetryCallState) -> float:
+        delay = float(backoff(state)) if policy.wait_max > 0 else 0.0
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, policy.retry_after_max))
+        return delay
+
+    return wait
+
+
+async def call(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    budget: AttemptBudget,
+    sleep: Callable[[float], Awaitable[None]],
+    time: Callable[[], float],
+    operation: str,
+    provider: str,
+    idempotent: bool = True,
+    log_context: dict[str, Any] | None = None,
+) -> T:
+    """
+    Call *fn*, retrying transient failures within *budget* and *policy*.
+
+    Cancellation is a :class:`BaseException` and is never retried. The last error
+    is re-raised as it was.
+    """
+    if budget.exhausted:
+        msg = f"{operation} on {provider}: no attempts left"
+        raise BudgetExhaustedError(msg)
+    started = time()
+
+    def stop(state: _t.RetryCallState) -> bool:
+        if budget.exhausted:
+            return True
+        return policy.timeout is not None and time() - started >= policy.timeout
+
+    def before_sleep(state: _t.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        logger.warning(
+            EVENT_RETRY_SCHEDULED,
+            provider=provider,
+            operation=operation,
+            attempt=state.attempt_number,
+            wait=round(state.upcoming_sleep, 3),
+            cause=type(exc).__name__,
+            status_code=getattr(exc, "status_code", None),
+            **(log_context or {}),
+        )
+
+    def before(state: _t.RetryCallState) -> None:
+        budget.spend()
+
+    retrying = _t.AsyncRetrying(
+        sleep=sleep,
+        stop=stop,
+        wait=_wait(policy),
+        retry=_t.retry_if_exception(lambda e: retryable(e, idempotent=idempotent)),
+        before=before,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    async def attempt() -> T:
+        return await fn()
+
+    return await retrying(attempt)

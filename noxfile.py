@@ -1,0 +1,97 @@
+"""
+Sessions: tests (both anyio backends, with coverage), demo, lint, mypy, docs, bench.
+
+Run ``nox -l`` to list them.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import nox
+
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.error_on_external_run = True
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests", "lint", "mypy", "docs"]
+
+ROOT = pathlib.Path(__file__).parent
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+PYTHON = "3.11"
+
+
+def _providers() -> list[str]:
+    return [
+        f"./{path.parent.relative_to(ROOT)}[emulator]"
+        for path in sorted((ROOT / "providers").glob("*/pyproject.toml"))
+    ]
+
+
+def _install(session: nox.Session, *groups: str, extras: str = "") -> None:
+    """
+    Install tether and every first-party provider (with their emulators).
+    """
+    packages = [f".{extras}", *_providers()]
+    deps = [dep for group in groups for dep in nox.project.dependency_groups(PYPROJECT, group)]
+    session.install(*packages, *deps)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """
+    The test suite on asyncio and trio, with a coverage floor.
+    """
+    _install(session, "tests")
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", *(session.posargs or ["-q"]))
+    session.run("coverage", "combine", "--quiet", success_codes=[0, 1])
+    session.run("coverage", "report", "--fail-under=90")
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """
+    The four providers on their local emulators: sessions, pinging, a failover.
+    """
+    _install(session)
+    session.run("tether", "demo", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """
+    ruff, for lint and format.
+    """
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", "src", "tests", "providers", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "providers", "benchmarks", "noxfile.py")
+
+
+@nox.session(python=PYTHON)
+def mypy(session: nox.Session) -> None:
+    """
+    mypy --strict on the library and every provider.
+    """
+    _install(session, "typing")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """
+    Build the docs, with warnings as errors.
+    """
+    _install(session, "docs")
+    session.run(
+        "sphinx-build", "-n", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
+    )
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """
+    The benchmarks: ratios measured side by side in one run.
+    """
+    _install(session, "bench")
+    session.run("python", "-m", "benchmarks", *session.posargs)

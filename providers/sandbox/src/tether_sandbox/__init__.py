@@ -1,0 +1,21 @@
+# Copyright 2026 The tether developers. SPDX-License-Identifier: MIT
+"""
+tether provider for InstaVM sandbox VM sessions.
+
+Registered as ``sandbox`` in the ``tether.providers`` entry-point group. The
+emulator lives in :mod:`tether_sandbox.emulator` (extra ``emulator``).
+"""
+
+from tether_sandbox._config import DEFAULT_BASE_URL, SandboxConfig
+from tether_sandbox._provider import SandboxProvider
+from tether_sandbox._types import Execution, ExecutionResult, SandboxStatus
+
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "Execution",
+    "ExecutionResult",
+    "SandboxConfig",
+    "SandboxProvider",
+    "SandboxStatus",
+]

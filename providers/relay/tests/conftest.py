@@ -1,20 +1,24 @@
+# Copyright 2026 The tether developers. MIT license.
 """
 Fixtures of the relay provider's tests: an emulator on a real loopback port.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+
 from tether._session import Session, SessionState
 from tether.abc import CreateRequest, RemoteSession
 from tether.testing import ASGIServer, ManualClock, serve_asgi
-
 from tether_relay import RelayConfig, RelayProvider
 from tether_relay.emulator import RelayEmulator
+
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
 
 
 TOKEN = "relay-secret-token-0123456789"
@@ -106,7 +110,9 @@ def _as_session() -> Callable[..., Session]:
     Turn a provider's RemoteSession into the Session value the manager keeps.
     """
 
-    def build(remote: RemoteSession, state: SessionState = SessionState.ACTIVE) -> Session:
+    def build(
+        remote: RemoteSession, state: SessionState = SessionState.ACTIVE
+    ) -> Session:
         return Session(
             id="tether-1",
             provider="relay",

@@ -1,3 +1,4 @@
+# Copyright 2026 The tether developers. MIT license.
 """
 The emulator speaks Edgegap's relay API over a real socket, as documented.
 """
@@ -8,8 +9,8 @@ import math
 
 import httpx
 import pytest
-from tether.testing import ASGIServer, Fault, ManualClock
 
+from tether.testing import ASGIServer, Fault, ManualClock
 from tether_relay.emulator import PRIVATE_IP_ERROR, RelayEmulator
 
 
@@ -20,7 +21,7 @@ REVOKE = "/v1/relays/sessions:revoke-user"
 
 async def _create(http: httpx.AsyncClient, *ips: str) -> dict:
     response = await http.post(CREATE, json={"users": [{"ip": ip} for ip in ips]})
-    assert 200 == response.status_code, response.text
+    assert response.status_code == 200, response.text
     return response.json()
 
 
@@ -55,7 +56,7 @@ async def test_bad_auth_is_401_with_message(
     async with httpx.AsyncClient(base_url=server.url, headers=headers) as client:
         response = await client.request(method, path, json={})
 
-    assert 401 == response.status_code
+    assert response.status_code == 401
     assert isinstance(response.json()["message"], str)
 
 
@@ -69,7 +70,7 @@ async def test_capitalised_token_scheme_is_accepted(server: ASGIServer) -> None:
     ) as client:
         response = await client.get(CREATE)
 
-    assert 200 == response.status_code
+    assert response.status_code == 200
 
 
 async def test_standard_api_token_is_forbidden(server: ASGIServer) -> None:
@@ -81,7 +82,7 @@ async def test_standard_api_token_is_forbidden(server: ASGIServer) -> None:
     ) as client:
         response = await client.get(CREATE)
 
-    assert 403 == response.status_code
+    assert response.status_code == 403
     assert "relay" in response.json()["message"]
 
 
@@ -114,8 +115,8 @@ async def test_new_session_initializes_then_links_on_the_clock(
 
     assert ready["ready"] is True
     assert ready["linked"] is True
-    assert "Linked" == ready["status"]
-    assert ["1.1.1.1", "8.8.8.8"] == [u["ip_address"] for u in ready["session_users"]]
+    assert ready["status"] == "Linked"
+    assert [u["ip_address"] for u in ready["session_users"]] == ["1.1.1.1", "8.8.8.8"]
     assert ready["relay"]["ports"]["server"]["protocol"] == "UDP"
 
 
@@ -144,7 +145,7 @@ async def test_private_ip_session_fails_with_error(
     await clock.advance(1.0)
     body = (await http.get(f"{CREATE}/{created['session_id']}")).json()
 
-    assert PRIVATE_IP_ERROR == body["error"]
+    assert body["error"] == PRIVATE_IP_ERROR
     assert body["ready"] is False
 
 
@@ -155,7 +156,7 @@ async def test_fail_with_knob(http: httpx.AsyncClient, emulator: RelayEmulator) 
     emulator.fail_with = "Session failed"
     created = await _create(http, "1.1.1.1")
 
-    assert "Session failed" == created["error"]
+    assert created["error"] == "Session failed"
 
 
 @pytest.mark.parametrize(
@@ -186,9 +187,9 @@ async def test_create_validation_is_400_with_message(
     """
     response = await http.post(CREATE, json=body)
 
-    assert 400 == response.status_code
+    assert response.status_code == 400
     assert isinstance(response.json()["message"], str)
-    assert [] == emulator.live_sessions()
+    assert emulator.live_sessions() == []
 
 
 async def test_get_and_delete_unknown_are_404(http: httpx.AsyncClient) -> None:
@@ -198,7 +199,7 @@ async def test_get_and_delete_unknown_are_404(http: httpx.AsyncClient) -> None:
     got = await http.get(f"{CREATE}/nope-S")
     deleted = await http.delete(f"{CREATE}/nope-S")
 
-    assert (404, 404) == (got.status_code, deleted.status_code)
+    assert (got.status_code, deleted.status_code) == (404, 404)
     assert "message" in got.json()
     assert "message" in deleted.json()
 
@@ -213,10 +214,10 @@ async def test_delete_is_204_then_404(
     first = await http.delete(f"{CREATE}/{created['session_id']}")
     second = await http.delete(f"{CREATE}/{created['session_id']}")
 
-    assert 204 == first.status_code
-    assert b"" == first.content
-    assert 404 == second.status_code
-    assert [] == emulator.live_sessions()
+    assert first.status_code == 204
+    assert first.content == b""
+    assert second.status_code == 404
+    assert emulator.live_sessions() == []
     assert [created["session_id"]] == emulator.deleted_sessions()
 
 
@@ -229,19 +230,19 @@ async def test_list_paginates(http: httpx.AsyncClient, emulator: RelayEmulator) 
     pages = []
     for page in (1, 2, 3):
         response = await http.get(CREATE, params={"page": page})
-        assert 200 == response.status_code
+        assert response.status_code == 200
         pages.append(response.json())
 
     assert ids == [s["session_id"] for p in pages for s in p["sessions"]]
     assert {5} == {p["total_count"] for p in pages}
-    assert {
+    assert pages[0]["pagination"] == {
         "number": 1,
         "next_page_number": 2,
         "previous_page_number": None,
         "paginator": {"num_pages": 3},
         "has_next": True,
         "has_previous": False,
-    } == pages[0]["pagination"]
+    }
     assert pages[2]["pagination"]["has_next"] is False
     assert pages[2]["pagination"]["next_page_number"] is None
 
@@ -252,9 +253,9 @@ async def test_empty_list_has_one_page(http: httpx.AsyncClient) -> None:
     """
     body = (await http.get(CREATE)).json()
 
-    assert [] == body["sessions"]
-    assert 0 == body["total_count"]
-    assert 1 == body["pagination"]["paginator"]["num_pages"]
+    assert body["sessions"] == []
+    assert body["total_count"] == 0
+    assert body["pagination"]["paginator"]["num_pages"] == 1
 
 
 @pytest.mark.parametrize("page", ["0", "-1", "x"])
@@ -264,7 +265,7 @@ async def test_bad_page_is_400(http: httpx.AsyncClient, page: str) -> None:
     """
     response = await http.get(CREATE, params={"page": page})
 
-    assert 400 == response.status_code
+    assert response.status_code == 400
 
 
 async def test_authorize_returns_session_user_with_token(
@@ -274,12 +275,17 @@ async def test_authorize_returns_session_user_with_token(
     authorize-user answers 200 with the new user's token in session_user.
     """
     sid = (await _create(http, "1.1.1.1"))["session_id"]
-    response = await http.post(AUTHORIZE, json={"session_id": sid, "user_ip": "9.9.9.9"})
+    response = await http.post(
+        AUTHORIZE, json={"session_id": sid, "user_ip": "9.9.9.9"}
+    )
     body = response.json()
 
-    assert 200 == response.status_code
-    assert "9.9.9.9" == body["session_user"]["ip_address"]
-    assert emulator.user_token(sid, "9.9.9.9") == body["session_user"]["authorization_token"]
+    assert response.status_code == 200
+    assert body["session_user"]["ip_address"] == "9.9.9.9"
+    assert (
+        emulator.user_token(sid, "9.9.9.9")
+        == body["session_user"]["authorization_token"]
+    )
     assert body["session_user"]["authorization_token"] > 2**31
 
 
@@ -288,9 +294,11 @@ async def test_authorize_twice_is_409(http: httpx.AsyncClient) -> None:
     Authorizing an IP that is already on the session is a 409 conflict.
     """
     sid = (await _create(http, "1.1.1.1"))["session_id"]
-    response = await http.post(AUTHORIZE, json={"session_id": sid, "user_ip": "1.1.1.1"})
+    response = await http.post(
+        AUTHORIZE, json={"session_id": sid, "user_ip": "1.1.1.1"}
+    )
 
-    assert 409 == response.status_code
+    assert response.status_code == 409
     assert "message" in response.json()
 
 
@@ -304,9 +312,7 @@ async def test_authorize_twice_is_409(http: httpx.AsyncClient) -> None:
         {"session_id": "SID", "user_ip": "300.1.1.1"},
     ],
 )
-async def test_authorize_validation_is_400(
-    http: httpx.AsyncClient, body: dict
-) -> None:
+async def test_authorize_validation_is_400(http: httpx.AsyncClient, body: dict) -> None:
     """
     Missing fields, an unknown session or a bad IP get 400 on authorize-user.
     """
@@ -315,7 +321,7 @@ async def test_authorize_validation_is_400(
         body = {**body, "session_id": sid}
     response = await http.post(AUTHORIZE, json=body)
 
-    assert 400 == response.status_code
+    assert response.status_code == 400
     assert "message" in response.json()
 
 
@@ -327,9 +333,11 @@ async def test_authorize_before_ready_is_400(
     """
     emulator.ready_delay = 10.0
     sid = (await _create(http, "1.1.1.1"))["session_id"]
-    response = await http.post(AUTHORIZE, json={"session_id": sid, "user_ip": "9.9.9.9"})
+    response = await http.post(
+        AUTHORIZE, json={"session_id": sid, "user_ip": "9.9.9.9"}
+    )
 
-    assert 400 == response.status_code
+    assert response.status_code == 400
 
 
 @pytest.mark.parametrize("revoke_status", [200, 204])
@@ -349,7 +357,9 @@ async def test_revoke_by_user_token(
     assert revoke_status == response.status_code
     assert emulator.user_token(sid, "8.8.8.8") is None
     if revoke_status == 200:
-        assert ["1.1.1.1"] == [u["ip_address"] for u in response.json()["session_users"]]
+        assert [u["ip_address"] for u in response.json()["session_users"]] == [
+            "1.1.1.1"
+        ]
 
 
 @pytest.mark.parametrize(
@@ -386,12 +396,14 @@ async def test_kill_and_fail_controls(
     emulator.kill(a)
     emulator.fail(b, "relay crashed")
 
-    assert 404 == (await http.get(f"{CREATE}/{a}")).status_code
-    assert "relay crashed" == (await http.get(f"{CREATE}/{b}")).json()["error"]
+    assert (await http.get(f"{CREATE}/{a}")).status_code == 404
+    assert (await http.get(f"{CREATE}/{b}")).json()["error"] == "relay crashed"
     assert [b] == emulator.live_sessions()
 
 
-async def test_fault_injection(http: httpx.AsyncClient, emulator: RelayEmulator) -> None:
+async def test_fault_injection(
+    http: httpx.AsyncClient, emulator: RelayEmulator
+) -> None:
     """
     The FaultInjector in front of the app fails requests on demand.
     """
@@ -399,8 +411,8 @@ async def test_fault_injection(http: httpx.AsyncClient, emulator: RelayEmulator)
     emulator.faults.kinds = {Fault.SERVER_ERROR}
     response = await http.get(CREATE)
 
-    assert 503 == response.status_code
-    assert 1 == emulator.faults.injected[Fault.SERVER_ERROR]
+    assert response.status_code == 503
+    assert emulator.faults.injected[Fault.SERVER_ERROR] == 1
 
 
 def test_never_ready_with_infinite_delay(clock: ManualClock) -> None:

@@ -1,3 +1,4 @@
+# Copyright 2026 The tether developers. MIT license.
 """
 The emulator's answers (and the provider's requests) match Edgegap's Swagger file.
 
@@ -23,18 +24,21 @@ from __future__ import annotations
 
 import copy
 import pathlib
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import jsonschema
 import pytest
 import yaml
-from tether.abc import CreateRequest
-from tether.testing import ManualClock
 
-from tether_relay import RelayProvider
-from tether_relay.emulator import RelayEmulator
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tether.abc import CreateRequest
+    from tether.testing import ManualClock
+    from tether_relay import RelayProvider
+    from tether_relay.emulator import RelayEmulator
 
 
 SPEC_PATH = pathlib.Path(__file__).parent / "spec" / "edgegap-swagger-2024.yaml"
@@ -66,7 +70,9 @@ def _definitions(*, relaxed: bool) -> dict[str, Any]:
     if relaxed:
         for name, prop in NULLABLE:
             schema = definitions[name]["properties"][prop]
-            definitions[name]["properties"][prop] = {"anyOf": [schema, {"type": "null"}]}
+            definitions[name]["properties"][prop] = {
+                "anyOf": [schema, {"type": "null"}]
+            }
     return definitions
 
 
@@ -95,7 +101,7 @@ def check(response: httpx.Response, *, relaxed: bool = True) -> list[str]:
         )
         return []
     if "schema" not in declared:
-        assert b"" == response.content
+        assert response.content == b""
         return []
     validator = _validator(declared["schema"], relaxed=relaxed)
     return [
@@ -128,7 +134,9 @@ def _exercise(
             base,
             json={
                 "users": [{"ip": "1.1.1.1"}],
-                "filters": [{"field": "region", "values": ["eu"], "filter_type": "any"}],
+                "filters": [
+                    {"field": "region", "values": ["eu"], "filter_type": "any"}
+                ],
                 "webhook_url": "https://example.com/hook",
             },
         )
@@ -181,7 +189,11 @@ def _exercise(
         await call("DELETE", f"{base}/{sid}")
         await call("GET", f"{base}/{sid}")
         async with httpx.AsyncClient(base_url=str(http.base_url)) as anonymous:
-            for method, path in [("GET", base), ("POST", base), ("DELETE", f"{base}/x")]:
+            for method, path in [
+                ("GET", base),
+                ("POST", base),
+                ("DELETE", f"{base}/x"),
+            ]:
                 response = await anonymous.request(method, path)
                 seen.append(response)
         return seen
@@ -204,7 +216,7 @@ async def test_every_emulator_answer_matches_the_spec(
         if (errors := check(r))
     }
 
-    assert {} == problems
+    assert problems == {}
     assert {200, 204, 400, 401, 404, 409} <= statuses
 
 

@@ -1,3 +1,4 @@
+# Copyright 2026 The tether developers. MIT license.
 """
 tether provider for Edgegap Distributed Relay sessions.
 

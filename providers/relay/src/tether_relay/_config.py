@@ -1,3 +1,4 @@
+# Copyright 2026 The tether developers. MIT license.
 """
 The relay provider's configuration.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 import attrs
+
 from tether._redact import Secret
 from tether.abc import ProviderConfig
 from tether.exceptions import ConfigError

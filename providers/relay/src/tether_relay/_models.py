@@ -1,3 +1,4 @@
+# Copyright 2026 The tether developers. MIT license.
 """
 Values the relay provider hands to its callers.
 

@@ -1,3 +1,4 @@
+# Copyright 2026 The tether developers. MIT license.
 """
 Local validation of every relay parameter, before any request is sent.
 """
@@ -254,7 +255,7 @@ def parse_update(changes: Mapping[str, Any], *, allow_private: bool) -> dict[str
         )
     both = set(result.get("authorize", ())) & set(result.get("revoke", ()))
     if both:
-        ip = sorted(both)[0]
+        ip = min(both)
         raise _fail(
             f"{ip} is both authorized and revoked",
             field="revoke",

@@ -1,3 +1,4 @@
+# Copyright 2026 The tether developers. MIT license.
 """
 The ``relay`` provider: Edgegap Distributed Relay sessions.
 """
@@ -5,11 +6,11 @@ The ``relay`` provider: Edgegap Distributed Relay sessions.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import anyio
-import httpx
 import structlog
+
 from tether._session import Health, HealthStatus, Session
 from tether.abc import (
     Capabilities,
@@ -28,7 +29,6 @@ from tether.exceptions import (
     RequestRejectedError,
     TransientProviderError,
 )
-
 from tether_relay import _params
 from tether_relay._config import RelayConfig
 from tether_relay._models import (
@@ -39,6 +39,10 @@ from tether_relay._models import (
     user_from,
     users_from,
 )
+
+
+if TYPE_CHECKING:
+    import httpx
 
 
 logger = structlog.get_logger("tether.relay")
@@ -117,13 +121,15 @@ class RelayProvider(Provider[RelayConfig]):
         """
         Validate ``authorize`` and ``revoke``: lists of IP addresses.
         """
-        return _params.parse_update(changes, allow_private=self.config.allow_private_ips)
+        return _params.parse_update(
+            changes, allow_private=self.config.allow_private_ips
+        )
 
     # -- the lifecycle -----------------------------------------------------------
 
     async def create(self, request: CreateRequest) -> RemoteSession:
         """
-        Create a relay session and wait, bounded by ``ready_timeout``, until it is ready.
+        Create a relay session and wait (up to ``ready_timeout``) until it is ready.
 
         If the session reports an error, does not become ready in time, or the
         wait is cancelled, the session is deleted (shielded from cancellation,
@@ -194,7 +200,9 @@ class RelayProvider(Provider[RelayConfig]):
             if state == "error"
             else "relay session is not ready"
         )
-        return Health(status=HealthStatus.DEGRADED, raw_state=raw, detail=detail, data=data)
+        return Health(
+            status=HealthStatus.DEGRADED, raw_state=raw, detail=detail, data=data
+        )
 
     async def close(self, session: Session) -> None:
         """
@@ -240,10 +248,15 @@ class RelayProvider(Provider[RelayConfig]):
             if not isinstance(sessions, list):
                 raise self._malformed(response, operation="list")
             for item in sessions:
-                if isinstance(item, Mapping) and isinstance(item.get("session_id"), str):
+                if isinstance(item, Mapping) and isinstance(
+                    item.get("session_id"), str
+                ):
                     found.setdefault(item["session_id"], self._remote(item))
             pagination = body.get("pagination")
-            if not isinstance(pagination, Mapping) or pagination.get("has_next") is not True:
+            if (
+                not isinstance(pagination, Mapping)
+                or pagination.get("has_next") is not True
+            ):
                 break
             following = pagination.get("next_page_number")
             if not isinstance(following, int) or following <= page:
@@ -251,7 +264,9 @@ class RelayProvider(Provider[RelayConfig]):
             page = following
         return list(found.values())
 
-    async def update(self, session: Session, changes: Mapping[str, Any]) -> RemoteSession:
+    async def update(
+        self, session: Session, changes: Mapping[str, Any]
+    ) -> RemoteSession:
         """
         Authorize and revoke users: ``authorize=[ip, ...]``, ``revoke=[ip, ...]``.
 
@@ -447,7 +462,9 @@ class RelayProvider(Provider[RelayConfig]):
             json={"session_id": remote_id, "user_ip": ip},
         )
         body = self.json(response, operation="authorize_user")
-        user = user_from(body.get("session_user")) if isinstance(body, Mapping) else None
+        user = (
+            user_from(body.get("session_user")) if isinstance(body, Mapping) else None
+        )
         logger.info(
             "tether.relay.user_authorized",
             provider=self.name,
@@ -466,7 +483,9 @@ class RelayProvider(Provider[RelayConfig]):
             ok=(404,),
             json={"session_id": remote_id, "authorization_token": token},
         )
-        logger.info("tether.relay.user_revoked", provider=self.name, remote_id=remote_id)
+        logger.info(
+            "tether.relay.user_revoked", provider=self.name, remote_id=remote_id
+        )
 
     def _session_payload(self, response: httpx.Response, *, operation: str) -> Any:
         body = self.json(response, operation=operation)
@@ -523,7 +542,9 @@ class RelayProvider(Provider[RelayConfig]):
         """
         found = self._message(response)
         if message is None and found:
-            message = f"{self.name} answered {response.status_code} to {operation}: {found}"
+            message = (
+                f"{self.name} answered {response.status_code} to {operation}: {found}"
+            )
         return super().error_from_response(
             response,
             operation=operation,

@@ -1,3 +1,4 @@
+# Copyright 2026 The tether developers. MIT license.
 """
 A local emulator of Edgegap's relay session API, for tests and demos.
 
@@ -18,15 +19,20 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
 from tether.testing import FaultInjector
+
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection
+
+    from starlette.requests import Request
 
 
 __all__ = ["RelayEmulator"]
@@ -291,14 +297,14 @@ class RelayEmulator:
             return _error(400, "The request body must be a JSON object")
         unknown = set(body) - {"users", "filters", "webhook_url"}
         if unknown:
-            return _error(400, f"Unknown field: {sorted(unknown)[0]}")
+            return _error(400, f"Unknown field: {min(unknown)}")
         users = body.get("users")
         if not isinstance(users, list) or not users:
             return _error(400, "users: at least one user is required")
         ips: list[str] = []
         for user in users:
             if not isinstance(user, dict) or set(user) != {"ip"}:
-                return _error(400, "users: each user must be {\"ip\": <address>}")
+                return _error(400, 'users: each user must be {"ip": <address>}')
             ip = self._ip(user["ip"])
             if ip is None:
                 return _error(400, f"users: invalid IP address {user['ip']!r}")
@@ -323,14 +329,15 @@ class RelayEmulator:
         webhook_url = body.get("webhook_url")
         if webhook_url is not None and not isinstance(webhook_url, str):
             return _error(400, "webhook_url must be a string")
-        session_id = f"{self._random.getrandbits(48):012x}-S"
+        rnd = self._random
+        session_id = f"{rnd.getrandbits(48):012x}-S"
         private = any(not ipaddress.ip_address(ip).is_global for ip in ips)
         relay = _Relay(
             id=session_id,
             created_at=self.clock(),
             users=[self._user(ip) for ip in ips],
             session_token=self._token(),
-            host_ip=f"178.79.{self._random.randint(0, 255)}.{self._random.randint(1, 254)}",
+            host_ip=f"178.79.{rnd.randint(0, 255)}.{rnd.randint(1, 254)}",
             server_port=self._random.randint(30000, 32000),
             client_port=self._random.randint(32001, 34000),
             filters=filters,
@@ -417,7 +424,7 @@ class RelayEmulator:
         response["session_user"] = self._render_user(user)
         return JSONResponse(response)
 
-    async def _revoke(self, request: Request) -> Response:
+    async def _revoke(self, request: Request) -> Response:  # noqa: PLR0911
         body = await self._body(request)
         if (denied := self._auth(request)) is not None:
             return denied
@@ -431,7 +438,8 @@ class RelayEmulator:
             or isinstance(token, bool)
         ):
             return _error(
-                400, "session_id (string) and authorization_token (integer) are required"
+                400,
+                "session_id (string) and authorization_token (integer) are required",
             )
         relay = self._sessions.get(session_id)
         if relay is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 import attrs
-from tether._redact import Secret  # XXX: switch to tether.Secret once re-exported
+from tether import Secret
 from tether.abc import ProviderConfig
 from tether.exceptions import ConfigError
 

@@ -16,8 +16,11 @@ from typing import Any, ClassVar, Final
 import attrs
 import httpx
 import structlog
-from tether._redact import REDACTED, Secret, redact, redact_text
-from tether._session import Health, HealthStatus, Session
+from tether import Health, HealthStatus, Secret, Session
+
+# XXX: the core's redaction helpers are not public yet; they are what
+# ProviderError itself uses, so error bodies are masked the same way.
+from tether._redact import REDACTED, redact, redact_text
 from tether.abc import (
     Capabilities,
     ClientOptions,
@@ -335,7 +338,7 @@ class SipherProvider(Provider[SipherConfig]):
         env_code, env_message, details = self._envelope(response)
         code = code or env_code
         if message is None and env_message:
-            message = f"{self.name}: {redact_text(env_message)}"
+            message = f"{self.name}: {self._mask(env_message)}"
         error = super().error_from_response(
             response,
             operation=operation,
@@ -343,10 +346,33 @@ class SipherProvider(Provider[SipherConfig]):
             message=message,
             code=code,
         )
-        error.body = redact(_scrub(error.body))
+        error.body = self._mask(_scrub(error.body))
         if isinstance(error, RateLimitedError) and error.retry_after is None:
             error.retry_after = self._retry_after_from(details)
         return error
+
+    def _known_secrets(self) -> list[str]:
+        known = [self.config.api_key.reveal()]
+        if self.config.default_viewing_key is not None:
+            known.append(self.config.default_viewing_key.reveal())
+        known.extend(held.reveal() for held in self._viewing_keys.values())
+        # Longest first, so a key that contains another is masked whole.
+        return sorted((k for k in known if k), key=len, reverse=True)
+
+    def _mask(self, value: Any) -> Any:
+        """
+        *value* with every secret this provider holds masked, then the core's
+        redaction (secret-named keys, secret-shaped strings).
+        """
+        if isinstance(value, str):
+            for secret in self._known_secrets():
+                value = value.replace(secret, REDACTED)
+            return redact_text(value)
+        if isinstance(value, Mapping):
+            return {k: self._mask(v) for k, v in redact(value).items()}
+        if isinstance(value, list | tuple):
+            return [self._mask(v) for v in value]
+        return value
 
     def _retry_after_from(self, details: Any) -> float | None:
         if not isinstance(details, Mapping):

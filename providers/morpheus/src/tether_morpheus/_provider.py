@@ -1,0 +1,516 @@
+"""
+The Morpheus provider: model and bid sessions on the Morpheus API Gateway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Final, Literal, overload
+
+import structlog
+from tether._session import Health, HealthStatus, Session
+from tether.abc import Capabilities, ClientOptions, CreateRequest, Provider, RemoteSession
+from tether.exceptions import (
+    InvalidParameterError,
+    ProviderError,
+    RemoteNotFoundError,
+    RequestRejectedError,
+    TransientProviderError,
+)
+
+from tether_morpheus._client import ChatStream, MorpheusClient
+from tether_morpheus._config import MorpheusConfig
+from tether_morpheus._models import ChatCompletion, Model, PingStatus, RatedBid
+
+
+__all__ = ["MorpheusProvider"]
+
+logger = structlog.get_logger("tether.morpheus")
+
+HEX32: Final = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_PARAMS: Final = ("model", "bid_id", "approve", "direct_payment", "failover")
+_PING: Final[Mapping[PingStatus, HealthStatus]] = {
+    PingStatus.ALIVE: HealthStatus.ALIVE,
+    PingStatus.EXPIRED: HealthStatus.EXPIRED,
+    PingStatus.DEAD: HealthStatus.GONE,
+    PingStatus.NO_SESSION: HealthStatus.GONE,
+    PingStatus.ERROR: HealthStatus.DEGRADED,
+    PingStatus.UNKNOWN: HealthStatus.DEGRADED,
+}
+
+GatewayMode = Literal["sessions", "lease"]
+
+
+class MorpheusProvider(Provider[MorpheusConfig]):
+    """
+    Sessions on the Morpheus API Gateway, an AI inference marketplace.
+
+    Create parameters (exactly one of ``model`` and ``bid_id``):
+
+    * ``model``: a model name (resolved to its hex id through ``/models``) or a
+      hex id (``0x`` + 64 hex digits). Unknown names and ids fail; the gateway's
+      own silent fallback to a default model is never reached.
+    * ``bid_id``: a bid's hex id, for one provider's offer (see :meth:`candidates`).
+    * ``approve``: ``True`` to approve MOR spending of the highest bid price ×
+      duration first (by ``model``), or an explicit amount in wei.
+    * ``direct_payment``, ``failover``: passed as ``directPayment`` and
+      ``failover`` (v1.14.0 ignores both on model sessions).
+
+    tether's ``lifetime=`` is sent as ``sessionDuration`` (60 to 86400 s, default
+    3600). One API key holds one session, so tether never sends a second create
+    on a key whose session is live. Against today's gateway (no session routes)
+    a session is a client-side lease over key + model.
+
+    Provider-specific operations: :meth:`chat`, :meth:`candidates`,
+    :meth:`failover_candidates`, :meth:`resolve_model`, :meth:`mode`, and
+    :attr:`api` (the whole gateway client).
+    """
+
+    config_class: ClassVar[type[MorpheusConfig]] = MorpheusConfig
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        server_ttl=True,
+        default_lifetime=3600.0,
+        min_lifetime=60.0,
+        max_lifetime=86400.0,
+        max_sessions_per_credential=1,
+        # A ping spends a real inference and queues behind live requests.
+        ping_interval=900.0,
+    )
+
+    def __init__(self, config: MorpheusConfig, *, client: Any, name: str) -> None:
+        super().__init__(config, client=client, name=name)
+        #: The typed gateway client (models, sessions, chat, account...).
+        self.api = MorpheusClient(client, provider=name, access_token=config.access_token)
+        self._mode: GatewayMode | None = None if config.mode == "auto" else config.mode
+        self._failed_providers: set[str] = set()
+        self._bid_providers: dict[str, str] = {}
+
+    @classmethod
+    def client_options(cls, config: MorpheusConfig) -> ClientOptions:
+        return ClientOptions(
+            base_url=config.base_url,
+            headers={
+                "Authorization": f"Bearer {config.api_key.reveal()}",
+                "Accept": "application/json",
+            },
+            timeout=config.timeout,
+        )
+
+    def credential_id(self) -> str | None:
+        # The session slot belongs to the API key alone (not the JWT).
+        digest = hashlib.sha256(self.config.api_key.reveal().encode()).hexdigest()
+        return f"{self.name}:{digest[:16]}"
+
+    # -- parameters ------------------------------------------------------------
+
+    def _invalid(self, msg: str, *, field: str, value: object = None, allowed: str | None = None) -> InvalidParameterError:
+        return InvalidParameterError(
+            f"{self.name}: {msg}", field=field, value=value, allowed=allowed, provider=self.name
+        )
+
+    def parse_create(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = [k for k in params if k not in _PARAMS]
+        if unknown:
+            raise self._invalid(
+                f"unknown parameter {unknown[0]!r}", field=unknown[0], allowed=", ".join(_PARAMS)
+            )
+        model, bid_id = params.get("model"), params.get("bid_id")
+        if (model is None) == (bid_id is None):
+            raise self._invalid(
+                "give exactly one of model= and bid_id=",
+                field="model" if model is None else "bid_id",
+                allowed="a model name or hex id, or a bid id (not both)",
+            )
+        parsed: dict[str, Any] = {}
+        if model is not None:
+            if not isinstance(model, str) or not model.strip():
+                raise self._invalid("model must be a non-empty string", field="model", value=model)
+            if model.startswith("0x") and not HEX32.fullmatch(model):
+                raise self._invalid(
+                    "a hex model id is 0x followed by 64 hex digits",
+                    field="model",
+                    value=model,
+                    allowed="a model name or 0x + 64 hex digits",
+                )
+            parsed["model"] = model.strip()
+        else:
+            if not isinstance(bid_id, str) or not HEX32.fullmatch(bid_id):
+                raise self._invalid(
+                    "bid_id must be 0x followed by 64 hex digits",
+                    field="bid_id",
+                    value=bid_id,
+                    allowed="0x + 64 hex digits",
+                )
+            parsed["bid_id"] = bid_id
+        approve = params.get("approve", False)
+        if isinstance(approve, bool):
+            if approve and bid_id is not None:
+                raise self._invalid(
+                    "approve=True prices the session from a model's bids; with bid_id= "
+                    "give the amount to approve (approve=<wei>)",
+                    field="approve",
+                    value=approve,
+                    allowed="False, or a positive amount in wei",
+                )
+        elif not isinstance(approve, int) or approve <= 0:
+            raise self._invalid(
+                "approve must be True/False or a positive amount in wei",
+                field="approve",
+                value=approve,
+                allowed="True, False or a positive integer",
+            )
+        parsed["approve"] = approve
+        for flag in ("direct_payment", "failover"):
+            value = params.get(flag, False)
+            if not isinstance(value, bool):
+                raise self._invalid(f"{flag} must be True or False", field=flag, value=value, allowed="True or False")
+            parsed[flag] = value
+        return parsed
+
+    def lifetime_for(self, lifetime: float | None, params: Mapping[str, Any]) -> float | None:
+        # sessionDuration is whole seconds: round up so tether's deadline and
+        # the gateway's agree.
+        checked = super().lifetime_for(lifetime, params)
+        return None if checked is None else float(math.ceil(checked))
+
+    # -- gateway mode --------------------------------------------------------------
+
+    async def mode(self) -> GatewayMode:
+        """
+        ``"sessions"`` when the gateway has session routes, else ``"lease"``.
+
+        Detected once (``mode="auto"``) from the OpenAPI document, or from a
+        side-effect-free probe of ``/session/modelsession``.
+        """
+        if self._mode is None:
+            self._mode = "sessions" if await self.api.has_session_routes() else "lease"
+            logger.info("tether.morpheus.mode_detected", provider=self.name, mode=self._mode)
+        return self._mode
+
+    # -- models and bids -----------------------------------------------------------
+
+    async def resolve_model(self, model: str) -> Model:
+        """
+        The model called *model* (a name or a hex id), from the gateway's lists.
+
+        Raises:
+            InvalidParameterError: No such model (the gateway itself would
+                silently use its default model instead).
+        """
+        models = await self.api.models()
+        found = _find_model(models, model)
+        if found is None:
+            models = await self.api.all_models()
+            found = _find_model(models, model)
+        if found is None:
+            names = ", ".join(sorted(m.name for m in models)[:20])
+            raise self._invalid(
+                f"no model {model!r} on this gateway", field="model", value=model, allowed=names
+            )
+        return found
+
+    async def bids(self, model: str) -> list[RatedBid]:
+        """
+        The rated bids of *model* (name or hex id), best score first.
+        """
+        resolved = await self.resolve_model(model)
+        bids = await self.api.rated_bids(resolved.blockchain_id)
+        for bid in bids:
+            self._bid_providers[bid.id] = bid.provider
+        return bids
+
+    async def candidates(
+        self, model: str, *, exclude_providers: Iterable[str] = ()
+    ) -> list[str]:
+        """
+        Bid ids of *model*, best score first, without providers that failed.
+
+        A provider counts as failed once a bid session on it failed with a
+        transient error in this process (see :meth:`mark_failed`), or when it is
+        in *exclude_providers*.
+        """
+        skip = {p.lower() for p in exclude_providers} | self._failed_providers
+        return [b.id for b in await self.bids(model) if b.provider.lower() not in skip]
+
+    async def failover_candidates(
+        self,
+        model: str,
+        *,
+        fallback_models: Sequence[str] = (),
+        **params: Any,
+    ) -> list[Any]:
+        """
+        :class:`tether.Candidate` values: *model*'s bids best first, then the
+        fallback models by name; pass them to :class:`tether.FailoverPolicy`.
+        """
+        from tether import Candidate  # noqa: PLC0415
+
+        bids = await self.candidates(model)
+        result = [Candidate(provider=self.name, params={"bid_id": b, **params}) for b in bids]
+        result.extend(
+            Candidate(provider=self.name, params={"model": m, **params}) for m in fallback_models
+        )
+        return result
+
+    def mark_failed(self, bid_or_provider: str) -> None:
+        """
+        Skip a provider (given by its address or one of its bid ids) in :meth:`candidates`.
+        """
+        address = self._bid_providers.get(bid_or_provider, bid_or_provider)
+        self._failed_providers.add(address.lower())
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def create(self, request: CreateRequest) -> RemoteSession:
+        params = request.params
+        duration = int(request.lifetime or self.capabilities.default_lifetime or 3600)
+        mode = await self.mode()
+        if mode == "sessions":
+            try:
+                return await self._create_session(request, duration)
+            except RemoteNotFoundError as exc:
+                # A gateway that lost its session routes (auto mode only).
+                if self.config.mode != "auto" or exc.status_code != 404:  # noqa: PLR2004
+                    raise
+                self._mode = "lease"
+                logger.info("tether.morpheus.mode_detected", provider=self.name, mode="lease")
+        if params.get("bid_id") is not None or params.get("approve"):
+            msg = (
+                f"{self.name}: this gateway has no session routes, so bid sessions "
+                "and approvals are not available (lease mode)"
+            )
+            raise RequestRejectedError(
+                msg, provider=self.name, operation="create", code="lease_mode"
+            )
+        return await self._create_lease(request, duration)
+
+    async def _model_for_create(self, model: str) -> Model:
+        try:
+            return await self.resolve_model(model)
+        except InvalidParameterError as exc:
+            # A typed, permanent ProviderError, so the manager settles the
+            # session as FAILED instead of leaving it CREATING.
+            raise RemoteNotFoundError(
+                str(exc), provider=self.name, operation="create", code="model_not_found"
+            ) from exc
+
+    async def _create_lease(self, request: CreateRequest, duration: int) -> RemoteSession:
+        model = await self._model_for_create(str(request.params["model"]))
+        logger.info(
+            "tether.morpheus.lease_opened",
+            provider=self.name,
+            session_id=request.tether_id,
+            model=model.name,
+        )
+        return RemoteSession(
+            id=f"lease:{request.tether_id}",
+            raw_state="lease",
+            tether_id=request.tether_id,
+            data={
+                "mode": "lease",
+                "model": model.name,
+                "model_id": model.blockchain_id,
+                "session_duration": duration,
+            },
+        )
+
+    async def _create_session(self, request: CreateRequest, duration: int) -> RemoteSession:
+        params = request.params
+        direct, failover = bool(params.get("direct_payment")), bool(params.get("failover"))
+        data: dict[str, Any] = {
+            "mode": "sessions",
+            "session_duration": duration,
+            "direct_payment": direct,
+            "failover": failover,
+        }
+        approve = params.get("approve", False)
+        if params.get("model") is not None:
+            model = await self._model_for_create(str(params["model"]))
+            data.update(model=model.name, model_id=model.blockchain_id)
+            if approve is True:
+                bids = await self.api.rated_bids(model.blockchain_id)
+                if not bids:
+                    msg = f"{self.name}: model {model.name!r} has no bids to price an approval"
+                    raise RemoteNotFoundError(
+                        msg, provider=self.name, operation="create", code="no_bids"
+                    )
+                # The node may walk every bid, best first: cover the dearest.
+                approve = max(b.cost(duration) for b in bids)
+            if approve:
+                approval = await self.api.approve(int(approve))
+                data.update(approved=int(approve), approval_tx=approval.tx)
+            opened = await self.api.model_session(
+                model.blockchain_id,
+                session_duration=duration,
+                direct_payment=direct,
+                failover=failover,
+            )
+        else:
+            bid_id = str(params["bid_id"])
+            data["bid_id"] = bid_id
+            if bid_id in self._bid_providers:
+                data["provider_address"] = self._bid_providers[bid_id]
+            if approve:
+                approval = await self.api.approve(int(approve))
+                data.update(approved=int(approve), approval_tx=approval.tx)
+            try:
+                opened = await self.api.bid_session(
+                    bid_id, session_duration=duration, direct_payment=direct, failover=failover
+                )
+            except TransientProviderError:
+                if bid_id in self._bid_providers:
+                    self.mark_failed(bid_id)
+                raise
+        data["api_key_prefix"] = opened.api_key_prefix
+        if opened.note:
+            data["note"] = opened.note
+        logger.info(
+            "tether.morpheus.session_opened",
+            provider=self.name,
+            session_id=request.tether_id,
+            remote_id=opened.session_id,
+            model=data.get("model"),
+            bid_id=data.get("bid_id"),
+        )
+        return RemoteSession(
+            id=opened.session_id, raw_state="active", tether_id=request.tether_id, data=data
+        )
+
+    async def ping(self, session: Session) -> Health:
+        if session.data.get("mode") == "lease":
+            return await self._ping_lease(session)
+        result = await self.api.ping_session(session_id=session.id)
+        status = _PING[result.status]
+        detail = result.message or None
+        if result.status is PingStatus.DEAD and result.error:
+            detail = f"{result.message}: {result.error}"
+        if (
+            result.session_id is not None
+            and session.remote_id is not None
+            and result.session_id.lower() != session.remote_id.lower()
+        ):
+            # The key holds another session now (a chat with another model, or
+            # another client): ours was closed or forgotten by the gateway.
+            status = HealthStatus.GONE
+            detail = "the API key now holds another session"
+        return Health(status=status, raw_state=result.raw_status or None, detail=detail)
+
+    async def _ping_lease(self, session: Session) -> Health:
+        # Cheap: a model list read, no inference.
+        model_id = str(session.data.get("model_id", ""))
+        models = await self.api.models()
+        if any(m.blockchain_id.lower() == model_id.lower() for m in models):
+            return Health(status=HealthStatus.ALIVE, raw_state="lease")
+        return Health(
+            status=HealthStatus.GONE,
+            raw_state="model_unlisted",
+            detail=f"model {session.data.get('model')!r} is no longer offered",
+        )
+
+    async def close(self, session: Session) -> None:
+        if session.data.get("mode") == "lease" or session.remote_id is None:
+            return
+        try:
+            result = await self.api.close_session(session_id=session.id)
+        except RemoteNotFoundError:
+            return
+        if result.session_id is not None and result.session_id.lower() != session.remote_id.lower():
+            logger.warning(
+                "tether.morpheus.close_mismatched",
+                provider=self.name,
+                session_id=session.id,
+                remote_id=session.remote_id,
+                closed=result.session_id,
+            )
+        logger.info(
+            "tether.morpheus.session_closed",
+            provider=self.name,
+            session_id=session.id,
+            message=result.message,
+        )
+
+    # -- inference ---------------------------------------------------------------------
+
+    @overload
+    async def chat(
+        self,
+        session: Session,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        stream: Literal[False] = False,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> ChatCompletion: ...
+
+    @overload
+    async def chat(
+        self,
+        session: Session,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        stream: Literal[True],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> ChatStream: ...
+
+    async def chat(
+        self,
+        session: Session,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        stream: bool = False,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> ChatCompletion | ChatStream:
+        """
+        A chat completion on *session* (OpenAI-compatible).
+
+        On a gateway session the request names it (``session_id``), so the
+        gateway skips its own session logic and never switches models under
+        you; on a lease it names the model.
+
+        Args:
+            session: A live Morpheus session.
+            messages: OpenAI messages.
+            stream: ``True`` for a :class:`~tether_morpheus.ChatStream` of chunks.
+            tools: OpenAI tool definitions.
+            tool_choice: ``"auto"``, ``"none"`` or a named function.
+            **options: ``temperature``, ``top_p``, ``n``, ``stop``, ``max_tokens``,
+                ``presence_penalty``, ``frequency_penalty``.
+
+        Raises:
+            SessionEndedError: The session is closed, expired or lost.
+            RemoteNotFoundError: The node no longer serves the session
+                (``code`` ``session_expired`` or ``session_not_found``): ping it.
+            ProviderError: Any other failure, in-band SSE errors included.
+        """
+        session.ensure_usable()
+        if session.provider != self.name:
+            msg = f"{self.name}: session {session.id} belongs to {session.provider!r}"
+            raise InvalidParameterError(msg, field="session", provider=self.name)
+        kwargs: dict[str, Any] = {"tools": tools, "tool_choice": tool_choice, **options}
+        if session.data.get("mode") == "lease":
+            kwargs["model"] = session.data.get("model")
+        else:
+            kwargs["session_id"] = session.remote_id
+        try:
+            if stream:
+                return await self.api.stream_chat_completions(messages, **kwargs)
+            return await self.api.chat_completions(messages, **kwargs)
+        except ProviderError as exc:
+            exc.session_id = session.id
+            raise
+
+
+def _find_model(models: Sequence[Model], wanted: str) -> Model | None:
+    lowered = wanted.lower()
+    for m in models:
+        if m.name == wanted or (wanted.startswith("0x") and m.blockchain_id.lower() == lowered):
+            return m
+    return None

@@ -1,4 +1,3 @@
-# Copyright 2026 The tether developers. SPDX-License-Identifier: MIT
 """
 Fixtures for the sandbox provider's tests: a manual clock, the emulator served
 on a real loopback socket, a raw HTTP client and the provider.
@@ -6,13 +5,18 @@ on a real loopback socket, a raw HTTP client and the provider.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+
 from tether.testing import ASGIServer, ManualClock, serve_asgi
 from tether_sandbox import SandboxConfig, SandboxProvider
 from tether_sandbox.emulator import SandboxEmulator
+
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 
 KEY = "instavm_sk_test_9f8e7d6c5b4a"

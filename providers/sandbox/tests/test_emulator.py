@@ -1,4 +1,3 @@
-# Copyright 2026 The tether developers. SPDX-License-Identifier: MIT
 """
 The emulator, spoken to over a real socket with raw HTTP: every route, its
 errors, and its bodies checked against the service's schemas.
@@ -14,6 +13,7 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
+
 from tether.testing import ASGIServer, Fault, ManualClock
 from tether_sandbox.emulator import SandboxEmulator
 
@@ -205,7 +205,7 @@ async def test_create_refuses_past_tier_limit(
     ],
 )
 @pytest.mark.parametrize("key", [None, "wrong"])
-async def test_routes_need_a_valid_header_key(
+async def test_routes_need_a_valid_header_key(  # noqa: PLR0917 -- parametrized
     http: httpx.AsyncClient,
     server: ASGIServer,
     method: str,

@@ -1,4 +1,3 @@
-# Copyright 2026 The tether developers. SPDX-License-Identifier: MIT
 """
 tether provider for InstaVM sandbox VM sessions.
 

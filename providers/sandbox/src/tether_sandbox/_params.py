@@ -1,4 +1,3 @@
-# Copyright 2026 The tether developers. SPDX-License-Identifier: MIT
 """
 Local validation of everything the sandbox provider sends, before any request.
 

@@ -1,4 +1,3 @@
-# Copyright 2026 The tether developers. SPDX-License-Identifier: MIT
 """
 The sandbox provider: InstaVM sandbox VM sessions.
 """
@@ -145,7 +144,7 @@ class SandboxProvider(Provider[SandboxConfig]):
     def parse_create(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return _params.parse_create(params)
 
-    def parse_update(self, changes: Mapping[str, Any]) -> dict[str, Any]:  # noqa: ARG002
+    def parse_update(self, changes: Mapping[str, Any]) -> dict[str, Any]:
         # Nothing about a session can be changed after create (env included:
         # it is only accepted by the create call).
         raise self.not_supported("update")
@@ -409,8 +408,8 @@ class SandboxProvider(Provider[SandboxConfig]):
                 vm_replaced=True, previous_vm_id=previous, vm_replacements=count
             )
             detail = (
-                f"the VM was replaced ({previous} -> {status.vm_id}): files, "
-                "variables and installed packages of the old VM are lost"
+                f"the VM was replaced ({previous} -> {status.vm_id}): its state "
+                "(files, variables, installed packages) is lost"
             )
             logger.warning(
                 "tether.sandbox.vm_replaced",

@@ -1,4 +1,3 @@
-# Copyright 2026 The tether developers. SPDX-License-Identifier: MIT
 """
 Values the sandbox provider returns for work inside a session.
 """

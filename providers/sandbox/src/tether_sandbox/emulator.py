@@ -1,4 +1,3 @@
-# Copyright 2026 The tether developers. SPDX-License-Identifier: MIT
 """
 A local emulator of InstaVM's session API, for tests and demos.
 
@@ -140,7 +139,7 @@ def _detail(status: int, detail: str, **headers: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
 
 
-def _int_field(  # noqa: PLR0911 -- one branch per pydantic error type
+def _int_field(
     value: Any, loc: list[str | int], errors: list[dict[str, Any]]
 ) -> int | None:
     """
@@ -609,7 +608,7 @@ class SandboxEmulator:
             )
         return JSONResponse(body)
 
-    async def _sandboxes(self, request: Request) -> Response:  # noqa: C901 -- one route
+    async def _sandboxes(self, request: Request) -> Response:
         key = self._header_key(request)
         if isinstance(key, JSONResponse):
             return key
@@ -660,7 +659,7 @@ class SandboxEmulator:
         assert limit is not None  # noqa: S101 -- defaulted above
         return JSONResponse(rows[:limit])
 
-    async def _kill(self, request: Request) -> Response:  # noqa: PLR0911 -- one route
+    async def _kill(self, request: Request) -> Response:
         key = self._header_key(request)
         if isinstance(key, JSONResponse):
             return key
@@ -698,7 +697,7 @@ class SandboxEmulator:
         self.kill(s.id)
         return JSONResponse({"message": f"VM {vm_id} killed", "vm_id": vm_id})
 
-    async def _parse_command(  # noqa: C901, PLR0911 -- one request model
+    async def _parse_command(
         self, request: Request
     ) -> tuple[_Session, str, dict[str, Any]] | JSONResponse:
         key = self._header_key(request)
@@ -758,9 +757,7 @@ class SandboxEmulator:
             return _detail(404, "Session not found or terminated")
         return found, str(source), body
 
-    def _run(  # noqa: C901 -- a tiny interpreter
-        self, s: _Session, source: str, language: str
-    ) -> tuple[str, str]:
+    def _run(self, s: _Session, source: str, language: str) -> tuple[str, str]:
         vm = self._ensure_vm(s)
         env: dict[str, str] = vm.variables.get("__env__", {})
         out: list[str] = []

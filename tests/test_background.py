@@ -74,7 +74,9 @@ def _registry() -> tether.ProviderRegistry:
 
 def make(registry, backend, clock, other=None, **kw: Any) -> tether.SessionManager:
     kw.setdefault("retry", FAST)
-    kw.setdefault("health", tether.HealthPolicy(interval=10, jitter=0, failures_before_lost=3))
+    kw.setdefault(
+        "health", tether.HealthPolicy(interval=10, jitter=0, failures_before_lost=3)
+    )
     return tether.SessionManager(
         registry=registry,
         config={
@@ -88,7 +90,12 @@ def make(registry, backend, clock, other=None, **kw: Any) -> tether.SessionManag
     )
 
 
-async def collect(manager: tether.SessionManager, into: list[tether.Event], *, task_status=anyio.TASK_STATUS_IGNORED):
+async def collect(
+    manager: tether.SessionManager,
+    into: list[tether.Event],
+    *,
+    task_status=anyio.TASK_STATUS_IGNORED,
+):
     async with manager.events() as events:
         task_status.started()
         async for event in events:
@@ -101,7 +108,10 @@ async def test_failed_pings_degrade_then_lose(registry, backend, clock):
     within one interval of reaching the threshold, with events.
     """
     events: list[tether.Event] = []
-    async with make(registry, backend, clock) as manager, anyio.create_task_group() as tg:
+    async with (
+        make(registry, backend, clock) as manager,
+        anyio.create_task_group() as tg,
+    ):
         await tg.start(collect, manager, events)
         s = await manager.create("fake")
         backend.fail("ping", times=3)
@@ -222,7 +232,10 @@ async def test_retry_after_is_respected(registry, backend, clock):
     """
     backend.fail("create", "rate_limited", retry_after=7)
     done = anyio.Event()
-    async with make(registry, backend, clock) as manager, anyio.create_task_group() as tg:
+    async with (
+        make(registry, backend, clock) as manager,
+        anyio.create_task_group() as tg,
+    ):
 
         async def create() -> None:
             await manager.create("fake")
@@ -252,7 +265,13 @@ async def test_budget_is_shared_across_fallbacks(registry, backend, other, clock
         ],
         attempts_per_candidate=2,
     )
-    async with make(registry, backend, clock, other=other, retry=tether.RetryPolicy(attempts=3, wait_initial=0, wait_max=0)) as manager:
+    async with make(
+        registry,
+        backend,
+        clock,
+        other=other,
+        retry=tether.RetryPolicy(attempts=3, wait_initial=0, wait_max=0),
+    ) as manager:
         with pytest.raises(ProviderUnavailableError):
             await manager.create(policy)
 
@@ -268,9 +287,15 @@ async def test_failover_moves_to_next_candidate(registry, backend, other, clock)
     backend.fail("create", "unavailable", times=100)
     events: list[tether.Event] = []
     policy = tether.FailoverPolicy(
-        candidates=[tether.Candidate(provider="fake"), tether.Candidate(provider="other")]
+        candidates=[
+            tether.Candidate(provider="fake"),
+            tether.Candidate(provider="other"),
+        ]
     )
-    async with make(registry, backend, clock, other=other) as manager, anyio.create_task_group() as tg:
+    async with (
+        make(registry, backend, clock, other=other) as manager,
+        anyio.create_task_group() as tg,
+    ):
         await tg.start(collect, manager, events)
         s = await manager.create(policy)
         await clock.advance(0)
@@ -281,17 +306,25 @@ async def test_failover_moves_to_next_candidate(registry, backend, other, clock)
     assert [("fake", "other")] == [(e.data["from"], e.data["to"]) for e in failovers]
 
 
-async def test_lost_session_is_recreated_on_next_candidate(registry, backend, other, clock):
+async def test_lost_session_is_recreated_on_next_candidate(
+    registry, backend, other, clock
+):
     """
     With recreate_lost, a session that becomes LOST is re-created on the next
     candidate, and the event names the old and the new.
     """
     events: list[tether.Event] = []
     policy = tether.FailoverPolicy(
-        candidates=[tether.Candidate(provider="fake"), tether.Candidate(provider="other")],
+        candidates=[
+            tether.Candidate(provider="fake"),
+            tether.Candidate(provider="other"),
+        ],
         recreate_lost=True,
     )
-    async with make(registry, backend, clock, other=other) as manager, anyio.create_task_group() as tg:
+    async with (
+        make(registry, backend, clock, other=other) as manager,
+        anyio.create_task_group() as tg,
+    ):
         await tg.start(collect, manager, events)
         s = await manager.create(policy, labels={"job": "7"})
         backend.kill(s.remote_id)
@@ -305,7 +338,9 @@ async def test_lost_session_is_recreated_on_next_candidate(registry, backend, ot
     new = live[0]
     assert ("other", {"job": "7"}) == (new.provider, dict(new.labels))
     assert new.id == old.data["replaced_by"]
-    failover = [e for e in events if e.kind is tether.EventKind.FAILOVER and "old" in e.data]
+    failover = [
+        e for e in events if e.kind is tether.EventKind.FAILOVER and "old" in e.data
+    ]
     assert [(s.id, new.id)] == [(e.data["old"], e.data["new"]) for e in failover]
 
 
@@ -315,13 +350,16 @@ async def test_breaker_opens_waits_probes_closes(registry, backend, clock):
     probes half-open, and success closes it.
     """
     events: list[tether.Event] = []
-    async with make(
-        registry,
-        backend,
-        clock,
-        retry=tether.RetryPolicy(attempts=1, wait_initial=0, wait_max=0),
-        breakers=tether.BreakerPolicy(failure_threshold=2, cooldown=30),
-    ) as manager, anyio.create_task_group() as tg:
+    async with (
+        make(
+            registry,
+            backend,
+            clock,
+            retry=tether.RetryPolicy(attempts=1, wait_initial=0, wait_max=0),
+            breakers=tether.BreakerPolicy(failure_threshold=2, cooldown=30),
+        ) as manager,
+        anyio.create_task_group() as tg,
+    ):
         await tg.start(collect, manager, events)
         backend.fail("create", "unavailable", times=2)
         for _ in range(2):
@@ -368,13 +406,17 @@ async def test_open_breaker_fails_fast_within_caller_deadline(registry, backend,
         with pytest.raises(ProviderUnavailableError):
             await manager.create("fake")
         with anyio.fail_after(5):
-            with pytest.raises(ProviderUnavailableError, match="circuit breakers are open"):
+            with pytest.raises(
+                ProviderUnavailableError, match="circuit breakers are open"
+            ):
                 await manager.create("fake")
 
     assert 1 == backend.calls["create"]
 
 
-async def test_admission_limit_holds_under_100_concurrent_creates(registry, backend, clock):
+async def test_admission_limit_holds_under_100_concurrent_creates(
+    registry, backend, clock
+):
     """
     With one session per key and the reject policy, 100 concurrent creates give
     one session and 99 AdmissionErrors; the service sees one create.
@@ -407,7 +449,10 @@ async def test_admission_wait_serialises_sessions(registry, backend, clock):
     OnePerKey.peak = 0
     served = 0
     async with make(
-        registry, backend, clock, admission=tether.AdmissionPolicy(mode="wait", timeout=60)
+        registry,
+        backend,
+        clock,
+        admission=tether.AdmissionPolicy(mode="wait", timeout=60),
     ) as manager:
 
         async def use() -> None:
@@ -444,7 +489,10 @@ async def test_admission_wait_times_out(registry, backend, clock):
     With the wait policy, a create that finds no free slot in time raises AdmissionError.
     """
     async with make(
-        registry, backend, clock, admission=tether.AdmissionPolicy(mode="wait", timeout=0.05)
+        registry,
+        backend,
+        clock,
+        admission=tether.AdmissionPolicy(mode="wait", timeout=0.05),
     ) as manager:
         await manager.create("one")
         with pytest.raises(AdmissionError, match="waited"):

@@ -85,7 +85,9 @@ async def test_session_block_closes_on_error(tether_manager, tether_fake_backend
     assert set() == tether_fake_backend.live_ids()
 
 
-async def test_session_block_closes_on_cancellation(tether_manager, tether_fake_backend):
+async def test_session_block_closes_on_cancellation(
+    tether_manager, tether_fake_backend
+):
     """
     Cancelling the block's scope still closes the session, shielded.
     """
@@ -125,7 +127,9 @@ async def test_update_changes_the_session(tether_manager, tether_fake_backend):
     assert "b" == tether_fake_backend.sessions[s.remote_id].params["note"]
 
 
-async def test_update_not_supported_sends_nothing(registry, tether_fake_backend, tether_clock):
+async def test_update_not_supported_sends_nothing(
+    registry, tether_fake_backend, tether_clock
+):
     """
     A provider without update raises NotSupportedError before any call.
     """
@@ -147,7 +151,9 @@ async def test_update_not_supported_sends_nothing(registry, tether_fake_backend,
         ({"colour": "red"}, "colour"),
     ],
 )
-async def test_bad_params_rejected_before_any_call(tether_manager, tether_fake_backend, params, field):
+async def test_bad_params_rejected_before_any_call(
+    tether_manager, tether_fake_backend, params, field
+):
     """
     Invalid create parameters raise InvalidParameterError naming the field; nothing is sent.
     """
@@ -169,7 +175,9 @@ async def test_bad_params_rejected_before_any_call(tether_manager, tether_fake_b
         ({"labels": {"a": 1}}, "labels"),
     ],
 )
-async def test_bad_generic_input_rejected(tether_manager, tether_fake_backend, kw, field):
+async def test_bad_generic_input_rejected(
+    tether_manager, tether_fake_backend, kw, field
+):
     """
     Bad lifetimes and labels are refused before any call.
     """
@@ -195,7 +203,10 @@ async def test_config_error_before_network(registry, tether_fake_backend, tether
     An unknown config key is a ConfigError on first use.
     """
     async with tether.SessionManager(
-        registry=registry, config={"fake": {"colour": 1}}, clock=tether_clock, environ={}
+        registry=registry,
+        config={"fake": {"colour": 1}},
+        clock=tether_clock,
+        environ={},
     ) as manager:
         with pytest.raises(ConfigError, match="colour"):
             await manager.create("fake")
@@ -223,7 +234,9 @@ async def test_lifetime_sets_deadline(tether_manager, tether_clock):
     """
     s = await tether_manager.create("fake", lifetime=timedelta(minutes=2))
 
-    assert 120 == pytest.approx(s.seconds_left(tether.Session.from_dict(s.to_dict()).created_at))
+    assert 120 == pytest.approx(
+        s.seconds_left(tether.Session.from_dict(s.to_dict()).created_at)
+    )
     assert tether_clock.time() + 120 == pytest.approx(s.expires_at.timestamp())
 
 
@@ -294,7 +307,9 @@ async def test_list_filters(tether_manager):
     await tether_manager.close(b)
 
     assert {a.id, b.id} == {s.id for s in await tether_manager.list(provider="fake")}
-    assert [a.id] == [s.id for s in await tether_manager.list(state=tether.SessionState.ACTIVE)]
+    assert [a.id] == [
+        s.id for s in await tether_manager.list(state=tether.SessionState.ACTIVE)
+    ]
     assert [b.id] == [s.id for s in await tether_manager.list(labels={"job": "2"})]
     assert [] == await tether_manager.list(provider="other")
 
@@ -323,17 +338,23 @@ async def test_renew_not_supported(registry, tether_fake_backend, tether_clock):
             await manager.renew(s)
 
 
-async def test_on_exit_keep_leaves_sessions_for_attach(registry, tether_fake_backend, tether_clock):
+async def test_on_exit_keep_leaves_sessions_for_attach(
+    registry, tether_fake_backend, tether_clock
+):
     """
     With on_exit="keep", sessions survive the manager, and another manager on the
     same store attaches and closes them.
     """
     store = tether.MemoryStore()
-    async with manager_for(registry, tether_fake_backend, tether_clock, store=store, on_exit="keep") as m1:
+    async with manager_for(
+        registry, tether_fake_backend, tether_clock, store=store, on_exit="keep"
+    ) as m1:
         s = await m1.create("fake")
     assert s.remote_id in tether_fake_backend.live_ids()
 
-    async with manager_for(registry, tether_fake_backend, tether_clock, store=store) as m2:
+    async with manager_for(
+        registry, tether_fake_backend, tether_clock, store=store
+    ) as m2:
         attached = await m2.attach(s.id)
         assert tether.SessionState.ACTIVE == attached.state
 
@@ -341,7 +362,9 @@ async def test_on_exit_keep_leaves_sessions_for_attach(registry, tether_fake_bac
     assert tether.SessionState.CLOSED == (await store.get(s.id)).state
 
 
-async def test_on_exit_close_closes_everything(registry, tether_fake_backend, tether_clock):
+async def test_on_exit_close_closes_everything(
+    registry, tether_fake_backend, tether_clock
+):
     """
     By default, leaving the manager closes every session it created.
     """
@@ -369,7 +392,9 @@ async def test_manager_must_be_entered(registry):
             pass
 
 
-async def test_cancelled_create_leaves_nothing_running(tether_manager, tether_fake_backend):
+async def test_cancelled_create_leaves_nothing_running(
+    tether_manager, tether_fake_backend
+):
     """
     A create cancelled while the service works finishes shielded, is recorded,
     and is closed again: nothing is left running and untracked.
@@ -410,7 +435,9 @@ async def test_cancelled_close_still_closes(tether_manager, tether_fake_backend)
     assert set() == tether_fake_backend.live_ids()
 
 
-async def test_create_outcome_unknown_is_found_not_repeated(tether_manager, tether_fake_backend):
+async def test_create_outcome_unknown_is_found_not_repeated(
+    tether_manager, tether_fake_backend
+):
     """
     A create that timed out after the service made the session is found by its
     tag and adopted, not created twice.
@@ -424,12 +451,16 @@ async def test_create_outcome_unknown_is_found_not_repeated(tether_manager, teth
     assert {s.remote_id} == tether_fake_backend.live_ids()
 
 
-async def test_create_outcome_unknown_without_find_keeps_intent(registry, tether_fake_backend, tether_clock):
+async def test_create_outcome_unknown_without_find_keeps_intent(
+    registry, tether_fake_backend, tether_clock
+):
     """
     Without find, an unknown outcome raises and the intent stays on record as CREATING.
     """
     tether_fake_backend.fail("create", "timeout")
-    async with manager_for(registry, tether_fake_backend, tether_clock, on_exit="keep") as manager:
+    async with manager_for(
+        registry, tether_fake_backend, tether_clock, on_exit="keep"
+    ) as manager:
         with pytest.raises(OutcomeUnknownError):
             await manager.create("noupdate")
         records = await manager.list()
@@ -449,7 +480,9 @@ async def test_permanent_create_failure_is_failed(tether_manager, tether_fake_ba
         await tether_manager.create("fake")
 
     assert 1 == tether_fake_backend.calls["create"]
-    assert [tether.SessionState.FAILED] == [s.state for s in await tether_manager.list()]
+    assert [tether.SessionState.FAILED] == [
+        s.state for s in await tether_manager.list()
+    ]
 
 
 async def test_transient_create_failure_is_retried(tether_manager, tether_fake_backend):

@@ -143,7 +143,9 @@ def test_registration_wins_over_entry_points():
     """
     A name registered by code shadows an installed entry point.
     """
-    registry = tether.ProviderRegistry(group_entries=[_ep("fake", "no_such_module_xyz:P")])
+    registry = tether.ProviderRegistry(
+        group_entries=[_ep("fake", "no_such_module_xyz:P")]
+    )
     registry.register("fake", FakeProvider)
 
     assert FakeProvider is registry.load("fake")
@@ -189,8 +191,23 @@ def _make_dist(root: Path, dist: str, module: str, name: str, body: str) -> Path
 def _installer() -> list[str]:
     uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
     if Path(uv).exists():
-        return [uv, "pip", "install", "--quiet", "--python", sys.executable, "--no-deps"]
-    return [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]  # pragma: no cover
+        return [
+            uv,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            sys.executable,
+            "--no-deps",
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+    ]  # pragma: no cover
 
 
 @pytest.fixture(name="site", scope="module")
@@ -202,10 +219,22 @@ def _site(tmp_path_factory):
     root = tmp_path_factory.mktemp("plugins")
     target = root / "site"
     projects = [
-        _make_dist(root, "tether-good", "tether_good", "good", PLUGIN.format(cls="Plugin")),
-        _make_dist(root, "tether-twin-a", "tether_twin_a", "twin", PLUGIN.format(cls="Plugin")),
-        _make_dist(root, "tether-twin-b", "tether_twin_b", "twin", PLUGIN.format(cls="Plugin")),
-        _make_dist(root, "tether-broken", "tether_broken", "broken", "raise ImportError('kaput')\n"),
+        _make_dist(
+            root, "tether-good", "tether_good", "good", PLUGIN.format(cls="Plugin")
+        ),
+        _make_dist(
+            root, "tether-twin-a", "tether_twin_a", "twin", PLUGIN.format(cls="Plugin")
+        ),
+        _make_dist(
+            root, "tether-twin-b", "tether_twin_b", "twin", PLUGIN.format(cls="Plugin")
+        ),
+        _make_dist(
+            root,
+            "tether-broken",
+            "tether_broken",
+            "broken",
+            "raise ImportError('kaput')\n",
+        ),
     ]
     subprocess.run(
         [*_installer(), "--target", str(target), *map(str, projects)],
@@ -241,7 +270,12 @@ def test_installed_distributions_are_discovered(site):
     """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
     result = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=120, check=True
+        [sys.executable, "-c", PROBE],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
     )
     out = json.loads(result.stdout.strip().splitlines()[-1])
 

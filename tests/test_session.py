@@ -37,7 +37,9 @@ def test_every_state_has_a_row() -> None:
 
 
 @pytest.mark.parametrize(("source", "target"), ALLOWED, ids=lambda s: s.value)
-def test_allowed_transitions(source: tether.SessionState, target: tether.SessionState) -> None:
+def test_allowed_transitions(
+    source: tether.SessionState, target: tether.SessionState
+) -> None:
     """
     Every transition in the table is carried out, and bumps nothing else.
     """
@@ -51,7 +53,9 @@ def test_allowed_transitions(source: tether.SessionState, target: tether.Session
 
 
 @pytest.mark.parametrize(("source", "target"), REFUSED, ids=lambda s: s.value)
-def test_refused_transitions(source: tether.SessionState, target: tether.SessionState) -> None:
+def test_refused_transitions(
+    source: tether.SessionState, target: tether.SessionState
+) -> None:
     """
     Every transition outside the table raises InvalidTransitionError naming both states.
     """

@@ -22,17 +22,22 @@ EXIT_USAGE = 2
 def _providers(args: argparse.Namespace) -> int:
     infos = default_registry().info()
     if args.json:
-        print(json.dumps([
-            {
-                "name": i.name,
-                "source": i.source,
-                "value": i.value,
-                "distribution": i.distribution,
-                "version": i.version,
-                "error": i.error,
-            }
-            for i in infos
-        ], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": i.name,
+                        "source": i.source,
+                        "value": i.value,
+                        "distribution": i.distribution,
+                        "version": i.version,
+                        "error": i.error,
+                    }
+                    for i in infos
+                ],
+                indent=2,
+            )
+        )
         return EXIT_OK
     if not infos:
         print("no providers installed")
@@ -59,7 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("providers", help="list installed providers and load errors")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_providers)
-    d = sub.add_parser("demo", help="run sessions on every first-party provider's emulator")
+    d = sub.add_parser(
+        "demo", help="run sessions on every first-party provider's emulator"
+    )
     d.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     d.set_defaults(func=_demo)
     args = parser.parse_args(argv)

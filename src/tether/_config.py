@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import attrs
@@ -15,6 +15,12 @@ import attrs
 from tether._redact import Secret
 from tether.abc import ProviderConfig
 from tether.exceptions import ConfigError, InvalidParameterError
+
+
+def _positive_or_none(_instance: object, attribute: Any, value: float | None) -> None:
+    if value is not None and not value > 0:
+        msg = f"{attribute.name} must be positive or None, not {value!r}"
+        raise ValueError(msg)
 
 
 @attrs.frozen(kw_only=True)
@@ -41,9 +47,7 @@ class RetryPolicy:
     attempts: int = attrs.field(default=4, validator=attrs.validators.ge(1))
     wait_initial: float = attrs.field(default=0.2, validator=attrs.validators.ge(0))
     wait_max: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
-    timeout: float | None = attrs.field(
-        default=60.0, validator=attrs.validators.optional(attrs.validators.gt(0))
-    )
+    timeout: float | None = attrs.field(default=60.0, validator=_positive_or_none)
     retry_after_max: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
 
 
@@ -156,9 +160,7 @@ def build_provider_config(
     if isinstance(given, cls):
         return given
     if isinstance(given, ProviderConfig):
-        msg = (
-            f"{provider}: expected a {cls.__name__}, got a {type(given).__name__}"
-        )
+        msg = f"{provider}: expected a {cls.__name__}, got a {type(given).__name__}"
         raise ConfigError(msg, provider=provider)
     values = dict(given or {})
     fields = attrs.fields_dict(cls)
@@ -175,7 +177,9 @@ def build_provider_config(
             continue
         raw = environ.get(env_var(provider, name))
         if raw is not None:
-            values[name] = _from_env(hints.get(name, str), raw, field=name, provider=provider)
+            values[name] = _from_env(
+                hints.get(name, str), raw, field=name, provider=provider
+            )
     try:
         return cls(**values)
     except ConfigError:
@@ -228,6 +232,10 @@ class Candidate:
         return f"{self.provider}[{inner}]"
 
 
+def _candidates(value: Iterable[Candidate]) -> tuple[Candidate, ...]:
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class FailoverPolicy:
     """
@@ -245,8 +253,10 @@ class FailoverPolicy:
             candidate, with a ``failover`` event naming the old and the new.
     """
 
-    candidates: tuple[Candidate, ...] = attrs.field(converter=tuple)
-    attempts_per_candidate: int = attrs.field(default=2, validator=attrs.validators.ge(1))
+    candidates: tuple[Candidate, ...] = attrs.field(converter=_candidates)
+    attempts_per_candidate: int = attrs.field(
+        default=2, validator=attrs.validators.ge(1)
+    )
     recreate_lost: bool = False
 
     @candidates.validator

@@ -42,7 +42,9 @@ async def _start_fake(
     backend = FakeBackend()
     registry.register("fake", FakeProvider, replace=True)
     return {"fake": {"backend": backend}}, [
-        DemoTarget("fake", {"size": 2}, update={"note": "updated by the demo"}, lifetime=60)
+        DemoTarget(
+            "fake", {"size": 2}, update={"note": "updated by the demo"}, lifetime=60
+        )
     ]
 
 
@@ -78,13 +80,16 @@ async def run_demo(backend: str) -> int:
     registry = ProviderRegistry()
     async with contextlib.AsyncExitStack() as stack:
         config, targets = await _start_fake(stack, registry)
-        async with SessionManager(
-            registry=registry,
-            config=config,
-            retry=RetryPolicy(attempts=4, wait_initial=0.05, wait_max=0.2),
-            health=HealthPolicy(interval=0.2, jitter=0.0),
-            environ={},
-        ) as manager, _event_printer(manager):
+        async with (
+            SessionManager(
+                registry=registry,
+                config=config,
+                retry=RetryPolicy(attempts=4, wait_initial=0.05, wait_max=0.2),
+                health=HealthPolicy(interval=0.2, jitter=0.0),
+                environ={},
+            ) as manager,
+            _event_printer(manager),
+        ):
             import anyio  # noqa: PLC0415
 
             for target in targets:
@@ -92,12 +97,16 @@ async def run_demo(backend: str) -> int:
                 async with manager.session(
                     target.name, lifetime=target.lifetime, **target.params
                 ) as session:
-                    _say(f"[{target.name}] {session.state.value}: remote id {session.remote_id}")
+                    _say(
+                        f"[{target.name}] {session.state.value}: remote id {session.remote_id}"
+                    )
                     health = await manager.ping(session)
-                    _say(f"[{target.name}] ping: {health.status.value} ({health.raw_state})")
+                    _say(
+                        f"[{target.name}] ping: {health.status.value} ({health.raw_state})"
+                    )
                     if target.update is not None:
-                        session = await manager.update(session, **target.update)
-                        _say(f"[{target.name}] updated")
+                        updated = await manager.update(session, **target.update)
+                        _say(f"[{target.name}] updated: {dict(updated.data)}")
                     await anyio.sleep(0.5)  # let background pings run
                 _say(f"[{target.name}] closed")
             _say("[failover] the primary refuses; the session lands on the secondary")

@@ -56,7 +56,9 @@ class Event:
     session: Session | None = None
     previous_state: SessionState | None = None
     detail: str | None = None
-    data: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping, hash=False)
+    data: Mapping[str, Any] = attrs.field(
+        factory=dict, converter=_frozen_mapping, hash=False
+    )
 
 
 class BreakerState(enum.StrEnum):

@@ -22,6 +22,7 @@ import anyio.abc
 import anyio.lowlevel
 import attrs
 import httpx
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from tether import _retry
 from tether._clock import Clock, SystemClock, to_datetime
@@ -187,7 +188,7 @@ def _default_client(name: str, options: ClientOptions) -> httpx.AsyncClient:
     )
 
 
-def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
+def _check_labels(labels: Mapping[Any, Any] | None) -> dict[str, str]:
     result: dict[str, str] = {}
     for k, v in (labels or {}).items():
         if not isinstance(k, str) or not isinstance(v, str):
@@ -283,13 +284,9 @@ class SessionManager:
         self._due: dict[tuple[str, str], int] = {}
         self._wake = anyio.Event()
         self._slot_freed = anyio.Event()
-        self._subscribers: list[anyio.abc.ObjectSendStream[Event]] = []
+        self._subscribers: list[MemoryObjectSendStream[Event]] = []
         self._ping_limiter = anyio.CapacityLimiter(health.max_concurrent)
         self._random = random.Random()  # noqa: S311 -- jitter, not security
-        self._unconfigured = [n for n in self._config if not isinstance(n, str)]
-        if self._unconfigured:
-            msg = "config keys must be provider names (strings)"
-            raise ConfigError(msg)
 
     def __repr__(self) -> str:
         return (
@@ -307,7 +304,9 @@ class SessionManager:
         self._exit_stack = contextlib.AsyncExitStack()
         await self._exit_stack.__aenter__()
         try:
-            self._tg = await self._exit_stack.enter_async_context(anyio.create_task_group())
+            self._tg = await self._exit_stack.enter_async_context(
+                anyio.create_task_group()
+            )
             await self._tg.start(self._scheduler)
         except BaseException:
             self._state = _State.CLOSED
@@ -342,7 +341,10 @@ class SessionManager:
             try:
                 await self._exit_stack.__aexit__(exc_type, exc, tb)
             finally:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(self._shield_timeout):
+                with (
+                    anyio.CancelScope(shield=True),
+                    anyio.move_on_after(self._shield_timeout),
+                ):
                     await self._close_providers()
                 logger.debug(EVENT_MANAGER_STOPPED)
         return None
@@ -449,7 +451,9 @@ class SessionManager:
     def _breaker(self, key: str) -> CircuitBreaker:
         breaker = self._breakers.get(key)
         if breaker is None:
-            breaker = self._breakers[key] = CircuitBreaker(key=key, policy=self._breaker_policy)
+            breaker = self._breakers[key] = CircuitBreaker(
+                key=key, policy=self._breaker_policy
+            )
         return breaker
 
     # -- time ------------------------------------------------------------------
@@ -496,14 +500,18 @@ class SessionManager:
         if breaker.record_failure(self._clock.time()) is BreakerState.OPEN:
             logger.warning(EVENT_BREAKER_OPENED, provider=provider, breaker=breaker.key)
             self._emit(
-                EventKind.BREAKER_OPENED, provider=provider, data={"breaker": breaker.key}
+                EventKind.BREAKER_OPENED,
+                provider=provider,
+                data={"breaker": breaker.key},
             )
 
     def _breaker_success(self, breaker: CircuitBreaker, provider: str) -> None:
         if breaker.record_success() is BreakerState.CLOSED:
             logger.info(EVENT_BREAKER_CLOSED, provider=provider, breaker=breaker.key)
             self._emit(
-                EventKind.BREAKER_CLOSED, provider=provider, data={"breaker": breaker.key}
+                EventKind.BREAKER_CLOSED,
+                provider=provider,
+                data={"breaker": breaker.key},
             )
 
     def _breaker_allow(self, breaker: CircuitBreaker, provider: str) -> bool:
@@ -511,14 +519,18 @@ class SessionManager:
         if moved is BreakerState.HALF_OPEN:
             logger.info(EVENT_BREAKER_HALF_OPEN, provider=provider, breaker=breaker.key)
             self._emit(
-                EventKind.BREAKER_HALF_OPEN, provider=provider, data={"breaker": breaker.key}
+                EventKind.BREAKER_HALF_OPEN,
+                provider=provider,
+                data={"breaker": breaker.key},
             )
         return allowed
 
     # -- events ----------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def events(self, *, buffer: int = 1000) -> AsyncIterator[anyio.abc.ObjectReceiveStream[Event]]:
+    async def events(
+        self, *, buffer: int = 1000
+    ) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
         """
         Subscribe to lifecycle events for the length of the block.
 
@@ -564,7 +576,9 @@ class SessionManager:
             data=data or {},
         )
         for stream in list(self._subscribers):
-            with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            with contextlib.suppress(
+                anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError
+            ):
                 stream.send_nowait(event)
 
     # -- records ---------------------------------------------------------------
@@ -603,7 +617,9 @@ class SessionManager:
         tracked = self._tracked.get(after.id)
         if tracked is not None:
             tracked.state = after.state
-            tracked.expires_at = after.expires_at.timestamp() if after.expires_at else None
+            tracked.expires_at = (
+                after.expires_at.timestamp() if after.expires_at else None
+            )
         if before.state is after.state:
             return
         if before.state.is_live and not after.state.is_live:
@@ -632,8 +648,13 @@ class SessionManager:
         if self._heap[0][1] == seq:
             self._wake.set()
 
-    def _track(self, session: Session, *, failover: FailoverPolicy | None = None,
-               candidate: Candidate | None = None) -> None:
+    def _track(
+        self,
+        session: Session,
+        *,
+        failover: FailoverPolicy | None = None,
+        candidate: Candidate | None = None,
+    ) -> None:
         tracked = self._tracked.get(session.id)
         if tracked is None:
             tracked = self._tracked[session.id] = _Tracked(
@@ -643,7 +664,9 @@ class SessionManager:
             tracked.failover = failover
             tracked.candidate = candidate
         tracked.state = session.state
-        tracked.expires_at = session.expires_at.timestamp() if session.expires_at else None
+        tracked.expires_at = (
+            session.expires_at.timestamp() if session.expires_at else None
+        )
         self._plan(session)
 
     def _plan(self, session: Session) -> None:
@@ -690,7 +713,9 @@ class SessionManager:
             with anyio.CancelScope() as scope:
                 waker = self._wake
 
-                async def stop_on_wake(scope: anyio.CancelScope = scope, waker: anyio.Event = waker) -> None:
+                async def stop_on_wake(
+                    scope: anyio.CancelScope = scope, waker: anyio.Event = waker
+                ) -> None:
                     await waker.wait()
                     scope.cancel()
 
@@ -768,8 +793,8 @@ class SessionManager:
         elif isinstance(provider, str):
             policy = None
             candidates = [Candidate(provider=provider, params=params)]
-        else:
-            msg = f"provider must be a name or a FailoverPolicy, not {type(provider).__name__}"
+        else:  # untyped callers get a clear error
+            msg = f"provider must be a name or a FailoverPolicy, not {type(provider).__name__}"  # type: ignore[unreachable]
             raise ConfigError(msg)
         # Validate every candidate before anything is sent anywhere.
         plans = []
@@ -778,7 +803,8 @@ class SessionManager:
             parsed = slot.provider.parse_create(candidate.params)
             life = slot.provider.lifetime_for(lifetime, parsed)
             if keepalive and not (
-                slot.provider.capabilities.renew or not slot.provider.capabilities.server_ttl
+                slot.provider.capabilities.renew
+                or not slot.provider.capabilities.server_ttl
             ):
                 raise NotSupportedError(
                     f"{candidate.provider} cannot renew, so it cannot keep sessions alive",
@@ -787,7 +813,9 @@ class SessionManager:
                 )
             plans.append((candidate, slot, parsed, life))
         budget = self._budget()
-        per_candidate = policy.attempts_per_candidate if policy else self._retry.attempts
+        per_candidate = (
+            policy.attempts_per_candidate if policy else self._retry.attempts
+        )
         return await self._create_failover(
             plans, policy, budget, per_candidate, checked_labels, keepalive=keepalive
         )
@@ -817,7 +845,9 @@ class SessionManager:
                 breakers = [slot.breaker]
                 if policy is not None:
                     breakers.append(self._breaker(candidate.breaker_key))
-                if not all(self._breaker_allow(b, candidate.provider) for b in breakers):
+                if not all(
+                    self._breaker_allow(b, candidate.provider) for b in breakers
+                ):
                     cooling.append(max(b.ready_at() for b in breakers))
                     continue
                 progressed = True
@@ -833,7 +863,10 @@ class SessionManager:
                         EventKind.FAILOVER,
                         provider=candidate.provider,
                         detail=str(last_error),
-                        data={"from": previous.breaker_key, "to": candidate.breaker_key},
+                        data={
+                            "from": previous.breaker_key,
+                            "to": candidate.breaker_key,
+                        },
                     )
                 share = _retry.AttemptBudget(total=min(per_candidate, budget.left))
                 try:
@@ -873,7 +906,9 @@ class SessionManager:
             raise last_error
         names = ", ".join(c.breaker_key for c, *_ in plans)
         msg = f"no candidate could be tried ({names}): circuit breakers are open"
-        raise ProviderUnavailableError(msg, provider=plans[0][0].provider, operation="create")
+        raise ProviderUnavailableError(
+            msg, provider=plans[0][0].provider, operation="create"
+        )
 
     async def _admit(self, record: Session, limit: int | None, slot: _Slot) -> Session:
         if limit is None or record.credential is None:
@@ -896,13 +931,17 @@ class SessionManager:
             f"{record.provider}: waited {self._admission.timeout}s for a free session "
             f"slot on this credential (limit {limit})"
         )
-        raise AdmissionError(msg, provider=record.provider, credential=record.credential, limit=limit)
+        raise AdmissionError(
+            msg, provider=record.provider, credential=record.credential, limit=limit
+        )
 
     async def _replace_oldest(self, record: Session, slot: _Slot) -> None:
         live = [
             s
             for s in await self._store.list(provider=record.provider)
-            if s.credential == record.credential and s.state.is_live and s.id != record.id
+            if s.credential == record.credential
+            and s.state.is_live
+            and s.id != record.id
         ]
         if not live:
             return
@@ -963,7 +1002,10 @@ class SessionManager:
                 record = await self._settle_create(record, remote, error, log)
             await anyio.lowlevel.checkpoint()
         except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self._shield_timeout):
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(self._shield_timeout),
+            ):
                 if record.state.is_live:
                     with contextlib.suppress(TetherError):
                         await self._close_by_id(record.id)
@@ -1075,7 +1117,10 @@ class SessionManager:
         try:
             yield created
         finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self._shield_timeout):
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(self._shield_timeout),
+            ):
                 await self._close_by_id(created.id)
 
     async def ping(self, session: Session | str) -> Health:
@@ -1100,11 +1145,19 @@ class SessionManager:
 
     def _reschedule_ping(self, session_id: str, slot: _Slot) -> None:
         if self._health.enabled and session_id in self._tracked:
-            self._schedule("ping", session_id, self._clock.time() + self._jittered(slot.ping_interval))
+            self._schedule(
+                "ping",
+                session_id,
+                self._clock.time() + self._jittered(slot.ping_interval),
+            )
 
     async def _background_ping(self, session_id: str) -> None:
         record = await self._store.get(session_id)
-        if record is None or not record.state.is_live or session_id not in self._tracked:
+        if (
+            record is None
+            or not record.state.is_live
+            or session_id not in self._tracked
+        ):
             return
         if record.state is SessionState.CREATING:
             self._reschedule_ping(session_id, self._slot(record.provider))
@@ -1135,7 +1188,9 @@ class SessionManager:
                 session_id=record.id,
             )
         except RemoteNotFoundError as exc:
-            health = Health(status=HealthStatus.GONE, detail=str(exc), checked_at=self._now())
+            health = Health(
+                status=HealthStatus.GONE, detail=str(exc), checked_at=self._now()
+            )
         except TransientProviderError as exc:
             health = Health(
                 status=HealthStatus.DEGRADED,
@@ -1148,7 +1203,9 @@ class SessionManager:
                 tracked.last_health = health
                 tracked.last_ping_at = self._clock.time()
             if failures >= self._health.failures_before_lost:
-                await self._mark_lost(record.id, f"{failures} pings failed in a row: {exc}")
+                await self._mark_lost(
+                    record.id, f"{failures} pings failed in a row: {exc}"
+                )
             else:
                 await self._mark_degraded(record.id, health)
             return health
@@ -1166,7 +1223,9 @@ class SessionManager:
     async def _apply_health(self, session_id: str, health: Health) -> None:
         log = logger.bind(session_id=session_id)
         if health.status is HealthStatus.GONE:
-            await self._mark_lost(session_id, health.detail or "the service no longer has it")
+            await self._mark_lost(
+                session_id, health.detail or "the service no longer has it"
+            )
             return
         if health.status is HealthStatus.EXPIRED:
             await self._expire(session_id, already_gone=True)
@@ -1197,12 +1256,24 @@ class SessionManager:
         after = await self._mutate(session_id, alive)
         if before.state is SessionState.DEGRADED and after.state is SessionState.ACTIVE:
             log.info(EVENT_SESSION_RECOVERED, provider=after.provider)
-            self._emit(EventKind.RECOVERED, provider=after.provider, session=after,
-                       previous=SessionState.DEGRADED)
+            self._emit(
+                EventKind.RECOVERED,
+                provider=after.provider,
+                session=after,
+                previous=SessionState.DEGRADED,
+            )
         else:
-            log.debug(EVENT_SESSION_PINGED, provider=after.provider, status=health.status.value)
-            self._emit(EventKind.PINGED, provider=after.provider, session=after,
-                       detail=health.status.value)
+            log.debug(
+                EVENT_SESSION_PINGED,
+                provider=after.provider,
+                status=health.status.value,
+            )
+            self._emit(
+                EventKind.PINGED,
+                provider=after.provider,
+                session=after,
+                detail=health.status.value,
+            )
         if after.expires_at != before.expires_at:
             self._plan_expiry(after)
 
@@ -1222,11 +1293,18 @@ class SessionManager:
         after = await self._mutate(session_id, degrade)
         if before.state is not after.state:
             logger.warning(
-                EVENT_SESSION_DEGRADED, provider=after.provider, session_id=session_id,
+                EVENT_SESSION_DEGRADED,
+                provider=after.provider,
+                session_id=session_id,
                 detail=health.detail,
             )
-            self._emit(EventKind.DEGRADED, provider=after.provider, session=after,
-                       previous=before.state, detail=health.detail)
+            self._emit(
+                EventKind.DEGRADED,
+                provider=after.provider,
+                session=after,
+                previous=before.state,
+                detail=health.detail,
+            )
 
     async def _mark_lost(self, session_id: str, reason: str) -> None:
         def lose(current: Session) -> Session | None:
@@ -1239,11 +1317,25 @@ class SessionManager:
         after = await self._mutate(session_id, lose)
         if before.state is after.state:
             return
-        logger.warning(EVENT_SESSION_LOST, provider=after.provider, session_id=session_id, reason=reason)
-        self._emit(EventKind.LOST, provider=after.provider, session=after,
-                   previous=before.state, detail=reason)
+        logger.warning(
+            EVENT_SESSION_LOST,
+            provider=after.provider,
+            session_id=session_id,
+            reason=reason,
+        )
+        self._emit(
+            EventKind.LOST,
+            provider=after.provider,
+            session=after,
+            previous=before.state,
+            detail=reason,
+        )
         self._untrack(session_id)
-        if tracked is not None and tracked.failover is not None and tracked.failover.recreate_lost:
+        if (
+            tracked is not None
+            and tracked.failover is not None
+            and tracked.failover.recreate_lost
+        ):
             await self._recreate(after, tracked)
 
     async def _recreate(self, lost: Session, tracked: _Tracked) -> None:
@@ -1253,21 +1345,46 @@ class SessionManager:
         for candidate in policy.candidates:
             slot = self._slot(candidate.provider)
             parsed = slot.provider.parse_create(candidate.params)
-            plans.append((candidate, slot, parsed, slot.provider.lifetime_for(lost.lifetime, parsed)))
+            plans.append(
+                (
+                    candidate,
+                    slot,
+                    parsed,
+                    slot.provider.lifetime_for(lost.lifetime, parsed),
+                )
+            )
         try:
             new = await self._create_failover(
-                plans, policy, self._budget(), policy.attempts_per_candidate,
-                dict(lost.labels), keepalive=lost.keepalive, exclude=tracked.candidate,
+                plans,
+                policy,
+                self._budget(),
+                policy.attempts_per_candidate,
+                dict(lost.labels),
+                keepalive=lost.keepalive,
+                exclude=tracked.candidate,
             )
         except TetherError as exc:
-            logger.warning(EVENT_FAILOVER, provider=lost.provider, previous=lost.id,
-                           next=None, cause=type(exc).__name__)
+            logger.warning(
+                EVENT_FAILOVER,
+                provider=lost.provider,
+                previous=lost.id,
+                next=None,
+                cause=type(exc).__name__,
+            )
             return
-        await self._mutate(lost.id, lambda s: attrs.evolve(s, data={**s.data, "replaced_by": new.id}))
-        logger.warning(EVENT_FAILOVER, provider=new.provider, previous=lost.id, next=new.id)
-        self._emit(EventKind.FAILOVER, provider=new.provider, session=new,
-                   detail=f"{lost.id} was lost; {new.id} replaces it",
-                   data={"old": lost.id, "new": new.id})
+        await self._mutate(
+            lost.id, lambda s: attrs.evolve(s, data={**s.data, "replaced_by": new.id})
+        )
+        logger.warning(
+            EVENT_FAILOVER, provider=new.provider, previous=lost.id, next=new.id
+        )
+        self._emit(
+            EventKind.FAILOVER,
+            provider=new.provider,
+            session=new,
+            detail=f"{lost.id} was lost; {new.id} replaces it",
+            data={"old": lost.id, "new": new.id},
+        )
 
     async def update(self, session: Session | str, **changes: Any) -> Session:
         """
@@ -1303,12 +1420,18 @@ class SessionManager:
             )
 
         updated = await self._mutate(record.id, apply)
-        logger.info(EVENT_SESSION_UPDATED, provider=record.provider, session_id=record.id,
-                    fields=sorted(parsed))
+        logger.info(
+            EVENT_SESSION_UPDATED,
+            provider=record.provider,
+            session_id=record.id,
+            fields=sorted(parsed),
+        )
         self._emit(EventKind.UPDATED, provider=record.provider, session=updated)
         return updated
 
-    async def renew(self, session: Session | str, *, lifetime: float | timedelta | None = None) -> Session:
+    async def renew(
+        self, session: Session | str, *, lifetime: float | timedelta | None = None
+    ) -> Session:
         """
         Extend a session's lifetime by *lifetime* seconds from now (default: its own).
 
@@ -1331,8 +1454,10 @@ class SessionManager:
             raise InvalidParameterError(msg, field="lifetime", value=lifetime)
         if caps.renew:
             remote = await self._call(
-                slot, lambda: slot.provider.renew(record, seconds),
-                operation="renew", session_id=record.id,
+                slot,
+                lambda: slot.provider.renew(record, seconds),
+                operation="renew",
+                session_id=record.id,
             )
             new_deadline = remote.expires_at or self._now() + timedelta(seconds=seconds)
         elif not caps.server_ttl:
@@ -1348,8 +1473,12 @@ class SessionManager:
             return attrs.evolve(current, expires_at=deadline)
 
         renewed = await self._mutate(record.id, extend)
-        logger.info(EVENT_SESSION_RENEWED, provider=record.provider, session_id=record.id,
-                    expires_at=renewed.expires_at.isoformat() if renewed.expires_at else None)
+        logger.info(
+            EVENT_SESSION_RENEWED,
+            provider=record.provider,
+            session_id=record.id,
+            expires_at=renewed.expires_at.isoformat() if renewed.expires_at else None,
+        )
         self._emit(EventKind.RENEWED, provider=record.provider, session=renewed)
         self._plan(renewed)
         return renewed
@@ -1368,8 +1497,11 @@ class SessionManager:
             except NotSupportedError:
                 return
             except TetherError as exc:
-                logger.warning("tether.session.renew_failed", session_id=session_id,
-                               error=type(exc).__name__)
+                logger.warning(
+                    "tether.session.renew_failed",
+                    session_id=session_id,
+                    error=type(exc).__name__,
+                )
                 left = hard_deadline - self._clock.time()
                 await self._clock.sleep(max(0.0, min(delay, left / 2)))
                 delay = min(delay * 2, 30.0)
@@ -1381,7 +1513,10 @@ class SessionManager:
         if record is None or not record.state.is_live:
             return
         if not already_gone:
-            if record.expires_at is None or record.expires_at.timestamp() > self._clock.time():
+            if (
+                record.expires_at is None
+                or record.expires_at.timestamp() > self._clock.time()
+            ):
                 # The deadline moved (renewed) since this was scheduled.
                 self._plan_expiry(record) if record.expires_at else None
                 return
@@ -1390,31 +1525,57 @@ class SessionManager:
         if not already_gone:
             closing = await self._mutate(
                 session_id,
-                lambda s: s.transition(SessionState.CLOSING, raw_state=s.raw_state) if s.state.is_live else None,
+                lambda s: (
+                    s.transition(SessionState.CLOSING, raw_state=s.raw_state)
+                    if s.state.is_live
+                    else None
+                ),
             )
             if closing.state is not SessionState.CLOSING:
                 return
             try:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(self._shield_timeout):
-                    await self._call(slot, lambda: slot.provider.close(closing),
-                                     operation="close", session_id=session_id)
+                with (
+                    anyio.CancelScope(shield=True),
+                    anyio.move_on_after(self._shield_timeout),
+                ):
+                    await self._call(
+                        slot,
+                        lambda: slot.provider.close(closing),
+                        operation="close",
+                        session_id=session_id,
+                    )
             except RemoteNotFoundError:
                 pass
             except TetherError as exc:
-                logger.warning(EVENT_SESSION_CLOSE_FAILED, provider=record.provider,
-                               session_id=session_id, error=type(exc).__name__)
+                logger.warning(
+                    EVENT_SESSION_CLOSE_FAILED,
+                    provider=record.provider,
+                    session_id=session_id,
+                    error=type(exc).__name__,
+                )
                 if not slot.provider.capabilities.server_ttl:
                     # It may still run and bill: keep it CLOSING, try again soon.
                     self._schedule("expire", session_id, self._clock.time() + 5.0)
                     return
         expired = await self._mutate(
             session_id,
-            lambda s: s.transition(SessionState.EXPIRED) if s.state in (SessionState.CLOSING, SessionState.ACTIVE, SessionState.DEGRADED) else None,
+            lambda s: (
+                s.transition(SessionState.EXPIRED)
+                if s.state
+                in (SessionState.CLOSING, SessionState.ACTIVE, SessionState.DEGRADED)
+                else None
+            ),
         )
         if expired.state is SessionState.EXPIRED:
-            logger.info(EVENT_SESSION_EXPIRED, provider=expired.provider, session_id=session_id)
-            self._emit(EventKind.EXPIRED, provider=expired.provider, session=expired,
-                       previous=previous)
+            logger.info(
+                EVENT_SESSION_EXPIRED, provider=expired.provider, session_id=session_id
+            )
+            self._emit(
+                EventKind.EXPIRED,
+                provider=expired.provider,
+                session=expired,
+                previous=previous,
+            )
 
     async def close(self, session: Session | str) -> Session:
         """
@@ -1436,16 +1597,28 @@ class SessionManager:
 
     async def _close_by_id(self, session_id: str) -> Session:
         record = await self._current(session_id)
-        if record.state in (SessionState.CLOSED, SessionState.EXPIRED, SessionState.FAILED):
+        if record.state in (
+            SessionState.CLOSED,
+            SessionState.EXPIRED,
+            SessionState.FAILED,
+        ):
             self._untrack(session_id)
             return record
         slot = self._slot(record.provider)
         previous = record.state
         closing = await self._mutate(
             session_id,
-            lambda s: s.transition(SessionState.CLOSING) if s.state in (
-                SessionState.CREATING, SessionState.ACTIVE, SessionState.DEGRADED, SessionState.LOST
-            ) else None,
+            lambda s: (
+                s.transition(SessionState.CLOSING)
+                if s.state
+                in (
+                    SessionState.CREATING,
+                    SessionState.ACTIVE,
+                    SessionState.DEGRADED,
+                    SessionState.LOST,
+                )
+                else None
+            ),
         )
         if closing.state is not SessionState.CLOSING:
             return closing
@@ -1455,14 +1628,22 @@ class SessionManager:
         if target.remote_id is None:
             # Created with an unknown outcome: find it, if the service can.
             if slot.provider.capabilities.find:
-                found = await self._call(slot, lambda: slot.provider.find(session_id),
-                                         operation="find", session_id=session_id)
+                found = await self._call(
+                    slot,
+                    lambda: slot.provider.find(session_id),
+                    operation="find",
+                    session_id=session_id,
+                )
                 if found is not None:
                     target = attrs.evolve(closing, remote_id=found.id)
         if target.remote_id is not None:
             try:
-                await self._call(slot, lambda: slot.provider.close(target),
-                                 operation="close", session_id=session_id)
+                await self._call(
+                    slot,
+                    lambda: slot.provider.close(target),
+                    operation="close",
+                    session_id=session_id,
+                )
             except RemoteNotFoundError:
                 pass
             except TetherError as exc:
@@ -1470,13 +1651,20 @@ class SessionManager:
                 raise
         closed = await self._mutate(
             session_id,
-            lambda s: s.transition(SessionState.CLOSED, remote_id=target.remote_id)
-            if s.state is SessionState.CLOSING
-            else None,
+            lambda s: (
+                s.transition(SessionState.CLOSED, remote_id=target.remote_id)
+                if s.state is SessionState.CLOSING
+                else None
+            ),
         )
         self._untrack(session_id)
         log.info(EVENT_SESSION_CLOSED)
-        self._emit(EventKind.CLOSED, provider=record.provider, session=closed, previous=previous)
+        self._emit(
+            EventKind.CLOSED,
+            provider=record.provider,
+            session=closed,
+            previous=previous,
+        )
         return closed
 
     # -- looking up ------------------------------------------------------------
@@ -1569,11 +1757,15 @@ class SessionManager:
                     id=tracked.session_id,
                     provider=tracked.provider,
                     state=tracked.state,
-                    last_ping_at=to_datetime(tracked.last_ping_at) if tracked.last_ping_at else None,
+                    last_ping_at=to_datetime(tracked.last_ping_at)
+                    if tracked.last_ping_at
+                    else None,
                     last_ping_ok=last.ok if last else None,
                     consecutive_failures=tracked.failures,
                     seconds_to_expiry=(
-                        tracked.expires_at - now if tracked.expires_at is not None else None
+                        tracked.expires_at - now
+                        if tracked.expires_at is not None
+                        else None
                     ),
                 )
             )

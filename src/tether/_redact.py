@@ -58,13 +58,12 @@ class Secret:
 
     __slots__ = ("_value",)
 
-    def __init__(self, value: str) -> None:
-        if isinstance(value, Secret):
-            value = value.reveal()
-        if not isinstance(value, str):
-            msg = f"a secret must be a string, not {type(value).__name__}"
+    def __init__(self, value: str | Secret) -> None:
+        raw: object = value.reveal() if isinstance(value, Secret) else value
+        if not isinstance(raw, str):
+            msg = f"a secret must be a string, not {type(raw).__name__}"
             raise TypeError(msg)
-        self._value = value
+        self._value = raw
 
     def reveal(self) -> str:
         """

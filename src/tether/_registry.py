@@ -188,7 +188,9 @@ class ProviderRegistry:
         if not eps:
             msg = f"no provider named {name!r}"
             known = self.names()
-            msg += f"; installed: {', '.join(known)}" if known else "; none is installed"
+            msg += (
+                f"; installed: {', '.join(known)}" if known else "; none is installed"
+            )
             raise ProviderNotFoundError(msg, name=name, available=known) from None
         if len(eps) > 1:
             error = _clash(name, eps)
@@ -224,7 +226,12 @@ class ProviderRegistry:
             self._errors[name] = error
             raise
         self._loaded[name] = obj
-        logger.debug(EVENT_PROVIDER_LOADED, provider=name, entry_point=ep.value, distribution=dist)
+        logger.debug(
+            EVENT_PROVIDER_LOADED,
+            provider=name,
+            entry_point=ep.value,
+            distribution=dist,
+        )
         return obj  # type: ignore[no-any-return]
 
     @property
@@ -237,8 +244,9 @@ class ProviderRegistry:
 
 def _clash(name: str, eps: list[EntryPoint]) -> ProviderLoadError:
     described = [f"{_dist(ep)[0] or '?'} ({ep.value})" for ep in eps]
-    msg = f"provider name {name!r} is claimed by {len(eps)} distributions: " + " and ".join(
-        described
+    msg = (
+        f"provider name {name!r} is claimed by {len(eps)} distributions: "
+        + " and ".join(described)
     )
     return ProviderLoadError(
         msg,
@@ -257,7 +265,11 @@ def _validate(
             "tether.abc.Provider"
         )
         raise ProviderValidationError(
-            msg, name=name, obj=obj, entry_point=entry_point, distributions=distributions
+            msg,
+            name=name,
+            obj=obj,
+            entry_point=entry_point,
+            distributions=distributions,
         )
     version = getattr(obj, "api_version", None)
     if version != API_VERSION:
@@ -266,13 +278,21 @@ def _validate(
             f"this tether speaks version {API_VERSION}"
         )
         raise ProviderValidationError(
-            msg, name=name, obj=obj, entry_point=entry_point, distributions=distributions
+            msg,
+            name=name,
+            obj=obj,
+            entry_point=entry_point,
+            distributions=distributions,
         )
     if getattr(obj, "__abstractmethods__", None):
         missing = ", ".join(sorted(obj.__abstractmethods__))
         msg = f"provider {name!r} does not implement: {missing}"
         raise ProviderValidationError(
-            msg, name=name, obj=obj, entry_point=entry_point, distributions=distributions
+            msg,
+            name=name,
+            obj=obj,
+            entry_point=entry_point,
+            distributions=distributions,
         )
 
 

@@ -63,7 +63,9 @@ def retryable(exc: BaseException, *, idempotent: bool) -> bool:
 
 
 def _wait(policy: RetryPolicy) -> Callable[[_t.RetryCallState], float]:
-    backoff = _t.wait_random_exponential(multiplier=policy.wait_initial, max=policy.wait_max)
+    backoff = _t.wait_random_exponential(
+        multiplier=policy.wait_initial, max=policy.wait_max
+    )
 
     def wait(state: _t.RetryCallState) -> float:
         delay = float(backoff(state)) if policy.wait_max > 0 else 0.0
@@ -128,6 +130,7 @@ async def call(
         before_sleep=before_sleep,
         reraise=True,
     )
+
     async def attempt() -> T:
         return await fn()
 

@@ -216,8 +216,7 @@ class Session:
         """
         if not can_transition(self.state, target):
             msg = (
-                f"session {self.id} cannot go from {self.state.value} "
-                f"to {target.value}"
+                f"session {self.id} cannot go from {self.state.value} to {target.value}"
             )
             raise InvalidTransitionError(
                 msg, session_id=self.id, source=self.state.value, target=target.value
@@ -241,7 +240,9 @@ class Session:
         msg = f"session {self.id} ({self.provider}) is {self.state.value}"
         if self.error:
             msg = f"{msg}: {self.error}"
-        raise cls(msg, session_id=self.id, provider=self.provider, state=self.state.value)
+        raise cls(
+            msg, session_id=self.id, provider=self.provider, state=self.state.value
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """

@@ -54,7 +54,9 @@ class MemoryStore:
 
     _records: dict[str, Session] = attrs.field(factory=dict)
 
-    async def insert(self, session: Session, *, credential_limit: int | None = None) -> Session:
+    async def insert(
+        self, session: Session, *, credential_limit: int | None = None
+    ) -> Session:
         if session.id in self._records:
             msg = f"a session with id {session.id} exists already"
             raise ValueError(msg)
@@ -78,14 +80,19 @@ class MemoryStore:
     async def update(self, session: Session) -> Session:
         current = self._records.get(session.id)
         if current is None:
-            raise SessionNotFoundError(f"no session {session.id}", session_id=session.id)
+            raise SessionNotFoundError(
+                f"no session {session.id}", session_id=session.id
+            )
         if current.version != session.version:
             msg = (
                 f"session {session.id} changed since it was read "
                 f"(version {session.version}, now {current.version})"
             )
             raise StaleRecordError(
-                msg, session_id=session.id, expected=session.version, actual=current.version
+                msg,
+                session_id=session.id,
+                expected=session.version,
+                actual=current.version,
             )
         stored = attrs.evolve(session, version=session.version + 1)
         self._records[session.id] = stored

@@ -225,7 +225,9 @@ class Provider(abc.ABC, Generic[ConfigT]):
     #: The provider's config class.
     config_class: ClassVar[type[ProviderConfig]] = ProviderConfig
 
-    def __init__(self, config: ConfigT, *, client: httpx.AsyncClient, name: str) -> None:
+    def __init__(
+        self, config: ConfigT, *, client: httpx.AsyncClient, name: str
+    ) -> None:
         self.config = config
         self.client = client
         self.name = name
@@ -283,7 +285,9 @@ class Provider(abc.ABC, Generic[ConfigT]):
         """
         return dict(changes)
 
-    def lifetime_for(self, lifetime: float | None, params: Mapping[str, Any]) -> float | None:
+    def lifetime_for(
+        self, lifetime: float | None, params: Mapping[str, Any]
+    ) -> float | None:
         """
         The lifetime in seconds the session will get, or ``None`` for none.
 
@@ -330,7 +334,9 @@ class Provider(abc.ABC, Generic[ConfigT]):
         End the session on the service. Idempotent: already gone is success.
         """
 
-    async def update(self, session: Session, changes: Mapping[str, Any]) -> RemoteSession:
+    async def update(
+        self, session: Session, changes: Mapping[str, Any]
+    ) -> RemoteSession:
         """
         Change the session in place.
         """
@@ -360,7 +366,7 @@ class Provider(abc.ABC, Generic[ConfigT]):
         """
         raise self.not_supported("find")
 
-    async def aclose(self) -> None:  # noqa: B027 -- deliberately empty default
+    async def aclose(self) -> None:
         """
         Release what the provider holds besides the client (which the manager closes).
         """
@@ -419,14 +425,20 @@ class Provider(abc.ABC, Generic[ConfigT]):
             raise ProviderUnavailableError(
                 msg, provider=self.name, operation=operation, session_id=session_id
             ) from exc
-        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        except (
+            httpx.TimeoutException,
+            httpx.NetworkError,
+            httpx.RemoteProtocolError,
+        ) as exc:
             msg = f"{self.name} did not answer: {type(exc).__name__}"
             raise OutcomeUnknownError(
                 msg, provider=self.name, operation=operation, session_id=session_id
             ) from exc
         if response.is_success or response.status_code in ok:
             return response
-        raise self.error_from_response(response, operation=operation, session_id=session_id)
+        raise self.error_from_response(
+            response, operation=operation, session_id=session_id
+        )
 
     def json(self, response: httpx.Response, *, operation: str) -> Any:
         """
@@ -504,7 +516,9 @@ class Store(Protocol):
     two writers never silently overwrite each other.
     """
 
-    async def insert(self, session: Session, *, credential_limit: int | None = None) -> Session:
+    async def insert(
+        self, session: Session, *, credential_limit: int | None = None
+    ) -> Session:
         """
         Add a new record atomically, and return it as stored.
 

@@ -117,7 +117,9 @@ class ProviderNotFoundError(TetherError, LookupError):
     No provider of that name is registered or installed.
     """
 
-    def __init__(self, message: str, *, name: str, available: Sequence[str] = ()) -> None:
+    def __init__(
+        self, message: str, *, name: str, available: Sequence[str] = ()
+    ) -> None:
         super().__init__(message)
         self.name = name
         self.available = tuple(available)
@@ -231,7 +233,9 @@ class InvalidTransitionError(TetherError):
     A state change that the session lifecycle forbids.
     """
 
-    def __init__(self, message: str, *, session_id: str, source: str, target: str) -> None:
+    def __init__(
+        self, message: str, *, session_id: str, source: str, target: str
+    ) -> None:
         super().__init__(message)
         self.session_id = session_id
         self.source = source
@@ -243,7 +247,9 @@ class StaleRecordError(TetherError):
     A store refused a write: the record changed since it was read.
     """
 
-    def __init__(self, message: str, *, session_id: str, expected: int, actual: int) -> None:
+    def __init__(
+        self, message: str, *, session_id: str, expected: int, actual: int
+    ) -> None:
         super().__init__(message)
         self.session_id = session_id
         self.expected = expected

@@ -29,7 +29,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _MAX_BODY = 16 * 1024 * 1024
 
 
-class DropConnection(BaseException):  # noqa: N818 -- a control-flow signal
+class DropConnection(BaseException):
     """
     Raise from an ASGI app to drop the connection without answering.
 
@@ -118,7 +118,9 @@ async def serve_asgi(
 
 
 class _Connection:
-    def __init__(self, app: ASGIApp, stream: anyio.abc.SocketStream, server: ASGIServer) -> None:
+    def __init__(
+        self, app: ASGIApp, stream: anyio.abc.SocketStream, server: ASGIServer
+    ) -> None:
         self.app = app
         self.stream = stream
         self.server = server
@@ -127,7 +129,9 @@ class _Connection:
             client = stream.extra(SocketAttribute.remote_address)
         except (anyio.TypedAttributeLookupError, OSError):  # pragma: no cover
             client = ("127.0.0.1", 0)
-        self.client = (str(client[0]), int(client[1])) if isinstance(client, tuple) else None
+        self.client = (
+            (str(client[0]), int(client[1])) if isinstance(client, tuple) else None
+        )
 
     async def _next_event(self) -> Any:
         while True:
@@ -136,7 +140,11 @@ class _Connection:
                 return event
             try:
                 data = await self.stream.receive(65536)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            except (
+                anyio.EndOfStream,
+                anyio.BrokenResourceError,
+                anyio.ClosedResourceError,
+            ):
                 data = b""
             self.conn.receive_data(data)
 
@@ -240,8 +248,12 @@ class _Connection:
                 started = True
                 names = {k.lower() for k, _ in response_headers}
                 if not more and b"content-length" not in names:
-                    response_headers.append((b"content-length", str(len(chunk)).encode()))
-                await self._send(h11.Response(status_code=status, headers=response_headers))
+                    response_headers.append(
+                        (b"content-length", str(len(chunk)).encode())
+                    )
+                await self._send(
+                    h11.Response(status_code=status, headers=response_headers)
+                )
             if chunk:
                 await self._send(h11.Data(data=chunk))
             if not more:
@@ -262,7 +274,10 @@ class _Connection:
             await self._send(
                 h11.Response(
                     status_code=500,
-                    headers=[(b"content-type", b"text/plain"), (b"content-length", b"21")],
+                    headers=[
+                        (b"content-type", b"text/plain"),
+                        (b"content-length", b"21"),
+                    ],
                 )
             )
             await self._send(h11.Data(data=b"Internal Server Error"))
@@ -270,7 +285,9 @@ class _Connection:
             return False
         done.set()
         if not started:
-            await self._send(h11.Response(status_code=500, headers=[(b"content-length", b"0")]))
+            await self._send(
+                h11.Response(status_code=500, headers=[(b"content-length", b"0")])
+            )
             await self._send(h11.EndOfMessage())
         elif not finished:
             return False

@@ -43,7 +43,9 @@ class ManualClock:
             await anyio.lowlevel.checkpoint()
             return
         event = anyio.Event()
-        heapq.heappush(self._sleepers, (self._now + seconds, next(self._counter), event))
+        heapq.heappush(
+            self._sleepers, (self._now + seconds, next(self._counter), event)
+        )
         await event.wait()
 
     @property

@@ -43,8 +43,13 @@ _FAULTS: Mapping[str, Callable[..., ProviderError]] = {
         "fake: too many requests", retry_after=retry_after, status_code=429, **kw
     ),
     "auth": lambda **kw: AuthError("fake: bad credentials", status_code=401, **kw),
-    "not_found": lambda **kw: RemoteNotFoundError("fake: no such session", status_code=404, **kw),
+    "not_found": lambda **kw: RemoteNotFoundError(
+        "fake: no such session", status_code=404, **kw
+    ),
 }
+
+
+_MAX_SIZE = 8
 
 
 @attrs.define
@@ -117,7 +122,12 @@ class FakeBackend:
             msg = f"unknown fault kind {kind!r}"
             raise ValueError(msg)
         self._faults.setdefault(operation, []).append(
-            _Fault(kind=kind, times=times, retry_after=retry_after, after=after or kind == "timeout")
+            _Fault(
+                kind=kind,
+                times=times,
+                retry_after=retry_after,
+                after=after or kind == "timeout",
+            )
         )
 
     def gate(self, operation: str) -> tuple[anyio.Event, anyio.Event]:
@@ -195,7 +205,11 @@ class FakeBackend:
         script = self._scripts.get(remote.id)
         if script:
             remote.state = script.pop(0) if len(script) > 1 else script[0]
-        if remote.state == "running" and remote.expires_at is not None and self.clock() >= remote.expires_at:
+        if (
+            remote.state == "running"
+            and remote.expires_at is not None
+            and self.clock() >= remote.expires_at
+        ):
             remote.state = "expired"
         return remote.state
 
@@ -253,25 +267,37 @@ class FakeProvider(Provider[FakeConfig]):
         result: dict[str, Any] = {}
         for key, value in params.items():
             if key == "size":
-                if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 8:
+                if (
+                    not isinstance(value, int)
+                    or isinstance(value, bool)
+                    or not 1 <= value <= _MAX_SIZE
+                ):
                     msg = f"size must be an integer from 1 to 8, not {value!r}"
                     raise InvalidParameterError(
-                        msg, field="size", value=value, allowed="1 to 8", provider=self.name
+                        msg,
+                        field="size",
+                        value=value,
+                        allowed="1 to 8",
+                        provider=self.name,
                     )
             elif key == "note":
                 if not isinstance(value, str):
                     msg = f"note must be a string, not {type(value).__name__}"
-                    raise InvalidParameterError(msg, field="note", value=value, provider=self.name)
+                    raise InvalidParameterError(
+                        msg, field="note", value=value, provider=self.name
+                    )
             else:
                 msg = f"{self.name} takes no parameter {key!r} (known: note, size)"
-                raise InvalidParameterError(msg, field=key, value=value, provider=self.name)
+                raise InvalidParameterError(
+                    msg, field=key, value=value, provider=self.name
+                )
             result[key] = value
         return result
 
     def parse_update(self, changes: Mapping[str, Any]) -> dict[str, Any]:
         unknown = set(changes) - {"note"}
         if unknown:
-            field = sorted(unknown)[0]
+            field = min(unknown)
             msg = f"{self.name} can update only 'note', not {field!r}"
             raise InvalidParameterError(msg, field=field, provider=self.name)
         return self.parse_create(changes)
@@ -290,7 +316,11 @@ class FakeProvider(Provider[FakeConfig]):
         if remote is None:
             msg = f"fake: no session {session.remote_id}"
             raise RemoteNotFoundError(
-                msg, provider=self.name, operation=operation, session_id=session.id, status_code=404
+                msg,
+                provider=self.name,
+                operation=operation,
+                session_id=session.id,
+                status_code=404,
             )
         return remote
 
@@ -317,7 +347,9 @@ class FakeProvider(Provider[FakeConfig]):
         remote = self.backend.sessions.get(session.remote_id or "")
         await self._maybe_fail_after(fault, "ping")
         if remote is None:
-            return Health(status=HealthStatus.GONE, raw_state=None, detail="no such session")
+            return Health(
+                status=HealthStatus.GONE, raw_state=None, detail="no such session"
+            )
         state = self.backend._state(remote)  # noqa: SLF001
         status = {
             "running": HealthStatus.ALIVE,
@@ -326,7 +358,9 @@ class FakeProvider(Provider[FakeConfig]):
         }.get(state, HealthStatus.GONE)
         return Health(status=status, raw_state=state, expires_at=_ts(remote.expires_at))
 
-    async def update(self, session: Session, changes: Mapping[str, Any]) -> RemoteSession:
+    async def update(
+        self, session: Session, changes: Mapping[str, Any]
+    ) -> RemoteSession:
         fault = await self.backend._enter("update", provider=self.name)  # noqa: SLF001
         remote = self._lookup(session, "update")
         remote.params.update(changes)
@@ -336,7 +370,9 @@ class FakeProvider(Provider[FakeConfig]):
     async def renew(self, session: Session, lifetime: float) -> RemoteSession:
         fault = await self.backend._enter("renew", provider=self.name)  # noqa: SLF001
         remote = self._lookup(session, "renew")
-        remote.expires_at = max(remote.expires_at or 0.0, self.backend.clock() + lifetime)
+        remote.expires_at = max(
+            remote.expires_at or 0.0, self.backend.clock() + lifetime
+        )
         await self._maybe_fail_after(fault, "renew")
         return self._remote(remote)
 

@@ -527,7 +527,8 @@ class SipherProvider(Provider[SipherConfig]):
         )
         if response.status_code == 404 and not self._is_session_not_found(response):  # noqa: PLR2004
             raise self.error_from_response(response, operation="close", session_id=session.id)
-        self._mark_ended(session, "closed")
+        # The manager closes sessions at their deadline too: those are expired.
+        self._mark_ended(session, "expired" if self._past_expiry(session) else "closed")
         self._log.info(
             "tether.sipher.session_deleted",
             session_id=session.id,

@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from tether.testing import ASGIServer, ManualClock, serve_asgi
 
+from tether.testing import ASGIServer, ManualClock, serve_asgi
 from tether_sipher import SipherConfig, SipherProvider
 from tether_sipher.emulator import PRO_KEY, SipherEmulator
 
@@ -66,7 +66,11 @@ async def _make_provider(
     async with AsyncExitStack() as stack:
 
         async def make(**overrides: Any) -> SipherProvider:
-            fields: dict[str, Any] = {"base_url": server.url, "api_key": PRO_KEY, "timeout": 5}
+            fields: dict[str, Any] = {
+                "base_url": server.url,
+                "api_key": PRO_KEY,
+                "timeout": 5,
+            }
             fields.update(overrides)
             config = SipherConfig(**fields)
             options = SipherProvider.client_options(config)
@@ -77,7 +81,9 @@ async def _make_provider(
                     timeout=options.timeout,
                 )
             )
-            return SipherProvider(config, client=client, name="sipher", clock=clock.time)
+            return SipherProvider(
+                config, client=client, name="sipher", clock=clock.time
+            )
 
         yield make
 

@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 import httpx
 import pytest
+
 from tether import Session, SessionState
 from tether.abc import CreateRequest
 from tether.exceptions import (
@@ -20,7 +21,6 @@ from tether.exceptions import (
     SessionLostError,
 )
 from tether.testing import ASGIServer, Fault, ManualClock
-
 from tether_sipher import SipherProvider
 from tether_sipher.emulator import SipherEmulator
 
@@ -28,8 +28,12 @@ from tether_sipher.emulator import SipherEmulator
 COMPARE = {"operation": "stealth_privacy"}
 
 
-async def _create(provider: SipherProvider, lifetime: float = 3600, **params: Any) -> Session:
-    parsed = provider.parse_create(params or {"chain": "ethereum", "privacy_level": "shielded"})
+async def _create(
+    provider: SipherProvider, lifetime: float = 3600, **params: Any
+) -> Session:
+    parsed = provider.parse_create(
+        params or {"chain": "ethereum", "privacy_level": "shielded"}
+    )
     remote = await provider.create(
         CreateRequest(tether_id="tether-1", params=parsed, lifetime=lifetime)
     )
@@ -157,7 +161,9 @@ async def test_verify_never_shows_the_silent_fallback(
     assert response.json()["data"]["chain"] == "solana"
 
 
-async def test_closed_session_refused(provider: SipherProvider, server: ASGIServer) -> None:
+async def test_closed_session_refused(
+    provider: SipherProvider, server: ASGIServer
+) -> None:
     """
     After close, a stale copy of the session value is still refused.
     """
@@ -193,7 +199,10 @@ async def test_terminal_session_values_refused(
 
 
 async def test_check_failure_sends_nothing(
-    provider: SipherProvider, server: ASGIServer, emulator: SipherEmulator, clock: ManualClock
+    provider: SipherProvider,
+    server: ASGIServer,
+    emulator: SipherEmulator,
+    clock: ManualClock,
 ) -> None:
     """
     When the liveness GET itself fails, its typed error propagates and the
@@ -224,7 +233,9 @@ async def test_session_request(provider: SipherProvider, server: ASGIServer) -> 
     assert _compare_requests(server)[-1]["x-session-id"] == session.remote_id
 
 
-async def test_session_auth_on_users_client(provider: SipherProvider, server: ASGIServer) -> None:
+async def test_session_auth_on_users_client(
+    provider: SipherProvider, server: ASGIServer
+) -> None:
     """
     session_auth() binds a client the user built, adding key and session id.
     """
@@ -246,10 +257,12 @@ async def test_session_auth_refuses_sync_clients(provider: SipherProvider) -> No
     session = await _create(provider)
 
     with (
-        httpx.Client(base_url="http://127.0.0.1:9", auth=provider.session_auth(session)) as c,
+        httpx.Client(
+            base_url="http://127.0.0.1:9", auth=provider.session_auth(session)
+        ) as c,
         pytest.raises(RuntimeError),
     ):
-        c.get("/")
+        c.get("/")  # noqa: ASYNC212 -- the point: a sync client is refused
 
 
 async def test_bad_verify_policy(provider: SipherProvider) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from tether.testing import ASGIServer, ManualClock
 
+from tether.testing import ASGIServer, ManualClock
 from tether_sipher.emulator import (
     ENTERPRISE_KEY,
     FREE_KEY,
@@ -160,14 +160,19 @@ async def test_get_patch_delete_round_trip(
     GET shows lastAccessedAt; PATCH merges shallowly, ignores ttlSeconds and
     omits createdAt; DELETE answers deleted and a second DELETE is 404.
     """
-    created = await _create(http, defaults={"chain": "solana", "privacyLevel": "standard"})
+    created = await _create(
+        http, defaults={"chain": "solana", "privacyLevel": "standard"}
+    )
     sid = created["sessionId"]
     await clock.advance(10)
 
     got = (await http.get(f"/v1/sessions/{sid}")).json()["data"]
     patched = await http.patch(
         f"/v1/sessions/{sid}",
-        json={"defaults": {"privacyLevel": "maximum", "unknown": 1}, "ttlSeconds": 86400},
+        json={
+            "defaults": {"privacyLevel": "maximum", "unknown": 1},
+            "ttlSeconds": 86400,
+        },
     )
     deleted = await http.delete(f"/v1/sessions/{sid}")
     again = await http.delete(f"/v1/sessions/{sid}")
@@ -186,7 +191,10 @@ async def test_get_patch_delete_round_trip(
         "privacyLevel": "maximum",
     }
     assert patched.json()["data"]["expiresAt"] == created["expiresAt"]
-    assert deleted.json() == {"success": True, "data": {"sessionId": sid, "deleted": True}}
+    assert deleted.json() == {
+        "success": True,
+        "data": {"sessionId": sid, "deleted": True},
+    }
     assert again.status_code == 404
     assert again.json()["error"]["code"] == "SESSION_NOT_FOUND"
 
@@ -197,7 +205,9 @@ async def test_malformed_id_is_400(http: httpx.AsyncClient, method: str) -> None
     An id that does not match ^sess_[0-9a-f]{64}$ is 400, not 404.
     """
     response = await http.request(
-        method, "/v1/sessions/sess_nope", json={"defaults": {}} if method == "PATCH" else None
+        method,
+        "/v1/sessions/sess_nope",
+        json={"defaults": {}} if method == "PATCH" else None,
     )
 
     assert response.status_code == 400
@@ -219,7 +229,9 @@ async def test_expired_session_is_404(
     await clock.advance(1)
 
     response = await http.request(
-        method, f"/v1/sessions/{sid}", json={"defaults": {}} if method == "PATCH" else None
+        method,
+        f"/v1/sessions/{sid}",
+        json={"defaults": {}} if method == "PATCH" else None,
     )
 
     assert response.status_code == 404
@@ -260,9 +272,9 @@ async def test_session_header_applies_defaults_request_values_win(
     """
     With a live X-Session-Id, defaults fill the keys the body lacks.
     """
-    sid = (await _create(http, defaults={"chain": "ethereum", "privacyLevel": "shielded"}))[
-        "sessionId"
-    ]
+    sid = (
+        await _create(http, defaults={"chain": "ethereum", "privacyLevel": "shielded"})
+    )["sessionId"]
 
     first = await http.post(
         "/v1/backends/compare",
@@ -281,24 +293,35 @@ async def test_session_header_applies_defaults_request_values_win(
 
 
 async def test_session_header_silently_ignored(
-    http: httpx.AsyncClient, server: ASGIServer, clock: ManualClock, emulator: SipherEmulator
+    http: httpx.AsyncClient,
+    server: ASGIServer,
+    clock: ManualClock,
+    emulator: SipherEmulator,
 ) -> None:
     """
     An unknown, malformed, foreign or expired id is ignored: 200 without defaults.
     """
-    sid = (await _create(http, defaults={"chain": "ethereum"}, ttlSeconds=60))["sessionId"]
+    sid = (await _create(http, defaults={"chain": "ethereum"}, ttlSeconds=60))[
+        "sessionId"
+    ]
     body = {"operation": "stealth_privacy"}
     chains = []
     for header in (GHOST, "garbage"):
-        r = await http.post("/v1/backends/compare", json=body, headers={"X-Session-Id": header})
+        r = await http.post(
+            "/v1/backends/compare", json=body, headers={"X-Session-Id": header}
+        )
         chains.append((r.status_code, r.json()["data"]["chain"]))
     async with httpx.AsyncClient(
         base_url=server.url, headers={"X-API-Key": ENTERPRISE_KEY}
     ) as other:
-        r = await other.post("/v1/backends/compare", json=body, headers={"X-Session-Id": sid})
+        r = await other.post(
+            "/v1/backends/compare", json=body, headers={"X-Session-Id": sid}
+        )
         chains.append((r.status_code, r.json()["data"]["chain"]))
     await clock.advance(60)
-    r = await http.post("/v1/backends/compare", json=body, headers={"X-Session-Id": sid})
+    r = await http.post(
+        "/v1/backends/compare", json=body, headers={"X-Session-Id": sid}
+    )
     chains.append((r.status_code, r.json()["data"]["chain"]))
 
     assert chains == [(200, "solana")] * 4
@@ -331,7 +354,9 @@ async def test_rate_limit_by_ip_with_retry_after(
     assert after.status_code == 200
 
 
-async def test_daily_session_quota(http: httpx.AsyncClient, emulator: SipherEmulator) -> None:
+async def test_daily_session_quota(
+    http: httpx.AsyncClient, emulator: SipherEmulator
+) -> None:
     """
     Past the per-category daily quota, 429 DAILY_QUOTA_EXCEEDED; failed
     requests do not count.

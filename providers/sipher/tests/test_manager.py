@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+
 import tether
 from tether import HealthStatus, SessionState
 from tether.exceptions import (
@@ -20,7 +21,6 @@ from tether.exceptions import (
     SessionLostError,
 )
 from tether.testing import ASGIServer, ManualClock
-
 from tether_sipher import SipherProvider
 from tether_sipher.emulator import FREE_KEY, PRO_KEY, SipherEmulator
 
@@ -35,10 +35,19 @@ def _registry() -> tether.ProviderRegistry:
     return registry
 
 
-def _manager(server: ASGIServer, clock: ManualClock, **config: Any) -> tether.SessionManager:
+def _manager(
+    server: ASGIServer, clock: ManualClock, **config: Any
+) -> tether.SessionManager:
     return tether.SessionManager(
         registry=_registry(),
-        config={"sipher": {"base_url": server.url, "api_key": PRO_KEY, "timeout": 5, **config}},
+        config={
+            "sipher": {
+                "base_url": server.url,
+                "api_key": PRO_KEY,
+                "timeout": 5,
+                **config,
+            }
+        },
         retry=tether.RetryPolicy(attempts=3, wait_initial=0, wait_max=0),
         clock=clock,
         health_checks=False,
@@ -49,7 +58,7 @@ def _manager(server: ASGIServer, clock: ManualClock, **config: Any) -> tether.Se
 def _sipher(manager: tether.SessionManager, clock: ManualClock) -> SipherProvider:
     provider = manager.provider("sipher")
     assert isinstance(provider, SipherProvider)
-    # XXX: the manager does not hand its clock to providers yet.
+    # The manager does not hand its clock to providers (yet).
     provider.clock = clock.time
     return provider
 
@@ -74,10 +83,16 @@ async def test_create_ping_update_close(
     merges, close deletes remotely.
     """
     session = await manager.create(
-        "sipher", lifetime=600, labels={"job": "1"}, chain="solana", privacy_level="shielded"
+        "sipher",
+        lifetime=600,
+        labels={"job": "1"},
+        chain="solana",
+        privacy_level="shielded",
     )
     health = await manager.ping(session)
-    updated = await manager.update(session, privacy_level="maximum", rpc_provider="helius")
+    updated = await manager.update(
+        session, privacy_level="maximum", rpc_provider="helius"
+    )
     closed = await manager.close(updated)
 
     assert session.state is SessionState.ACTIVE
@@ -176,7 +191,9 @@ async def test_bad_input_sends_nothing(
     assert server.requests == []
 
 
-async def test_update_ttl_refused(manager: tether.SessionManager, server: ASGIServer) -> None:
+async def test_update_ttl_refused(
+    manager: tether.SessionManager, server: ASGIServer
+) -> None:
     """
     An update cannot change the TTL; nothing is sent.
     """
@@ -210,7 +227,9 @@ async def test_rate_limit_is_retried(
     """
     A 429 RATE_LIMIT_EXCEEDED is retried by the manager.
     """
-    emulator.inject_error(429, "RATE_LIMIT_EXCEEDED", "Too many requests, please try again later")
+    emulator.inject_error(
+        429, "RATE_LIMIT_EXCEEDED", "Too many requests, please try again later"
+    )
 
     session = await manager.create("sipher")
 
@@ -243,7 +262,9 @@ async def test_viewing_key_never_stored(
 
     with structlog.testing.capture_logs() as logs:
         async with _manager(server, clock) as manager:
-            session = await manager.create("sipher", chain="solana", default_viewing_key=VK)
+            session = await manager.create(
+                "sipher", chain="solana", default_viewing_key=VK
+            )
             updated = await manager.update(session, chain="base")
             record = await manager.get(session.id)
 

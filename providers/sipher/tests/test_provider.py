@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 import httpx
 import pytest
+
 from tether import HealthStatus, Session, SessionState
 from tether.abc import CreateRequest, RemoteSession
 from tether.exceptions import (
@@ -25,7 +26,6 @@ from tether.exceptions import (
     RequestRejectedError,
 )
 from tether.testing import ASGIServer, Fault, ManualClock
-
 from tether_sipher import SipherConfig, SipherProvider
 from tether_sipher.emulator import ENTERPRISE_KEY, FREE_KEY, SipherEmulator
 
@@ -65,7 +65,11 @@ async def test_create_sends_defaults_and_ttl(
     expires_at; snake_case and camelCase names both work.
     """
     session = await _create(
-        provider, lifetime=600, chain="solana", privacy_level="shielded", rpcProvider="helius"
+        provider,
+        lifetime=600,
+        chain="solana",
+        privacy_level="shielded",
+        rpcProvider="helius",
     )
 
     assert session.remote_id in emulator.live_sessions()
@@ -83,7 +87,9 @@ async def test_create_sends_defaults_and_ttl(
     assert session.data["createdAt"] == int(clock.time() * 1000)
 
 
-async def test_default_lifetime_is_3600(provider: SipherProvider, clock: ManualClock) -> None:
+async def test_default_lifetime_is_3600(
+    provider: SipherProvider, clock: ManualClock
+) -> None:
     """
     Without lifetime= the service's default of 3600 s is asked for.
     """
@@ -97,7 +103,9 @@ async def test_defaults_mapping_form(provider: SipherProvider) -> None:
     """
     Parameters can also come as one defaults= mapping of JSON names.
     """
-    parsed = provider.parse_create({"defaults": {"chain": "zcash", "backend": "sip-native"}})
+    parsed = provider.parse_create(
+        {"defaults": {"chain": "zcash", "backend": "sip-native"}}
+    )
 
     assert parsed == {"chain": "zcash", "backend": "sip-native"}
 
@@ -107,7 +115,11 @@ async def test_defaults_mapping_form(provider: SipherProvider) -> None:
     [
         ({"chain": "dogecoin"}, "chain", "solana"),
         ({"privacy_level": "secret"}, "privacy_level", "standard, shielded, maximum"),
-        ({"rpcProvider": "infura"}, "rpcProvider", "helius, quicknode, triton, generic"),
+        (
+            {"rpcProvider": "infura"},
+            "rpcProvider",
+            "helius, quicknode, triton, generic",
+        ),
         ({"backend": "mock"}, "backend", "sip-native"),
         ({"default_viewing_key": "nothex"}, "default_viewing_key", "0x"),
         ({"colour": "red"}, "colour", "chain"),
@@ -223,7 +235,9 @@ async def test_update_merges_and_keeps_expiry(
     """
     session = await _create(provider, chain="solana", privacy_level="standard")
 
-    remote = await provider.update(session, provider.parse_update({"privacy_level": "maximum"}))
+    remote = await provider.update(
+        session, provider.parse_update({"privacy_level": "maximum"})
+    )
 
     assert remote.data["defaults"] == {"chain": "solana", "privacyLevel": "maximum"}
     assert remote.expires_at == session.expires_at
@@ -261,7 +275,9 @@ async def test_update_missing_session_is_remote_not_found(
     assert info.value.status_code == 404
 
 
-async def test_close_is_idempotent(provider: SipherProvider, emulator: SipherEmulator) -> None:
+async def test_close_is_idempotent(
+    provider: SipherProvider, emulator: SipherEmulator
+) -> None:
     """
     close DELETEs; closing again (404 SESSION_NOT_FOUND) is success.
     """
@@ -294,10 +310,16 @@ async def test_renew_list_find_not_supported(provider: SipherProvider) -> None:
         False,
         False,
     )
-    assert (caps.min_lifetime, caps.max_lifetime, caps.default_lifetime) == (60, 86400, 3600)
+    assert (caps.min_lifetime, caps.max_lifetime, caps.default_lifetime) == (
+        60,
+        86400,
+        3600,
+    )
 
 
-async def test_free_key_is_auth_error_with_code(make_provider: Any, server: ASGIServer) -> None:
+async def test_free_key_is_auth_error_with_code(
+    make_provider: Any, server: ASGIServer
+) -> None:
     """
     A free key gets 403 TIER_ACCESS_DENIED -> AuthError carrying the code.
     """
@@ -396,7 +418,11 @@ async def test_server_validation_is_request_rejected(
 
 @pytest.mark.parametrize(
     ("status", "code"),
-    [(500, "SESSION_CREATE_FAILED"), (503, "SERVICE_UNAVAILABLE"), (408, "REQUEST_TIMEOUT")],
+    [
+        (500, "SESSION_CREATE_FAILED"),
+        (503, "SERVICE_UNAVAILABLE"),
+        (408, "REQUEST_TIMEOUT"),
+    ],
 )
 async def test_server_failures_are_transient(
     provider: SipherProvider, emulator: SipherEmulator, status: int, code: str

@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+
 from tether import Session, SessionState
 from tether.abc import CreateRequest
 from tether.exceptions import InvalidParameterError, RequestRejectedError
-
 from tether_sipher import SipherConfig, SipherProvider
 from tether_sipher.emulator import PRO_KEY, SipherEmulator
 
@@ -26,7 +26,9 @@ def _leaks(blob: str) -> list[str]:
     return [s for s in (PRO_KEY, VK, SHORT_VK, VK[2:], SHORT_VK[2:]) if s in blob]
 
 
-async def _create(provider: SipherProvider, **params: Any) -> tuple[dict[str, Any], Session]:
+async def _create(
+    provider: SipherProvider, **params: Any
+) -> tuple[dict[str, Any], Session]:
     parsed = provider.parse_create(params)
     remote = await provider.create(CreateRequest(tether_id="t-1", params=parsed))
     session = Session(
@@ -49,7 +51,9 @@ async def test_viewing_key_reaches_service_but_not_session(
     reference and a flag; nothing in the session value reveals it.
     """
     with structlog.testing.capture_logs() as logs:
-        parsed, session = await _create(provider, chain="solana", default_viewing_key=VK)
+        parsed, session = await _create(
+            provider, chain="solana", default_viewing_key=VK
+        )
         await provider.ping(session)
         remote = await provider.get(session)
 
@@ -66,7 +70,9 @@ async def test_viewing_key_reaches_service_but_not_session(
     assert _leaks(blob) == []
 
 
-async def test_viewing_key_in_update(provider: SipherProvider, emulator: SipherEmulator) -> None:
+async def test_viewing_key_in_update(
+    provider: SipherProvider, emulator: SipherEmulator
+) -> None:
     """
     A viewing key given in an update is sent, not returned.
     """
@@ -82,7 +88,9 @@ async def test_viewing_key_in_update(provider: SipherProvider, emulator: SipherE
     assert _leaks(json.dumps(dict(remote.data))) == []
 
 
-async def test_viewing_key_from_config(make_provider: Any, emulator: SipherEmulator) -> None:
+async def test_viewing_key_from_config(
+    make_provider: Any, emulator: SipherEmulator
+) -> None:
     """
     A default_viewing_key in config goes into every create without a viewing
     key of its own; the config's repr never shows it.

@@ -13,12 +13,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 import yaml
 from openapi_schema_validator import OAS31Validator
-from tether.testing import ASGIServer
 
+from tether.testing import ASGIServer
 from tether_sipher import SipherProvider
 from tether_sipher.emulator import FREE_KEY, PRO_KEY, SipherEmulator
 
@@ -60,7 +61,14 @@ def _check(method: str, template: str, response: httpx.Response) -> None:
         _validator("#/components/schemas/ErrorResponse").validate(body)
 
 
-Case = Callable[[httpx.AsyncClient, httpx.AsyncClient, SipherEmulator], Awaitable[httpx.Response]]
+@attrs.frozen
+class _Ctx:
+    pro: httpx.AsyncClient
+    free: httpx.AsyncClient
+    emulator: SipherEmulator
+
+
+Case = Callable[[_Ctx], Awaitable[httpx.Response]]
 
 
 async def _new_id(pro: httpx.AsyncClient) -> str:
@@ -68,14 +76,14 @@ async def _new_id(pro: httpx.AsyncClient) -> str:
     return str(response.json()["data"]["sessionId"])
 
 
-async def _rate_limited(pro: httpx.AsyncClient, emulator: SipherEmulator) -> httpx.Response:
-    emulator.rate_limit = 0
-    return await pro.post("/v1/sessions", json={"defaults": {}})
+async def _rate_limited(c: _Ctx) -> httpx.Response:
+    c.emulator.rate_limit = 0
+    return await c.pro.post("/v1/sessions", json={"defaults": {}})
 
 
-async def _quota_down(pro: httpx.AsyncClient, emulator: SipherEmulator) -> httpx.Response:
-    emulator.quota_backend_down = True
-    return await pro.post("/v1/sessions", json={"defaults": {}})
+async def _quota_down(c: _Ctx) -> httpx.Response:
+    c.emulator.quota_backend_down = True
+    return await c.pro.post("/v1/sessions", json={"defaults": {}})
 
 
 async def _get(pro: httpx.AsyncClient) -> httpx.Response:
@@ -84,7 +92,9 @@ async def _get(pro: httpx.AsyncClient) -> httpx.Response:
 
 async def _patch(pro: httpx.AsyncClient) -> httpx.Response:
     sid = await _new_id(pro)
-    return await pro.patch(f"/v1/sessions/{sid}", json={"defaults": {"privacyLevel": "maximum"}})
+    return await pro.patch(
+        f"/v1/sessions/{sid}", json={"defaults": {"privacyLevel": "maximum"}}
+    )
 
 
 async def _patch_bad(pro: httpx.AsyncClient) -> httpx.Response:
@@ -101,7 +111,7 @@ CASES: dict[str, tuple[str, str, int, Case]] = {
         "POST",
         "/v1/sessions",
         201,
-        lambda pro, free, emu: pro.post(
+        lambda c: c.pro.post(
             "/v1/sessions", json={"defaults": {"chain": "base"}, "ttlSeconds": 600}
         ),
     ),
@@ -109,13 +119,13 @@ CASES: dict[str, tuple[str, str, int, Case]] = {
         "POST",
         "/v1/sessions",
         400,
-        lambda pro, free, emu: pro.post("/v1/sessions", json={"defaults": {"chain": "x"}}),
+        lambda c: c.pro.post("/v1/sessions", json={"defaults": {"chain": "x"}}),
     ),
     "create-400-json": (
         "POST",
         "/v1/sessions",
         400,
-        lambda pro, free, emu: pro.post(
+        lambda c: c.pro.post(
             "/v1/sessions", content=b"{", headers={"Content-Type": "application/json"}
         ),
     ),
@@ -123,7 +133,7 @@ CASES: dict[str, tuple[str, str, int, Case]] = {
         "POST",
         "/v1/sessions",
         401,
-        lambda pro, free, emu: pro.post(
+        lambda c: c.pro.post(
             "/v1/sessions", json={"defaults": {}}, headers={"X-API-Key": "sk_pro_nope"}
         ),
     ),
@@ -131,74 +141,74 @@ CASES: dict[str, tuple[str, str, int, Case]] = {
         "POST",
         "/v1/sessions",
         403,
-        lambda pro, free, emu: free.post("/v1/sessions", json={"defaults": {}}),
+        lambda c: c.free.post("/v1/sessions", json={"defaults": {}}),
     ),
-    "create-429": ("POST", "/v1/sessions", 429, lambda pro, free, emu: _rate_limited(pro, emu)),
-    "create-503": ("POST", "/v1/sessions", 503, lambda pro, free, emu: _quota_down(pro, emu)),
-    "get-200": ("GET", "/v1/sessions/{id}", 200, lambda pro, free, emu: _get(pro)),
+    "create-429": ("POST", "/v1/sessions", 429, _rate_limited),
+    "create-503": ("POST", "/v1/sessions", 503, _quota_down),
+    "get-200": ("GET", "/v1/sessions/{id}", 200, lambda c: _get(c.pro)),
     "get-400": (
         "GET",
         "/v1/sessions/{id}",
         400,
-        lambda pro, free, emu: pro.get("/v1/sessions/sess_bad"),
+        lambda c: c.pro.get("/v1/sessions/sess_bad"),
     ),
     "get-401": (
         "GET",
         "/v1/sessions/{id}",
         401,
-        lambda pro, free, emu: pro.get(f"/v1/sessions/{GHOST}", headers={"X-API-Key": ""}),
+        lambda c: c.pro.get(f"/v1/sessions/{GHOST}", headers={"X-API-Key": ""}),
     ),
     "get-403": (
         "GET",
         "/v1/sessions/{id}",
         403,
-        lambda pro, free, emu: free.get(f"/v1/sessions/{GHOST}"),
+        lambda c: c.free.get(f"/v1/sessions/{GHOST}"),
     ),
     "get-404": (
         "GET",
         "/v1/sessions/{id}",
         404,
-        lambda pro, free, emu: pro.get(f"/v1/sessions/{GHOST}"),
+        lambda c: c.pro.get(f"/v1/sessions/{GHOST}"),
     ),
-    "patch-200": ("PATCH", "/v1/sessions/{id}", 200, lambda pro, free, emu: _patch(pro)),
-    "patch-400": ("PATCH", "/v1/sessions/{id}", 400, lambda pro, free, emu: _patch_bad(pro)),
+    "patch-200": ("PATCH", "/v1/sessions/{id}", 200, lambda c: _patch(c.pro)),
+    "patch-400": ("PATCH", "/v1/sessions/{id}", 400, lambda c: _patch_bad(c.pro)),
     "patch-403": (
         "PATCH",
         "/v1/sessions/{id}",
         403,
-        lambda pro, free, emu: free.patch(f"/v1/sessions/{GHOST}", json={"defaults": {}}),
+        lambda c: c.free.patch(f"/v1/sessions/{GHOST}", json={"defaults": {}}),
     ),
     "patch-404": (
         "PATCH",
         "/v1/sessions/{id}",
         404,
-        lambda pro, free, emu: pro.patch(f"/v1/sessions/{GHOST}", json={"defaults": {}}),
+        lambda c: c.pro.patch(f"/v1/sessions/{GHOST}", json={"defaults": {}}),
     ),
-    "delete-200": ("DELETE", "/v1/sessions/{id}", 200, lambda pro, free, emu: _delete(pro)),
+    "delete-200": ("DELETE", "/v1/sessions/{id}", 200, lambda c: _delete(c.pro)),
     "delete-400": (
         "DELETE",
         "/v1/sessions/{id}",
         400,
-        lambda pro, free, emu: pro.delete("/v1/sessions/SESS_X"),
+        lambda c: c.pro.delete("/v1/sessions/SESS_X"),
     ),
     "delete-403": (
         "DELETE",
         "/v1/sessions/{id}",
         403,
-        lambda pro, free, emu: free.delete(f"/v1/sessions/{GHOST}"),
+        lambda c: c.free.delete(f"/v1/sessions/{GHOST}"),
     ),
     "delete-404": (
         "DELETE",
         "/v1/sessions/{id}",
         404,
-        lambda pro, free, emu: pro.delete(f"/v1/sessions/{GHOST}"),
+        lambda c: c.pro.delete(f"/v1/sessions/{GHOST}"),
     ),
-    "list-404": ("GET", "/v1/sessions", 404, lambda pro, free, emu: pro.get("/v1/sessions")),
+    "list-404": ("GET", "/v1/sessions", 404, lambda c: c.pro.get("/v1/sessions")),
     "compare-200": (
         "POST",
         "/v1/backends/compare",
         200,
-        lambda pro, free, emu: pro.post(
+        lambda c: c.pro.post(
             "/v1/backends/compare", json={"operation": "stealth_privacy"}
         ),
     ),
@@ -206,7 +216,7 @@ CASES: dict[str, tuple[str, str, int, Case]] = {
         "POST",
         "/v1/backends/compare",
         400,
-        lambda pro, free, emu: pro.post("/v1/backends/compare", json={"operation": "x"}),
+        lambda c: c.pro.post("/v1/backends/compare", json={"operation": "x"}),
     ),
 }
 
@@ -224,7 +234,7 @@ async def test_emulator_response_matches_spec(
         httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": PRO_KEY}) as pro,
         httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": FREE_KEY}) as free,
     ):
-        response = await make(pro, free, emulator)
+        response = await make(_Ctx(pro, free, emulator))
 
     assert response.status_code == status, response.text
     _check(method, template, response)
@@ -252,14 +262,18 @@ def test_session_defaults_enums_match_spec() -> None:
     """
     from tether_sipher import BACKENDS, CHAINS, PRIVACY_LEVELS, RPC_PROVIDERS  # noqa: PLC0415
 
-    props = SPEC["components"]["schemas"]["createSession_request_defaults"]["properties"]
+    props = SPEC["components"]["schemas"]["createSession_request_defaults"][
+        "properties"
+    ]
 
     assert tuple(props["chain"]["enum"]) == CHAINS
     assert tuple(props["privacyLevel"]["enum"]) == PRIVACY_LEVELS
     assert tuple(props["rpcProvider"]["enum"]) == RPC_PROVIDERS
     assert tuple(props["backend"]["enum"]) == BACKENDS
     assert props["defaultViewingKey"]["pattern"] == "^0x[0-9a-fA-F]+$"
-    ttl = SPEC["components"]["schemas"]["createSession_request"]["properties"]["ttlSeconds"]
+    ttl = SPEC["components"]["schemas"]["createSession_request"]["properties"][
+        "ttlSeconds"
+    ]
     assert (ttl["minimum"], ttl["maximum"]) == (60, 86400)
 
 

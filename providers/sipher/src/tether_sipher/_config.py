@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any, Final
 
 import attrs
+
 from tether import Secret
 from tether.abc import ProviderConfig
 from tether.exceptions import ConfigError
-
 from tether_sipher._defaults import VIEWING_KEY_PATTERN
 
 
@@ -39,6 +39,10 @@ def _non_negative(_instance: Any, attribute: Any, value: float) -> None:
         raise ConfigError(msg, provider="sipher")
 
 
+def _lower(value: Any) -> str:
+    return str(value).lower()
+
+
 def _optional_secret(value: Any) -> Secret | None:
     if value is None or value == "":
         return None
@@ -51,7 +55,9 @@ def _check_api_key(_instance: Any, _attribute: Any, value: Secret) -> None:
         raise ConfigError("sipher: api_key must not be empty", provider="sipher")
     if raw != raw.strip() or any(c.isspace() for c in raw):
         # The value is a secret: say what is wrong, never what it is.
-        raise ConfigError("sipher: api_key must not contain whitespace", provider="sipher")
+        raise ConfigError(
+            "sipher: api_key must not contain whitespace", provider="sipher"
+        )
 
 
 def _check_viewing_key(_instance: Any, _attribute: Any, value: Secret | None) -> None:
@@ -90,15 +96,13 @@ class SipherConfig(ProviderConfig):
     api_key: Secret = attrs.field(converter=Secret, validator=_check_api_key)
     auth_scheme: str = attrs.field(
         default="x-api-key",
-        converter=lambda v: str(v).lower(),
+        converter=_lower,
         validator=_one_of(*_AUTH_SCHEMES),
     )
     default_viewing_key: Secret | None = attrs.field(
         default=None, converter=_optional_secret, validator=_check_viewing_key
     )
-    verify: str = attrs.field(
-        default="stale", validator=_one_of(*_VERIFY_POLICIES)
-    )
+    verify: str = attrs.field(default="stale", validator=_one_of(*_VERIFY_POLICIES))
     verify_after: float = attrs.field(default=60.0, validator=_non_negative)
     expiry_margin: float = attrs.field(default=5.0, validator=_non_negative)
 

@@ -16,10 +16,11 @@ from typing import Any, ClassVar, Final
 import attrs
 import httpx
 import structlog
+
 from tether import Health, HealthStatus, Secret, Session
 
-# XXX: the core's redaction helpers are not public yet; they are what
-# ProviderError itself uses, so error bodies are masked the same way.
+# The core's redaction helpers are not public yet; they are what ProviderError
+# itself uses, so error bodies are masked the same way.
 from tether._redact import REDACTED, redact, redact_text
 from tether.abc import (
     Capabilities,
@@ -38,7 +39,6 @@ from tether.exceptions import (
     SessionExpiredError,
     SessionLostError,
 )
-
 from tether_sipher._config import SipherConfig
 from tether_sipher._defaults import SESSION_ID_PATTERN, VIEWING_KEY, normalise_defaults
 
@@ -67,7 +67,11 @@ def _scrub(value: Any) -> Any:
     """
     if isinstance(value, Mapping):
         return {
-            k: (REDACTED if k in _VIEWING_KEY_NAMES and v not in (None, "") else _scrub(v))
+            k: (
+                REDACTED
+                if k in _VIEWING_KEY_NAMES and v not in (None, "")
+                else _scrub(v)
+            )
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
@@ -220,7 +224,9 @@ class SipherProvider(Provider[SipherConfig]):
             )
         return result
 
-    def _wire_defaults(self, params: Mapping[str, Any], operation: str) -> dict[str, str]:
+    def _wire_defaults(
+        self, params: Mapping[str, Any], operation: str
+    ) -> dict[str, str]:
         """
         The ``defaults`` to send, with the viewing key put back in.
         """
@@ -281,7 +287,9 @@ class SipherProvider(Provider[SipherConfig]):
             )
         return data
 
-    def _remote(self, data: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -> RemoteSession:
+    def _remote(
+        self, data: Mapping[str, Any], previous: Mapping[str, Any] | None = None
+    ) -> RemoteSession:
         defaults = data.get("defaults")
         defaults = dict(defaults) if isinstance(defaults, Mapping) else {}
         info: dict[str, Any] = dict(previous or {})
@@ -383,14 +391,17 @@ class SipherProvider(Provider[SipherConfig]):
         reset_at = details.get("resetAt")
         if isinstance(reset_at, str):
             with contextlib.suppress(ValueError):
-                when = datetime.fromisoformat(reset_at.replace("Z", "+00:00"))
+                when = datetime.fromisoformat(reset_at)
                 if when.tzinfo is None:
                     when = when.replace(tzinfo=UTC)
                 return max(0.0, when.timestamp() - self.clock())
         return None
 
     def _is_session_not_found(self, response: httpx.Response) -> bool:
-        return response.status_code == 404 and self._envelope(response)[0] == SESSION_NOT_FOUND  # noqa: PLR2004
+        return (
+            response.status_code == httpx.codes.NOT_FOUND
+            and self._envelope(response)[0] == SESSION_NOT_FOUND
+        )
 
     # -- the lifecycle -------------------------------------------------------------
 
@@ -399,7 +410,10 @@ class SipherProvider(Provider[SipherConfig]):
         if remote_id is None or not SESSION_ID_PATTERN.match(remote_id):
             msg = f"{self.name}: session {session.id} has no Sipher session id"
             raise SessionLostError(
-                msg, session_id=session.id, provider=self.name, state=session.state.value
+                msg,
+                session_id=session.id,
+                provider=self.name,
+                state=session.state.value,
             )
         return f"/v1/sessions/{remote_id}"
 
@@ -417,7 +431,10 @@ class SipherProvider(Provider[SipherConfig]):
 
     def _past_expiry(self, session: Session) -> bool:
         expires_at = self._expires_at(session)
-        return expires_at is not None and self.clock() >= expires_at - self.config.expiry_margin
+        return (
+            expires_at is not None
+            and self.clock() >= expires_at - self.config.expiry_margin
+        )
 
     def _mark_ended(self, session: Session, how: str) -> None:
         if session.remote_id is not None:
@@ -431,11 +448,17 @@ class SipherProvider(Provider[SipherConfig]):
         is not tagged with tether's id. A garbled 201 is an
         :class:`~tether.exceptions.OutcomeUnknownError`: the session may exist.
         """
-        body: dict[str, Any] = {"defaults": self._wire_defaults(request.params, "create")}
+        body: dict[str, Any] = {
+            "defaults": self._wire_defaults(request.params, "create")
+        }
         if request.lifetime is not None:
             body["ttlSeconds"] = int(request.lifetime)
         response = await self.request(
-            "POST", "/v1/sessions", operation="create", session_id=request.tether_id, json=body
+            "POST",
+            "/v1/sessions",
+            operation="create",
+            session_id=request.tether_id,
+            json=body,
         )
         remote = self._remote(
             self._data(response, operation="create", session_id=request.tether_id)
@@ -455,11 +478,17 @@ class SipherProvider(Provider[SipherConfig]):
         expired or another key's: the service does not say which).
         """
         response = await self.request(
-            "GET", self._path(session), operation="get", session_id=session.id, ok=(404,)
+            "GET",
+            self._path(session),
+            operation="get",
+            session_id=session.id,
+            ok=(httpx.codes.NOT_FOUND,),
         )
-        if response.status_code == 404:  # noqa: PLR2004
+        if response.status_code == httpx.codes.NOT_FOUND:
             if not self._is_session_not_found(response):
-                raise self.error_from_response(response, operation="get", session_id=session.id)
+                raise self.error_from_response(
+                    response, operation="get", session_id=session.id
+                )
             self._mark_ended(session, "gone")
             return None
         return self._remote(
@@ -495,7 +524,9 @@ class SipherProvider(Provider[SipherConfig]):
             data=remote.data,
         )
 
-    async def update(self, session: Session, changes: Mapping[str, Any]) -> RemoteSession:
+    async def update(
+        self, session: Session, changes: Mapping[str, Any]
+    ) -> RemoteSession:
         """
         ``PATCH /v1/sessions/{id}``: a shallow merge of ``defaults``.
 
@@ -503,10 +534,15 @@ class SipherProvider(Provider[SipherConfig]):
         """
         body = {"defaults": self._wire_defaults(changes, "update")}
         response = await self.request(
-            "PATCH", self._path(session), operation="update", session_id=session.id, json=body
+            "PATCH",
+            self._path(session),
+            operation="update",
+            session_id=session.id,
+            json=body,
         )
         remote = self._remote(
-            self._data(response, operation="update", session_id=session.id), session.data
+            self._data(response, operation="update", session_id=session.id),
+            session.data,
         )
         self._log.info(
             "tether.sipher.session_updated",
@@ -523,22 +559,33 @@ class SipherProvider(Provider[SipherConfig]):
         if session.remote_id is None:
             return
         response = await self.request(
-            "DELETE", self._path(session), operation="close", session_id=session.id, ok=(404,)
+            "DELETE",
+            self._path(session),
+            operation="close",
+            session_id=session.id,
+            ok=(httpx.codes.NOT_FOUND,),
         )
-        if response.status_code == 404 and not self._is_session_not_found(response):  # noqa: PLR2004
-            raise self.error_from_response(response, operation="close", session_id=session.id)
+        if (
+            response.status_code == httpx.codes.NOT_FOUND
+            and not self._is_session_not_found(response)
+        ):
+            raise self.error_from_response(
+                response, operation="close", session_id=session.id
+            )
         # The manager closes sessions at their deadline too: those are expired.
         self._mark_ended(session, "expired" if self._past_expiry(session) else "closed")
         self._log.info(
             "tether.sipher.session_deleted",
             session_id=session.id,
             remote_id=session.remote_id,
-            already_gone=response.status_code == 404,  # noqa: PLR2004
+            already_gone=response.status_code == httpx.codes.NOT_FOUND,
         )
 
     # -- session-bound requests ------------------------------------------------------
 
-    def _ended_error(self, session: Session, how: str, detail: str) -> SessionEndedError:
+    def _ended_error(
+        self, session: Session, how: str, detail: str
+    ) -> SessionEndedError:
         msg = f"session {session.id} ({self.name}) is {how}: {detail}"
         if how == "expired":
             return SessionExpiredError(
@@ -550,7 +597,9 @@ class SipherProvider(Provider[SipherConfig]):
             return SessionClosedError(
                 msg, session_id=session.id, provider=self.name, state="closed"
             )
-        return SessionLostError(msg, session_id=session.id, provider=self.name, state="lost")
+        return SessionLostError(
+            msg, session_id=session.id, provider=self.name, state="lost"
+        )
 
     async def ensure_live(self, session: Session, *, verify: str | None = None) -> None:
         """
@@ -572,7 +621,11 @@ class SipherProvider(Provider[SipherConfig]):
         if policy not in ("stale", "always", "never"):
             msg = f"{self.name}: verify must be 'stale', 'always' or 'never', not {policy!r}"
             raise InvalidParameterError(
-                msg, field="verify", value=policy, allowed="stale, always, never", provider=self.name
+                msg,
+                field="verify",
+                value=policy,
+                allowed="stale, always, never",
+                provider=self.name,
             )
         self._path(session)
         live = self._liveness.get(str(session.remote_id))
@@ -589,7 +642,9 @@ class SipherProvider(Provider[SipherConfig]):
             if remote is None:
                 how = "expired" if self._past_expiry(session) else "lost"
                 self._mark_ended(session, how)
-                raise self._refuse(session, how, "the service answered SESSION_NOT_FOUND")
+                raise self._refuse(
+                    session, how, "the service answered SESSION_NOT_FOUND"
+                )
             if self._past_expiry(session):
                 raise self._refuse(session, "expired", "its expiresAt has passed")
 
@@ -602,7 +657,9 @@ class SipherProvider(Provider[SipherConfig]):
         )
         return self._ended_error(session, how, detail)
 
-    def session_auth(self, session: Session, *, verify: str | None = None) -> SipherSessionAuth:
+    def session_auth(
+        self, session: Session, *, verify: str | None = None
+    ) -> SipherSessionAuth:
         """
         An :class:`httpx.Auth` that binds any ``httpx.AsyncClient`` to the session.
 
@@ -659,7 +716,13 @@ class SipherProvider(Provider[SipherConfig]):
         headers = dict(kwargs.pop("headers", None) or {})
         headers["X-Session-Id"] = str(session.remote_id)
         return await self.request(
-            method, url, operation="session_request", session_id=session.id, ok=ok, headers=headers, **kwargs
+            method,
+            url,
+            operation="session_request",
+            session_id=session.id,
+            ok=ok,
+            headers=headers,
+            **kwargs,
         )
 
 
@@ -670,7 +733,9 @@ class SipherSessionAuth(httpx.Auth):
     Get one from :meth:`SipherProvider.session_auth`. Async clients only.
     """
 
-    def __init__(self, provider: SipherProvider, session: Session, *, verify: str | None = None) -> None:
+    def __init__(
+        self, provider: SipherProvider, session: Session, *, verify: str | None = None
+    ) -> None:
         self._provider = provider
         self._session = session
         self._verify = verify
@@ -678,15 +743,19 @@ class SipherSessionAuth(httpx.Auth):
     def __repr__(self) -> str:
         return f"<SipherSessionAuth session={self._session.id!r}>"
 
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        raise RuntimeError("SipherSessionAuth needs an httpx.AsyncClient")
-        yield request  # pragma: no cover
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        msg = "SipherSessionAuth needs an httpx.AsyncClient"
+        raise RuntimeError(msg)
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         await self._provider.ensure_live(self._session, verify=self._verify)
-        for name, value in self._provider.client_options(self._provider.config).headers.items():
+        for name, value in self._provider.client_options(
+            self._provider.config
+        ).headers.items():
             if name.lower() == "accept" and "accept" in request.headers:
                 continue
             request.headers[name] = value

@@ -32,8 +32,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from tether.testing import FaultInjector
 
+from tether.testing import FaultInjector
 from tether_sipher._defaults import (
     ENUMS,
     SESSION_ID_PATTERN,
@@ -78,7 +78,11 @@ _SESSION_TIERS: Final = frozenset({"pro", "enterprise"})
 _MIN_TTL: Final = 60
 _MAX_TTL: Final = 86_400
 _DEFAULT_TTL: Final = 3_600
-_COMPARE_OPERATIONS: Final = ("stealth_privacy", "encrypted_compute", "compliance_audit")
+_COMPARE_OPERATIONS: Final = (
+    "stealth_privacy",
+    "encrypted_compute",
+    "compliance_audit",
+)
 _PRIORITIES: Final = ("cost", "speed", "privacy")
 
 
@@ -111,7 +115,9 @@ def _error(
     )
 
 
-def _issue(path: list[str | int], code: str, message: str, **extra: Any) -> dict[str, Any]:
+def _issue(
+    path: list[str | int], code: str, message: str, **extra: Any
+) -> dict[str, Any]:
     return {"code": code, "path": path, "message": message, **extra}
 
 
@@ -129,7 +135,9 @@ def _type_name(value: Any) -> str:
     return "object"
 
 
-def _validate_defaults(raw: Any, path: list[str | int]) -> tuple[dict[str, str], list[dict[str, Any]]]:
+def _validate_defaults(
+    raw: Any, path: list[str | int]
+) -> tuple[dict[str, str], list[dict[str, Any]]]:
     """
     zod's ``SessionDefaults``: every field optional, unknown keys stripped.
     """
@@ -291,7 +299,9 @@ class SipherEmulator:
         """
         self._sessions.clear()
 
-    def inject_error(self, status: int, code: str, message: str, *, count: int = 1) -> None:
+    def inject_error(
+        self, status: int, code: str, message: str, *, count: int = 1
+    ) -> None:
         """
         Answer the next *count* authenticated requests with this error envelope.
         """
@@ -439,7 +449,11 @@ class SipherEmulator:
         if self._injected:
             status, code, message = self._injected.pop(0)
             raise _error(status, code, message)
-        body = await self._json_body(request) if method in {"POST", "PATCH", "PUT"} else None
+        body = (
+            await self._json_body(request)
+            if method in {"POST", "PATCH", "PUT"}
+            else None
+        )
         body = self._apply_session(request, key, body)
         response = self._route(method, path, key, body)
         if response.status_code < 400:  # noqa: PLR2004
@@ -687,7 +701,7 @@ class SipherEmulator:
                 _issue(
                     ["prioritize"],
                     "invalid_value",
-                    "Invalid option: expected one of \"cost\"|\"speed\"|\"privacy\"",
+                    'Invalid option: expected one of "cost"|"speed"|"privacy"',
                     values=list(_PRIORITIES),
                 )
             )
@@ -709,7 +723,10 @@ class SipherEmulator:
                             "latencyMs": 400,
                             "latencyCategory": "fast",
                             "privacyLevel": "high",
-                            "capabilities": ["stealth_addresses", "pedersen_commitments"],
+                            "capabilities": [
+                                "stealth_addresses",
+                                "pedersen_commitments",
+                            ],
                             "score": 88,
                             "recommended": True,
                         }

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from tether._session import Session, SessionState
+from tether import Session, SessionState
 from tether.abc import CreateRequest, RemoteSession
 from tether.testing import ASGIServer, ManualClock, serve_asgi
 from tether_relay import RelayConfig, RelayProvider

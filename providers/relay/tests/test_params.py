@@ -19,7 +19,7 @@ from tether_relay._params import parse_token
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from tether._session import Session
+    from tether import Session
     from tether.abc import CreateRequest
     from tether_relay.emulator import RelayEmulator
 
@@ -55,7 +55,7 @@ def test_config_defaults_and_headers() -> None:
 
     assert options.base_url == "https://api.edgegap.com"
     assert f"token {TOKEN}" == options.headers["Authorization"]
-    assert config.ready_timeout == 30.0
+    assert config.ready_timeout == 20.0
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import anyio
 import pytest
 import structlog
 
-from tether._session import HealthStatus, Session, SessionState
+from tether import HealthStatus, Session, SessionState
 from tether.abc import CreateRequest
 from tether.exceptions import (
     AuthError,

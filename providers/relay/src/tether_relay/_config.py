@@ -9,7 +9,7 @@ from typing import Any, Final
 
 import attrs
 
-from tether._redact import Secret
+from tether import Secret
 from tether.abc import ProviderConfig
 from tether.exceptions import ConfigError
 
@@ -58,6 +58,8 @@ class RelayConfig(ProviderConfig):
             ``Authorization: token <api_token>``.
         ready_timeout: Seconds :meth:`~tether_relay.RelayProvider.create` waits
             for a new session to become ready before deleting it and failing.
+            Keep it below the manager's ``shield_timeout`` (30 s by default),
+            which bounds a whole create.
         poll_initial: Seconds before the first readiness poll.
         poll_max: The longest wait between two readiness polls.
         poll_multiplier: How much the wait grows after each poll.
@@ -70,7 +72,7 @@ class RelayConfig(ProviderConfig):
 
     base_url: str = attrs.field(default=DEFAULT_BASE_URL, validator=_check_url)
     api_token: Secret = attrs.field(converter=Secret, validator=_check_token)
-    ready_timeout: float = attrs.field(default=30.0, validator=_bound(">", 0))
+    ready_timeout: float = attrs.field(default=20.0, validator=_bound(">", 0))
     poll_initial: float = attrs.field(default=1.0, validator=_bound(">=", 0))
     poll_max: float = attrs.field(default=5.0, validator=_bound(">=", 0))
     poll_multiplier: float = attrs.field(default=1.5, validator=_bound(">=", 1))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import anyio
 import structlog
 
-from tether._session import Health, HealthStatus, Session
+from tether import Health, HealthStatus, Session
 from tether.abc import (
     Capabilities,
     ClientOptions,

@@ -289,7 +289,7 @@ class RelayEmulator:
 
     # -- routes ------------------------------------------------------------------
 
-    async def _create(self, request: Request) -> Response:  # noqa: C901, PLR0911
+    async def _create(self, request: Request) -> Response:
         body = await self._body(request)
         if (denied := self._auth(request)) is not None:
             return denied
@@ -397,7 +397,7 @@ class RelayEmulator:
             }
         )
 
-    async def _authorize(self, request: Request) -> Response:  # noqa: PLR0911
+    async def _authorize(self, request: Request) -> Response:
         body = await self._body(request)
         if (denied := self._auth(request)) is not None:
             return denied
@@ -424,7 +424,7 @@ class RelayEmulator:
         response["session_user"] = self._render_user(user)
         return JSONResponse(response)
 
-    async def _revoke(self, request: Request) -> Response:  # noqa: PLR0911
+    async def _revoke(self, request: Request) -> Response:
         body = await self._body(request)
         if (denied := self._auth(request)) is not None:
             return denied

@@ -4,12 +4,18 @@ The in-memory store: the default, for tests and short scripts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
 from tether._session import Session, SessionState
-from tether.exceptions import AdmissionError, SessionNotFoundError, StaleRecordError
+from tether.exceptions import (
+    AdmissionError,
+    LeaseLostError,
+    SessionNotFoundError,
+    StaleRecordError,
+)
 
 
 def matches(
@@ -53,6 +59,9 @@ class MemoryStore:
     """
 
     _records: dict[str, Session] = attrs.field(factory=dict)
+    _clock: Callable[[], float] = attrs.field(default=time.monotonic, alias="clock")
+    # session id -> (owner, fencing token, lease deadline)
+    _leases: dict[str, tuple[str, int, float]] = attrs.field(factory=dict)
 
     async def insert(
         self, session: Session, *, credential_limit: int | None = None
@@ -77,11 +86,17 @@ class MemoryStore:
         self._records[session.id] = stored
         return stored
 
-    async def update(self, session: Session) -> Session:
+    async def update(self, session: Session, *, fence: int | None = None) -> Session:
         current = self._records.get(session.id)
         if current is None:
             raise SessionNotFoundError(
                 f"no session {session.id}", session_id=session.id
+            )
+        lease = self._leases.get(session.id)
+        if fence is not None and lease is not None and lease[1] > fence:
+            msg = f"session {session.id}: lease token {fence} was superseded by {lease[1]}"
+            raise LeaseLostError(
+                msg, session_id=session.id, expected=fence, actual=lease[1]
             )
         if current.version != session.version:
             msg = (
@@ -116,6 +131,25 @@ class MemoryStore:
 
     async def delete(self, session_id: str) -> None:
         self._records.pop(session_id, None)
+        self._leases.pop(session_id, None)
+
+    async def claim(self, session_id: str, owner: str, ttl: float) -> int | None:
+        now = self._clock()
+        lease = self._leases.get(session_id)
+        if lease is not None and lease[0] != owner and lease[2] > now:
+            return None
+        if lease is not None and lease[0] == owner and lease[2] > now:
+            token = lease[1]
+        else:
+            token = (lease[1] if lease else 0) + 1
+        self._leases[session_id] = (owner, token, now + ttl)
+        return token
+
+    async def release(self, session_id: str, owner: str) -> None:
+        lease = self._leases.get(session_id)
+        if lease is not None and lease[0] == owner:
+            # Keep the token, so the next owner's is larger.
+            self._leases[session_id] = ("", lease[1], 0.0)
 
     async def aclose(self) -> None:
         pass

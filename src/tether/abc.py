@@ -528,13 +528,40 @@ class Store(Protocol):
         """
         ...
 
-    async def update(self, session: Session) -> Session:
+    async def update(self, session: Session, *, fence: int | None = None) -> Session:
         """
         Replace a record if its version is current; return it as stored.
+
+        Args:
+            session: The new record; its ``version`` must be the stored one.
+            fence: The fencing token of the writer's lease (see :meth:`claim`);
+                the write is refused when a newer token has been issued since.
 
         Raises:
             SessionNotFoundError: There is no such record.
             StaleRecordError: Someone else wrote it since it was read.
+            LeaseLostError: *fence* is older than the session's current token.
+        """
+        ...
+
+    async def claim(self, session_id: str, owner: str, ttl: float) -> int | None:
+        """
+        Take or extend the lease on a session's background work (pings, expiry).
+
+        Exactly one live owner holds a session's lease at a time. The lease lapses
+        *ttl* seconds after the last successful claim, and then any owner may take
+        it over.
+
+        Returns:
+            The fencing token when *owner* holds the lease: it is the same while
+            the owner keeps the lease, and larger every time the lease changes
+            hands. ``None`` when another owner's lease is live.
+        """
+        ...
+
+    async def release(self, session_id: str, owner: str) -> None:
+        """
+        Give up *owner*'s lease on the session, if it holds it.
         """
         ...
 

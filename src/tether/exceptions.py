@@ -17,6 +17,7 @@ Everything tether raises on purpose derives from :class:`TetherError`::
     │   └── SessionLostError
     ├── InvalidTransitionError                   a state change the lifecycle forbids
     ├── StaleRecordError                         a store record changed since it was read
+    │   └── LeaseLostError                       a newer lease holder fenced this writer off
     ├── AdmissionError                           a per-credential session limit is reached
     └── ProviderError                            the service answered badly, or not at all
         ├── TransientProviderError               worth retrying
@@ -47,6 +48,7 @@ __all__ = [
     "ConflictError",
     "InvalidParameterError",
     "InvalidTransitionError",
+    "LeaseLostError",
     "NotSupportedError",
     "OutcomeUnknownError",
     "PermanentProviderError",
@@ -254,6 +256,15 @@ class StaleRecordError(TetherError):
         self.session_id = session_id
         self.expected = expected
         self.actual = actual
+
+
+class LeaseLostError(StaleRecordError):
+    """
+    A store refused a write fenced by a lease that has since changed hands.
+
+    The worker that held the lease paused too long (or lost its connection);
+    another worker owns the session's background work now.
+    """
 
 
 class AdmissionError(TetherError):

@@ -9,6 +9,7 @@ reports with HTTP 200.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -863,7 +864,9 @@ class ChatStream:
         self._response = response
         self._provider = provider
         self._session_id = session_id
-        self._iterator: AsyncIterator[ChatChunk] | None = None
+        self._lines: AsyncIterator[str] | None = None
+        self._data: list[str] = []
+        self._finished = False
         self.done = False
         self.new_session_id: str | None = None
 
@@ -885,19 +888,22 @@ class ChatStream:
         """
         Close the response (idempotent).
         """
+        self._finished = True
         await self._response.aclose()
 
     def __aiter__(self) -> ChatStream:
         return self
 
     async def __anext__(self) -> ChatChunk:
-        if self._iterator is None:
-            self._iterator = self._chunks()
         try:
-            return await self._iterator.__anext__()
+            chunk = await self._next_chunk()
         except BaseException:
             await self.aclose()
             raise
+        if chunk is None:
+            await self.aclose()
+            raise StopAsyncIteration
+        return chunk
 
     def _error(self, message: str, *, code: str, cls: type[ProviderError]) -> ProviderError:
         return cls(
@@ -909,35 +915,68 @@ class ChatStream:
             code=code,
         )
 
-    async def _chunks(self) -> AsyncIterator[ChatChunk]:
-        data: list[str] = []
+    async def _line(self) -> str | None:
+        """
+        The next line, or ``None`` at the end of the body.
+        """
+        if self._lines is None:
+            self._lines = self._response.aiter_lines()
         try:
-            async for line in self._response.aiter_lines():
-                if line.startswith(":"):
-                    continue
-                if line.startswith("data:"):
-                    data.append(line[5:].removeprefix(" "))
-                    continue
-                if line.strip() or not data:
-                    continue
-                payload, data = "\n".join(data), []
-                chunk = self._event(payload)
-                if self.done:
-                    return
-                if chunk is not None:
-                    yield chunk
-            if data:
-                chunk = self._event("\n".join(data))
-                if chunk is not None:
-                    yield chunk
+            return await self._lines.__anext__()
+        except StopAsyncIteration:
+            return None
         except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             msg = f"{self._provider} dropped the chat stream: {type(exc).__name__}"
             raise OutcomeUnknownError(
                 msg, provider=self._provider, operation="chat", session_id=self._session_id
             ) from exc
-        if not self.done:
-            msg = f"{self._provider} ended the chat stream without [DONE]"
-            raise self._error(msg, code="stream_truncated", cls=ProviderUnavailableError)
+
+    async def _drain(self) -> None:
+        # Read to the end, so that every stream iterator below us finishes
+        # (trio warns about abandoned async generators).
+        with contextlib.suppress(ProviderError):
+            while await self._line() is not None:
+                pass
+
+    async def _next_chunk(self) -> ChatChunk | None:
+        while not self._finished:
+            line = await self._line()
+            if line is None:
+                self._finished = True
+                payload = "\n".join(self._data)
+                self._data = []
+                chunk = await self._dispatch(payload) if payload else None
+                if chunk is not None:
+                    return chunk
+                if not self.done:
+                    msg = f"{self._provider} ended the chat stream without [DONE]"
+                    raise self._error(msg, code="stream_truncated", cls=ProviderUnavailableError)
+                return None
+            if line.startswith(":"):
+                continue
+            if line.startswith("data:"):
+                self._data.append(line[5:].removeprefix(" "))
+                continue
+            if line.strip() or not self._data:
+                continue
+            payload = "\n".join(self._data)
+            self._data = []
+            chunk = await self._dispatch(payload)
+            if self.done:
+                await self._drain()
+                self._finished = True
+                return None
+            if chunk is not None:
+                return chunk
+        return None
+
+    async def _dispatch(self, payload: str) -> ChatChunk | None:
+        try:
+            return self._event(payload)
+        except ProviderError:
+            await self._drain()
+            self._finished = True
+            raise
 
     def _event(self, payload: str) -> ChatChunk | None:
         payload = payload.strip()

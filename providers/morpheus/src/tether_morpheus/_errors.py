@@ -138,7 +138,7 @@ def classify(
     if status >= 500 and message:  # noqa: PLR2004
         # Proxy-router errors name their own status: "HTTP 400: {...}".
         proxy = _PROXY_STATUS.search(message)
-        if proxy and "error from proxy router" not in lowered:
+        if proxy:
             status = int(proxy.group("status"))
     text = redact_text(message or f"{provider} answered {original} to {operation}")
     kwargs: dict[str, Any] = {
@@ -156,9 +156,13 @@ def classify(
     if status == 429:  # noqa: PLR2004
         retry_after = parse_retry_after((headers or {}).get("retry-after"))
         return RateLimitedError(text, retry_after=retry_after, **kwargs)
+    if status in (404, 410):
+        return RemoteNotFoundError(text, **kwargs)
     if any(needle in lowered for needle in _UNAVAILABLE):
         return ProviderUnavailableError(text, **kwargs)
-    if status in (401, 403) or any(needle in lowered for needle in _AUTH_DETAILS):
+    if status in (401, 403) or (
+        status in (400, 500) and any(needle in lowered for needle in _AUTH_DETAILS)
+    ):
         if "automation is disabled" in lowered:
             kwargs["code"] = "automation_disabled"
             return PermanentProviderError(text, **kwargs)
@@ -168,8 +172,6 @@ def classify(
         return PermanentProviderError(text, **kwargs)
     if status == 402:  # noqa: PLR2004
         return PermanentProviderError(text, **kwargs)
-    if status in (404, 410):
-        return RemoteNotFoundError(text, **kwargs)
     if status == 409:  # noqa: PLR2004
         return ConflictError(text, **kwargs)
     if status in (400, 422):

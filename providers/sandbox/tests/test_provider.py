@@ -595,6 +595,8 @@ async def test_execute_runs_code_and_commands(provider: SandboxProvider) -> None
         ({"code": None}, "code"),
         ({"code": "  "}, "code"),
         ({"language": ""}, "language"),
+        ({"vault_ids": "v1"}, "vault_ids"),
+        ({"vault_ids": [""]}, "vault_ids"),
     ],
 )
 async def test_execute_validates_locally(
@@ -834,6 +836,51 @@ async def test_status_mapping(status: int, body: Any, error: type[Exception]) ->
             await provider.create(CreateRequest(tether_id="t"))
 
     assert info.value.status_code == status  # type: ignore[attr-defined]
+
+
+async def test_execute_passes_vault_ids(
+    provider: SandboxProvider, server: ASGIServer
+) -> None:
+    """
+    ``vault_ids`` reach the service so secrets need not live in ``env``.
+    """
+    session = await make(provider)
+
+    result = await provider.execute(session, "print(1)", vault_ids=["v-1"])
+
+    assert result.stdout == "1\n"
+
+
+async def test_echoed_key_in_422_input_is_masked() -> None:
+    """
+    FastAPI may echo the request in ``input``; the key in it is redacted.
+    """
+    echoed = {
+        "detail": [
+            {
+                "type": "int_parsing",
+                "loc": ["body", "memory_mb"],
+                "msg": "Input should be a valid integer",
+                "input": {"api_key": KEY, "memory_mb": "x"},
+            }
+        ]
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(422, json=echoed)
+
+    config = SandboxConfig(base_url="http://sandbox.test", api_key=KEY)
+    async with httpx.AsyncClient(
+        base_url=config.base_url, transport=httpx.MockTransport(handler)
+    ) as client:
+        provider = SandboxProvider(config, client=client, name="sandbox")
+        with pytest.raises(RequestRejectedError) as info:
+            await provider.create(CreateRequest(tether_id="t"))
+
+    assert info.value.code == "int_parsing"
+    assert "memory_mb" in str(info.value)
+    assert KEY not in json.dumps(info.value.body)
+    assert KEY not in str(info.value) + repr(info.value)
 
 
 def test_session_values_hold_no_secret() -> None:

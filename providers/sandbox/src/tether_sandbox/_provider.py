@@ -550,9 +550,11 @@ class SandboxProvider(Provider[SandboxConfig]):
         self,
         session: Session,
         code: str | None,
+        *,
         command: str | None,
         language: str,
         exec_timeout: int,
+        vault_ids: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         session.ensure_usable()
         remote_id = self._remote_id(session)
@@ -589,6 +591,19 @@ class SandboxProvider(Provider[SandboxConfig]):
             "timeout": seconds,
         }
         body["code" if code is not None else "command"] = source
+        if vault_ids is not None:
+            ids: Sequence[object] = vault_ids
+            if isinstance(vault_ids, str) or not all(
+                isinstance(v, str) and v for v in ids
+            ):
+                msg = "sandbox: vault_ids must be a list of vault ids"
+                raise InvalidParameterError(
+                    msg,
+                    field="vault_ids",
+                    allowed="a list of non-empty strings",
+                    provider=self.name,
+                )
+            body["vault_ids"] = list(vault_ids)
         return body
 
     def _http_timeout(self, exec_timeout: int) -> httpx.Timeout:
@@ -603,6 +618,7 @@ class SandboxProvider(Provider[SandboxConfig]):
         command: str | None = None,
         language: str = "python",
         exec_timeout: int = 60,
+        vault_ids: Sequence[str] | None = None,
     ) -> ExecutionResult:
         """
         Run code in the session's VM (``POST /execute``) and return its output.
@@ -618,13 +634,15 @@ class SandboxProvider(Provider[SandboxConfig]):
             exec_timeout: The service's ``timeout`` for this execution, 1..600
                 seconds: a request timeout, not the VM's lifetime. The HTTP
                 timeout is raised to cover it.
+            vault_ids: InstaVM vaults whose secrets the execution may use
+                (the way to give it secrets without storing them in tether).
 
         Raises:
             SessionEndedError: The session is closed, expired or lost.
             InvalidParameterError: Bad arguments; nothing was sent.
             OutcomeUnknownError: No answer came; the code may have run.
         """
-        body = self._command(session, code, command, language, exec_timeout)
+        body = self._command(session, code, command, language, exec_timeout, vault_ids)
         response = await self.request(
             "POST",
             "/execute",
@@ -644,6 +662,7 @@ class SandboxProvider(Provider[SandboxConfig]):
         command: str | None = None,
         language: str = "python",
         exec_timeout: int = 60,
+        vault_ids: Sequence[str] | None = None,
     ) -> str:
         """
         Start an execution (``POST /execute_async``) and return its task id.
@@ -651,7 +670,7 @@ class SandboxProvider(Provider[SandboxConfig]):
         Poll it with :meth:`execution` or wait with :meth:`wait_execution`.
         Arguments as for :meth:`execute`.
         """
-        body = self._command(session, code, command, language, exec_timeout)
+        body = self._command(session, code, command, language, exec_timeout, vault_ids)
         response = await self.request(
             "POST",
             "/execute_async",

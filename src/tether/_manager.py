@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import heapq
 import itertools
 import math
@@ -15,7 +16,7 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import anyio
 import anyio.abc
@@ -69,7 +70,14 @@ from tether._log import (
 from tether._registry import ProviderRegistry, default_registry
 from tether._session import Health, HealthStatus, Session, SessionState
 from tether._store import MemoryStore
-from tether.abc import ClientOptions, CreateRequest, Provider, RemoteSession, Store
+from tether.abc import (
+    ClientOptions,
+    CreateRequest,
+    Instrumentation,
+    Provider,
+    RemoteSession,
+    Store,
+)
 from tether.exceptions import (
     AdmissionError,
     ConfigError,
@@ -180,6 +188,55 @@ class ManagerSnapshot:
     sessions: tuple[SessionSnapshot, ...]
 
 
+P = ParamSpec("P")
+
+
+def _instrumented(
+    name: str,
+) -> Callable[
+    [Callable[Concatenate[SessionManager, P], Awaitable[T]]],
+    Callable[Concatenate[SessionManager, P], Awaitable[T]],
+]:
+    """
+    Wrap a public operation in the manager's instrumentation, if it has one.
+    """
+
+    def decorate(
+        fn: Callable[Concatenate[SessionManager, P], Awaitable[T]],
+    ) -> Callable[Concatenate[SessionManager, P], Awaitable[T]]:
+        @functools.wraps(fn)
+        async def wrapper(self: SessionManager, *args: P.args, **kwargs: P.kwargs) -> T:
+            instrumentation = self._instrumentation
+            if instrumentation is None:
+                return await fn(self, *args, **kwargs)
+            target = args[0] if args else None
+            provider = session_id = None
+            if isinstance(target, Session):
+                provider, session_id = target.provider, target.id
+            elif isinstance(target, str):
+                if name == "create":
+                    provider = target
+                else:
+                    session_id = target
+            with instrumentation.operation(
+                name, provider=provider, session_id=session_id
+            ) as attributes:
+                try:
+                    result = await fn(self, *args, **kwargs)
+                except BaseException as exc:
+                    attributes["outcome"] = type(exc).__name__
+                    raise
+                attributes["outcome"] = "ok"
+                if isinstance(result, Session):
+                    attributes["session_id"] = result.id
+                    attributes["provider"] = result.provider
+                return result
+
+        return wrapper
+
+    return decorate
+
+
 def _default_client(name: str, options: ClientOptions) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=options.base_url,
@@ -234,6 +291,8 @@ class SessionManager:
             its :class:`~tether.abc.ClientOptions` (to pick a transport, proxies,
             limits). The manager closes what it returns.
         environ: The environment to read config from (default ``os.environ``).
+        instrumentation: Tracing and metrics hooks, e.g.
+            ``tether.otel.OpenTelemetryInstrumentation()``.
     """
 
     def __init__(
@@ -252,6 +311,7 @@ class SessionManager:
         shield_timeout: float = 30.0,
         client_factory: ClientFactory | None = None,
         environ: Mapping[str, str] | None = None,
+        instrumentation: Instrumentation | None = None,
     ) -> None:
         if on_exit not in ("close", "keep"):
             msg = f"on_exit must be 'close' or 'keep', not {on_exit!r}"
@@ -274,6 +334,7 @@ class SessionManager:
         self._shield_timeout = shield_timeout
         self._client_factory = client_factory or _default_client
         self._environ = environ if environ is not None else os.environ
+        self._instrumentation = instrumentation
         self._state = _State.UNOPENED
         self._slots: dict[str, _Slot] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -423,6 +484,8 @@ class SessionManager:
         )
         options = cls.client_options(config)
         client = self._client_factory(name, options)
+        if self._instrumentation is not None:
+            self._instrumentation.instrument_client(name, client)
         try:
             provider = cls(config, client=client, name=name)
         except BaseException:
@@ -564,7 +627,7 @@ class SessionManager:
         detail: str | None = None,
         data: Mapping[str, Any] | None = None,
     ) -> None:
-        if not self._subscribers:
+        if not self._subscribers and self._instrumentation is None:
             return
         event = Event(
             kind=kind,
@@ -575,6 +638,9 @@ class SessionManager:
             detail=detail,
             data=data or {},
         )
+        if self._instrumentation is not None:
+            with contextlib.suppress(Exception):
+                self._instrumentation.on_event(event)
         for stream in list(self._subscribers):
             with contextlib.suppress(
                 anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError
@@ -746,8 +812,10 @@ class SessionManager:
 
     # -- the lifecycle ---------------------------------------------------------
 
+    @_instrumented("create")
     async def create(
         self,
+        /,
         provider: str | FailoverPolicy,
         *,
         labels: Mapping[str, str] | None = None,
@@ -1123,6 +1191,7 @@ class SessionManager:
             ):
                 await self._close_by_id(created.id)
 
+    @_instrumented("ping")
     async def ping(self, session: Session | str) -> Health:
         """
         Ask the service how the session is now, and update its state.
@@ -1386,7 +1455,8 @@ class SessionManager:
             data={"old": lost.id, "new": new.id},
         )
 
-    async def update(self, session: Session | str, **changes: Any) -> Session:
+    @_instrumented("update")
+    async def update(self, /, session: Session | str, **changes: Any) -> Session:
         """
         Change a session in place, and return it.
 
@@ -1429,6 +1499,7 @@ class SessionManager:
         self._emit(EventKind.UPDATED, provider=record.provider, session=updated)
         return updated
 
+    @_instrumented("renew")
     async def renew(
         self, session: Session | str, *, lifetime: float | timedelta | None = None
     ) -> Session:
@@ -1577,6 +1648,7 @@ class SessionManager:
                 previous=previous,
             )
 
+    @_instrumented("close")
     async def close(self, session: Session | str) -> Session:
         """
         Close a session on its service, and return it CLOSED.
@@ -1679,6 +1751,7 @@ class SessionManager:
         self._check_open()
         return await self._current(session_id)
 
+    @_instrumented("attach")
     async def attach(self, session_id: str) -> Session:
         """
         Take over watching a session recorded earlier (this process or another).

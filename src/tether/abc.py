@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import abc
 import email.utils
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -51,6 +52,7 @@ __all__ = [
     "ClientOptions",
     "CreateRequest",
     "Provider",
+    "Instrumentation",
     "ProviderConfig",
     "RemoteSession",
     "Store",
@@ -592,5 +594,38 @@ class Store(Protocol):
     async def aclose(self) -> None:
         """
         Release the store's resources.
+        """
+        ...
+
+
+class Instrumentation(Protocol):
+    """
+    Hooks for tracing and metrics (OpenTelemetry lives behind this seam).
+
+    The manager calls :meth:`operation` around every public lifecycle operation
+    and :meth:`instrument_client` once per provider client it builds. Absent an
+    instrumentation, nothing is imported and nothing is measured.
+    """
+
+    def operation(
+        self, name: str, *, provider: str | None, session_id: str | None
+    ) -> AbstractContextManager[MutableMapping[str, Any]]:
+        """
+        A context around one operation (``"create"``, ``"ping"``, ...).
+
+        The manager puts ``outcome`` (``"ok"`` or the error's class name) and,
+        once known, ``session_id`` and ``provider`` into the yielded mapping.
+        """
+        ...
+
+    def instrument_client(self, provider: str, client: httpx.AsyncClient) -> None:
+        """
+        Attach per-request hooks to a provider's HTTP client.
+        """
+        ...
+
+    def on_event(self, event: Any) -> None:
+        """
+        Receive every lifecycle event (for metrics), synchronously.
         """
         ...

@@ -205,7 +205,9 @@ def _instrumented(
         fn: Callable[Concatenate[SessionManager, P], Awaitable[T]],
     ) -> Callable[Concatenate[SessionManager, P], Awaitable[T]]:
         @functools.wraps(fn)
-        async def wrapper(self: SessionManager, *args: P.args, **kwargs: P.kwargs) -> T:
+        async def wrapper(
+            self: SessionManager, /, *args: P.args, **kwargs: P.kwargs
+        ) -> T:
             instrumentation = self._instrumentation
             if instrumentation is None:
                 return await fn(self, *args, **kwargs)

@@ -642,7 +642,14 @@ class SandboxProvider(Provider[SandboxConfig]):
             InvalidParameterError: Bad arguments; nothing was sent.
             OutcomeUnknownError: No answer came; the code may have run.
         """
-        body = self._command(session, code, command, language, exec_timeout, vault_ids)
+        body = self._command(
+            session,
+            code,
+            command=command,
+            language=language,
+            exec_timeout=exec_timeout,
+            vault_ids=vault_ids,
+        )
         response = await self.request(
             "POST",
             "/execute",
@@ -670,7 +677,14 @@ class SandboxProvider(Provider[SandboxConfig]):
         Poll it with :meth:`execution` or wait with :meth:`wait_execution`.
         Arguments as for :meth:`execute`.
         """
-        body = self._command(session, code, command, language, exec_timeout, vault_ids)
+        body = self._command(
+            session,
+            code,
+            command=command,
+            language=language,
+            exec_timeout=exec_timeout,
+            vault_ids=vault_ids,
+        )
         response = await self.request(
             "POST",
             "/execute_async",

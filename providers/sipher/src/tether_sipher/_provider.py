@@ -300,6 +300,8 @@ class SipherProvider(Provider[SipherConfig]):
                 info[name] = data[name]
         remote_id = str(data["sessionId"])
         expires_at = _ms_to_datetime(data.get("expiresAt"))
+        if remote_id not in self._liveness:
+            self._prune()
         live = self._liveness.setdefault(remote_id, _Liveness())
         live.checked_at = self.clock()
         if expires_at is not None:
@@ -307,6 +309,17 @@ class SipherProvider(Provider[SipherConfig]):
         return RemoteSession(
             id=remote_id, raw_state="active", expires_at=expires_at, data=info
         )
+
+    def _prune(self) -> None:
+        # Past its deadline a session is refused on the deadline alone, so what
+        # we learned about it is no longer needed.
+        now = self.clock()
+        for remote_id in [
+            rid
+            for rid, live in self._liveness.items()
+            if live.expires_at is not None and live.expires_at < now
+        ]:
+            del self._liveness[remote_id]
 
     def _envelope(self, response: httpx.Response) -> tuple[str | None, str | None, Any]:
         try:

@@ -110,16 +110,20 @@ async def test_reference_from_another_process_is_refused(
 ) -> None:
     """
     Params stored by one provider instance cannot resurrect the viewing key in
-    another: create refuses locally, naming the field, and sends nothing.
+    another: parsing (and create) refuse locally, naming the field, and send
+    nothing.
     """
     parsed = provider.parse_create({"default_viewing_key": VK})
     other = await make_provider()
     before = server.request_count
 
-    with pytest.raises(InvalidParameterError) as info:
+    with pytest.raises(InvalidParameterError) as at_parse:
+        other.parse_create(parsed)
+    with pytest.raises(InvalidParameterError) as at_create:
         await other.create(CreateRequest(tether_id="t", params=parsed))
 
-    assert info.value.field == "default_viewing_key"
+    assert at_parse.value.field == "default_viewing_key"
+    assert at_create.value.field == "default_viewing_key"
     assert server.request_count == before
 
 

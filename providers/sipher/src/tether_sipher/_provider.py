@@ -182,8 +182,23 @@ class SipherProvider(Provider[SipherConfig]):
         if plain is not None:
             defaults[VIEWING_KEY_REF] = self._hold_viewing_key(plain)
         elif ref is not None:
+            if str(ref) not in self._viewing_keys:
+                raise self._unknown_ref()
             defaults[VIEWING_KEY_REF] = ref
         return defaults
+
+    def _unknown_ref(self) -> InvalidParameterError:
+        msg = (
+            f"{self.name}: the session's viewing key was held by another "
+            "process or provider instance; pass default_viewing_key again "
+            "or configure default_viewing_key"
+        )
+        return InvalidParameterError(
+            msg,
+            field="default_viewing_key",
+            allowed="the viewing key itself",
+            provider=self.name,
+        )
 
     def parse_create(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """
@@ -236,17 +251,7 @@ class SipherProvider(Provider[SipherConfig]):
         if ref is not None:
             held = self._viewing_keys.get(str(ref))
             if held is None:
-                msg = (
-                    f"{self.name}: the session's viewing key was held by another "
-                    "process or provider instance; pass default_viewing_key again "
-                    "or configure default_viewing_key"
-                )
-                raise InvalidParameterError(
-                    msg,
-                    field="default_viewing_key",
-                    allowed="the viewing key itself",
-                    provider=self.name,
-                )
+                raise self._unknown_ref()
             wire[VIEWING_KEY] = held.reveal()
         elif operation == "create" and self.config.default_viewing_key is not None:
             wire[VIEWING_KEY] = self.config.default_viewing_key.reveal()

@@ -1,0 +1,306 @@
+"""
+A synchronous facade over :class:`~tether.SessionManager`, for code without an event loop.
+
+It runs one async :class:`~tether.SessionManager` on an event loop in a
+background thread (:func:`anyio.from_thread.start_blocking_portal`) and forwards
+every call to it: there is one implementation of the lifecycle, and this class
+only carries calls across the thread boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from tether._manager import ManagerSnapshot, ManagerStateError, SessionManager
+
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from tether._config import FailoverPolicy
+    from tether._session import Health, Session, SessionState
+    from tether.abc import Provider
+
+
+T = TypeVar("T")
+
+Backend = Literal["asyncio", "trio"]
+
+
+class SyncSessionManager:
+    """
+    :class:`~tether.SessionManager` for synchronous code.
+
+    Use it as a (plain) context manager; it takes the same keyword arguments as
+    :class:`~tether.SessionManager` and behaves the same, because it runs one::
+
+        with tether.SyncSessionManager() as manager:
+            with manager.session("sandbox", vcpu_count=2) as s:
+                manager.ping(s)
+
+    It works from the main thread and from worker threads (not from inside a
+    running event loop's thread, which it would block: use the async manager
+    there). All methods may be called from several threads at once; the calls
+    run on the manager's event loop.
+
+    Provider-specific operations, which are async methods of a provider, go
+    through :meth:`call`::
+
+        sandbox = manager.provider("sandbox")
+        result = manager.call(sandbox.execute, s, "print(1)")
+
+    Args:
+        backend: The event loop to run the manager on: ``"asyncio"`` or
+            ``"trio"``.
+        backend_options: Passed to :func:`anyio.run` (e.g. ``{"use_uvloop": True}``).
+        portal: Run on this already started portal instead of starting one
+            (its event loop then outlives the manager).
+        **manager_options: Keyword arguments of :class:`~tether.SessionManager`.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: Backend = "asyncio",
+        backend_options: Mapping[str, Any] | None = None,
+        portal: BlockingPortal | None = None,
+        **manager_options: Any,
+    ) -> None:
+        if backend not in ("asyncio", "trio"):
+            msg = f"backend must be 'asyncio' or 'trio', not {backend!r}"
+            raise ValueError(msg)
+        self._backend = backend
+        self._backend_options = dict(backend_options or {})
+        self._given_portal = portal
+        self._manager_options = manager_options
+        self._stack: contextlib.ExitStack | None = None
+        self._portal: BlockingPortal | None = None
+        self._manager: SessionManager | None = None
+        self._entered = False
+
+    def __repr__(self) -> str:
+        state = (
+            "open"
+            if self._manager is not None
+            else ("closed" if self._entered else "unopened")
+        )
+        return f"<SyncSessionManager backend={self._backend!r} state={state}>"
+
+    # -- entering and leaving --------------------------------------------------
+
+    def __enter__(self) -> SyncSessionManager:
+        if self._entered:
+            msg = "a SyncSessionManager can be entered only once"
+            raise ManagerStateError(msg)
+        self._entered = True
+        with contextlib.ExitStack() as stack:
+            if self._given_portal is not None:
+                portal = self._given_portal
+            else:
+                portal = stack.enter_context(
+                    start_blocking_portal(
+                        backend=self._backend,
+                        backend_options=self._backend_options or None,
+                    )
+                )
+            # The manager makes anyio primitives when built, so it is built on
+            # the loop it will run on.
+            manager = portal.call(
+                functools.partial(SessionManager, **self._manager_options)
+            )
+            stack.enter_context(portal.wrap_async_context_manager(manager))
+            self._stack = stack.pop_all()
+        self._portal = portal
+        self._manager = manager
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        self._manager = None
+        self._portal = None
+        if stack is not None:
+            stack.__exit__(exc_type, exc, tb)
+
+    # -- plumbing --------------------------------------------------------------
+
+    def _open(self) -> tuple[BlockingPortal, SessionManager]:
+        if self._portal is None or self._manager is None:
+            msg = (
+                "this SyncSessionManager is closed"
+                if self._entered
+                else "use the SyncSessionManager inside 'with' first"
+            )
+            raise ManagerStateError(msg)
+        return self._portal, self._manager
+
+    @property
+    def manager(self) -> SessionManager:
+        """
+        The async manager underneath, for use on :attr:`portal`'s event loop.
+        """
+        return self._open()[1]
+
+    @property
+    def portal(self) -> BlockingPortal:
+        """
+        The portal to the event loop the manager runs on.
+        """
+        return self._open()[0]
+
+    def call(self, func: Callable[..., Awaitable[T]], /, *args: Any) -> T:
+        """
+        Run an async function on the manager's event loop and return its result.
+
+        For provider-specific operations, e.g.
+        ``manager.call(manager.provider("sandbox").execute, s, "print(1)")``.
+        Use :func:`functools.partial` for keyword arguments.
+        """
+        portal, _ = self._open()
+        return portal.call(func, *args)
+
+    # -- the lifecycle ---------------------------------------------------------
+
+    def create(
+        self,
+        /,
+        provider: str | FailoverPolicy,
+        *,
+        labels: Mapping[str, str] | None = None,
+        lifetime: float | timedelta | None = None,
+        keepalive: bool = False,
+        **params: Any,
+    ) -> Session:
+        """
+        Create a session and return it ACTIVE. See :meth:`tether.SessionManager.create`.
+        """
+        portal, manager = self._open()
+        return portal.call(
+            functools.partial(
+                manager.create,
+                provider,
+                labels=labels,
+                lifetime=lifetime,
+                keepalive=keepalive,
+                **params,
+            )
+        )
+
+    @contextlib.contextmanager
+    def session(
+        self,
+        provider: str | FailoverPolicy,
+        *,
+        labels: Mapping[str, str] | None = None,
+        lifetime: float | timedelta | None = None,
+        keepalive: bool = False,
+        **params: Any,
+    ) -> Iterator[Session]:
+        """
+        Create a session for the ``with`` block and close it when the block ends.
+
+        See :meth:`tether.SessionManager.session`.
+        """
+        portal, manager = self._open()
+        with portal.wrap_async_context_manager(
+            manager.session(
+                provider,
+                labels=labels,
+                lifetime=lifetime,
+                keepalive=keepalive,
+                **params,
+            )
+        ) as created:
+            yield created
+
+    def ping(self, session: Session | str) -> Health:
+        """
+        Ask the service how the session is. See :meth:`tether.SessionManager.ping`.
+        """
+        portal, manager = self._open()
+        return portal.call(manager.ping, session)
+
+    def update(self, /, session: Session | str, **changes: Any) -> Session:
+        """
+        Change a session in place. See :meth:`tether.SessionManager.update`.
+        """
+        portal, manager = self._open()
+        return portal.call(functools.partial(manager.update, session, **changes))
+
+    def renew(
+        self, session: Session | str, *, lifetime: float | timedelta | None = None
+    ) -> Session:
+        """
+        Extend a session's lifetime. See :meth:`tether.SessionManager.renew`.
+        """
+        portal, manager = self._open()
+        return portal.call(functools.partial(manager.renew, session, lifetime=lifetime))
+
+    def close(self, session: Session | str) -> Session:
+        """
+        Close a session on its service. See :meth:`tether.SessionManager.close`.
+        """
+        portal, manager = self._open()
+        return portal.call(manager.close, session)
+
+    def get(self, session_id: str) -> Session:
+        """
+        The current record of a session. See :meth:`tether.SessionManager.get`.
+        """
+        portal, manager = self._open()
+        return portal.call(manager.get, session_id)
+
+    def attach(self, session_id: str) -> Session:
+        """
+        Take over watching a recorded session. See :meth:`tether.SessionManager.attach`.
+        """
+        portal, manager = self._open()
+        return portal.call(manager.attach, session_id)
+
+    def list(
+        self,
+        *,
+        provider: str | None = None,
+        state: SessionState | Sequence[SessionState] | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[Session]:
+        """
+        The sessions on record, filtered. See :meth:`tether.SessionManager.list`.
+        """
+        portal, manager = self._open()
+        return portal.call(
+            functools.partial(
+                manager.list, provider=provider, state=state, labels=labels
+            )
+        )
+
+    def snapshot(self) -> ManagerSnapshot:
+        """
+        Per-provider and per-session health. See :meth:`tether.SessionManager.snapshot`.
+        """
+        portal, manager = self._open()
+        # Read on the loop's thread, so the view is consistent.
+        return portal.call(manager.snapshot)
+
+    def provider(self, name: str) -> Provider[Any]:
+        """
+        The running provider *name*; call its async methods through :meth:`call`.
+
+        Raises:
+            ProviderNotFoundError: No such provider.
+            ConfigError: Its config is missing or invalid.
+        """
+        portal, manager = self._open()
+        return portal.call(manager.provider, name)

@@ -70,6 +70,7 @@ from tether._log import (
 from tether._registry import ProviderRegistry, default_registry
 from tether._session import Health, HealthStatus, Session, SessionState
 from tether._store import MemoryStore
+from tether._transport import build_client
 from tether.abc import (
     ClientOptions,
     CreateRequest,
@@ -128,6 +129,7 @@ class _Slot:
     client: httpx.AsyncClient
     ping_interval: float
     breaker: CircuitBreaker
+    transport: str = "httpx"
 
 
 @attrs.define
@@ -174,6 +176,7 @@ class ProviderSnapshot:
     breaker_failures: int
     ping_interval: float
     sessions: Mapping[str, int]
+    transport: str
 
 
 @attrs.frozen(kw_only=True)
@@ -240,11 +243,7 @@ def _instrumented(
 
 
 def _default_client(name: str, options: ClientOptions) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=options.base_url,
-        headers=dict(options.headers),
-        timeout=options.timeout,
-    )
+    return build_client(options)[0]
 
 
 def _check_labels(labels: Mapping[Any, Any] | None) -> dict[str, str]:
@@ -485,7 +484,12 @@ class SessionManager:
             cls.config_class, name, self._config.get(name), self._environ
         )
         options = cls.client_options(config)
-        client = self._client_factory(name, options)
+        transport: str
+        if self._client_factory is _default_client:
+            client, transport = build_client(options)
+        else:
+            client, transport = self._client_factory(name, options), "custom"
+        logger.debug("tether.provider.client_built", provider=name, transport=transport)
         if self._instrumentation is not None:
             self._instrumentation.instrument_client(name, client)
         try:
@@ -505,6 +509,7 @@ class SessionManager:
             client=client,
             ping_interval=float(interval),
             breaker=self._breaker(name),
+            transport=transport,
         )
         self._slots[name] = slot
         return slot
@@ -1856,6 +1861,7 @@ class SessionManager:
                     breaker_failures=slot.breaker.failures,
                     ping_interval=slot.ping_interval,
                     sessions=counts.get(name, {}),
+                    transport=slot.transport,
                 )
                 for name, slot in self._slots.items()
             },

@@ -1,0 +1,406 @@
+"""
+A store in one SQLite file: durable, shared by the processes of one machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
+
+import anyio.to_thread
+import attrs
+
+from tether._session import Session, SessionState
+from tether._store import matches
+from tether.exceptions import (
+    AdmissionError,
+    ConfigError,
+    LeaseLostError,
+    SessionNotFoundError,
+    StaleRecordError,
+)
+
+
+T = TypeVar("T")
+
+#: The states that count against a credential's limit, spelled as stored.
+_LIVE_STATES: Final = tuple(sorted(s.value for s in SessionState if s.is_live))
+
+#: The schema is built by numbered steps; ``PRAGMA user_version`` records how
+#: many have run. A file at an older version is brought up to date when it is
+#: opened; a newer one (written by a newer tether) is refused, never misread.
+_MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: the records, with the columns that admission and filters query.
+    """
+    CREATE TABLE tether_sessions (
+        id TEXT PRIMARY KEY,
+        provider TEXT NOT NULL,
+        state TEXT NOT NULL,
+        credential TEXT,
+        version INTEGER NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX tether_sessions_admission
+        ON tether_sessions (provider, credential, state);
+    """,
+    # 2: leases on the sessions' background work, with fencing tokens. A row
+    # outlives its release (owner '' and deadline 0), so tokens only grow.
+    """
+    CREATE TABLE tether_leases (
+        session_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        token INTEGER NOT NULL,
+        deadline REAL NOT NULL
+    );
+    """,
+)
+
+#: The schema version this tether reads and writes.
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+
+def _dumps(session: Session) -> str:
+    return json.dumps(session.to_dict(), separators=(",", ":"), sort_keys=True)
+
+
+@attrs.define
+class SqliteStore:
+    """
+    Session records in a SQLite file, safe to share between processes.
+
+    Every write runs in a ``BEGIN IMMEDIATE`` transaction, so admission
+    (counting a credential's live sessions, then inserting) and the version
+    and fencing checks of :meth:`update` are atomic across every process that
+    opens the same file. The database runs in WAL mode, and a writer waits up
+    to *busy_timeout* seconds for another's transaction to finish.
+
+    Blocking calls run in worker threads (:func:`anyio.to_thread.run_sync`),
+    on asyncio and trio alike, over one connection guarded by a lock. The file
+    is opened, and its schema created or migrated, on first use.
+
+    Args:
+        path: The database file. Use a local disk: SQLite's locking is not
+            reliable over network file systems.
+        clock: Seconds since the epoch, for lease deadlines. Wall-clock time,
+            because the processes sharing the file share no monotonic clock.
+        busy_timeout: Seconds a write waits for another process's lock before
+            failing with :class:`sqlite3.OperationalError`.
+
+    Raises:
+        ConfigError: On first use, when the file holds a schema newer than
+            this tether knows, or is not a tether store.
+
+    .. versionadded:: 0.1
+    """
+
+    _path: str = attrs.field(alias="path", converter=os.fspath)
+    _clock: Callable[[], float] = attrs.field(
+        default=time.time, alias="clock", kw_only=True
+    )
+    _busy_timeout: float = attrs.field(
+        default=30.0,
+        alias="busy_timeout",
+        kw_only=True,
+        validator=attrs.validators.ge(0),
+    )
+    _conn: sqlite3.Connection | None = attrs.field(default=None, init=False)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
+    _closed: bool = attrs.field(default=False, init=False)
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN and COMMIT ourselves.
+        conn = sqlite3.connect(
+            self._path,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        # Checked inside the write lock, so two processes opening a new file at
+        # once run the migrations once.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                msg = (
+                    f"{self._path}: the store's schema is version {version}, "
+                    f"this tether knows versions up to {SCHEMA_VERSION}; "
+                    "upgrade tether to open it"
+                )
+                raise ConfigError(msg)
+            if version == 0:
+                foreign = conn.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+                ).fetchone()[0]
+                if foreign:
+                    msg = (
+                        f"{self._path} is a SQLite database, but not a tether "
+                        "store (it has tables and no tether schema version)"
+                    )
+                    raise ConfigError(msg)
+            for script in _MIGRATIONS[version:]:
+                # executescript() would commit first; run statement by statement
+                # to stay in this transaction.
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            # PRAGMA takes no parameters; SCHEMA_VERSION is our own integer.
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
+        with self._lock:
+            if self._closed:
+                msg = "the store is closed"
+                raise RuntimeError(msg)
+            if self._conn is None:
+                self._conn = self._connect()
+            conn = self._conn
+            if not write:
+                return fn(conn)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
+        return await anyio.to_thread.run_sync(self._call, fn, write)
+
+    # -- records ---------------------------------------------------------------
+
+    async def insert(
+        self, session: Session, *, credential_limit: int | None = None
+    ) -> Session:
+        stored = attrs.evolve(session, version=1)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            exists = conn.execute(
+                "SELECT 1 FROM tether_sessions WHERE id = ?", (session.id,)
+            ).fetchone()
+            if exists:
+                msg = f"a session with id {session.id} exists already"
+                raise ValueError(msg)
+            if credential_limit is not None and session.credential is not None:
+                held = conn.execute(
+                    "SELECT count(*) FROM tether_sessions WHERE provider = ?"
+                    " AND credential = ?"
+                    f" AND state IN ({', '.join('?' * len(_LIVE_STATES))})",
+                    (session.provider, session.credential, *_LIVE_STATES),
+                ).fetchone()[0]
+                if held >= credential_limit:
+                    msg = (
+                        f"{session.provider}: the credential holds {held} live "
+                        f"session(s), the limit is {credential_limit}"
+                    )
+                    raise AdmissionError(
+                        msg,
+                        provider=session.provider,
+                        credential=session.credential,
+                        limit=credential_limit,
+                    )
+            conn.execute(
+                "INSERT INTO tether_sessions"
+                " (id, provider, state, credential, version, record)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    stored.id,
+                    stored.provider,
+                    stored.state.value,
+                    stored.credential,
+                    stored.version,
+                    _dumps(stored),
+                ),
+            )
+
+        await self._run(insert, write=True)
+        return stored
+
+    async def update(self, session: Session, *, fence: int | None = None) -> Session:
+        stored = attrs.evolve(session, version=session.version + 1)
+
+        def update(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT version FROM tether_sessions WHERE id = ?", (session.id,)
+            ).fetchone()
+            if row is None:
+                raise SessionNotFoundError(
+                    f"no session {session.id}", session_id=session.id
+                )
+            if fence is not None:
+                lease = conn.execute(
+                    "SELECT token FROM tether_leases WHERE session_id = ?",
+                    (session.id,),
+                ).fetchone()
+                if lease is not None and lease[0] > fence:
+                    msg = (
+                        f"session {session.id}: lease token {fence} was "
+                        f"superseded by {lease[0]}"
+                    )
+                    raise LeaseLostError(
+                        msg, session_id=session.id, expected=fence, actual=lease[0]
+                    )
+            if row[0] != session.version:
+                msg = (
+                    f"session {session.id} changed since it was read "
+                    f"(version {session.version}, now {row[0]})"
+                )
+                raise StaleRecordError(
+                    msg,
+                    session_id=session.id,
+                    expected=session.version,
+                    actual=row[0],
+                )
+            conn.execute(
+                "UPDATE tether_sessions SET provider = ?, state = ?,"
+                " credential = ?, version = ?, record = ? WHERE id = ?",
+                (
+                    stored.provider,
+                    stored.state.value,
+                    stored.credential,
+                    stored.version,
+                    _dumps(stored),
+                    stored.id,
+                ),
+            )
+
+        await self._run(update, write=True)
+        return stored
+
+    async def get(self, session_id: str) -> Session | None:
+        def get(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT record FROM tether_sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        record = await self._run(get, write=False)
+        return None if record is None else Session.from_dict(json.loads(record))
+
+    async def list(
+        self,
+        *,
+        provider: str | None = None,
+        states: Sequence[SessionState] | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[Session]:
+        where: list[str] = []
+        args: list[Any] = []
+        if provider is not None:
+            where.append("provider = ?")
+            args.append(provider)
+        if states is not None:
+            values = [SessionState(s).value for s in states]
+            where.append(f"state IN ({', '.join('?' * len(values))})")
+            args.extend(values)
+        query = "SELECT record FROM tether_sessions"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        # Insertion order, as the in-memory store lists them.
+        query += " ORDER BY rowid"
+
+        def select(conn: sqlite3.Connection) -> list[str]:
+            return [str(row[0]) for row in conn.execute(query, args)]
+
+        sessions = [
+            Session.from_dict(json.loads(r))
+            for r in await self._run(select, write=False)
+        ]
+        # Labels live inside the JSON; filter them here.
+        return [s for s in sessions if matches(s, labels=labels)]
+
+    async def delete(self, session_id: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM tether_sessions WHERE id = ?", (session_id,))
+            conn.execute(
+                "DELETE FROM tether_leases WHERE session_id = ?", (session_id,)
+            )
+
+        await self._run(delete, write=True)
+
+    # -- leases ----------------------------------------------------------------
+
+    async def claim(self, session_id: str, owner: str, ttl: float) -> int | None:
+        def claim(conn: sqlite3.Connection) -> int | None:
+            # Read the clock inside the transaction: the lease is judged at the
+            # moment this process holds the write lock.
+            now = self._clock()
+            row = conn.execute(
+                "SELECT owner, token, deadline FROM tether_leases"
+                " WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+            if row is not None and row[2] > now and row[0] != owner:
+                return None
+            if row is not None and row[2] > now:
+                token = int(row[1])
+            else:
+                token = (int(row[1]) if row is not None else 0) + 1
+            conn.execute(
+                "INSERT INTO tether_leases (session_id, owner, token, deadline)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET"
+                " owner = excluded.owner, token = excluded.token,"
+                " deadline = excluded.deadline",
+                (session_id, owner, token, now + ttl),
+            )
+            return token
+
+        return await self._run(claim, write=True)
+
+    async def release(self, session_id: str, owner: str) -> None:
+        def release(conn: sqlite3.Connection) -> None:
+            # Keep the token, so the next owner's is larger.
+            conn.execute(
+                "UPDATE tether_leases SET owner = '', deadline = 0"
+                " WHERE session_id = ? AND owner = ?",
+                (session_id, owner),
+            )
+
+        await self._run(release, write=True)
+
+    # -- lifetime --------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """
+        Close the connection; the store cannot be used afterwards.
+        """
+
+        def close() -> None:
+            with self._lock:
+                self._closed = True
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+
+        await anyio.to_thread.run_sync(close)
+
+    async def __aenter__(self) -> SqliteStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<SqliteStore path={self._path!r}>"

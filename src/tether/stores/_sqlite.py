@@ -31,6 +31,12 @@ T = TypeVar("T")
 #: The states that count against a credential's limit, spelled as stored.
 _LIVE_STATES: Final = tuple(sorted(s.value for s in SessionState if s.is_live))
 
+# Only placeholders are interpolated; the values are bound.
+_COUNT_LIVE: Final = (
+    "SELECT count(*) FROM tether_sessions WHERE provider = ? AND credential = ?"  # noqa: S608
+    f" AND state IN ({', '.join('?' * len(_LIVE_STATES))})"
+)
+
 #: The schema is built by numbered steps; ``PRAGMA user_version`` records how
 #: many have run. A file at an older version is brought up to date when it is
 #: opened; a newer one (written by a newer tether) is refused, never misread.
@@ -205,9 +211,7 @@ class SqliteStore:
                 raise ValueError(msg)
             if credential_limit is not None and session.credential is not None:
                 held = conn.execute(
-                    "SELECT count(*) FROM tether_sessions WHERE provider = ?"
-                    " AND credential = ?"
-                    f" AND state IN ({', '.join('?' * len(_LIVE_STATES))})",
+                    _COUNT_LIVE,
                     (session.provider, session.credential, *_LIVE_STATES),
                 ).fetchone()[0]
                 if held >= credential_limit:
@@ -348,8 +352,7 @@ class SqliteStore:
             # moment this process holds the write lock.
             now = self._clock()
             row = conn.execute(
-                "SELECT owner, token, deadline FROM tether_leases"
-                " WHERE session_id = ?",
+                "SELECT owner, token, deadline FROM tether_leases WHERE session_id = ?",
                 (session_id,),
             ).fetchone()
             if row is not None and row[2] > now and row[0] != owner:

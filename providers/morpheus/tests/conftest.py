@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from tether.testing import ASGIServer, ManualClock, serve_asgi
 
+from tether.testing import ASGIServer, ManualClock, serve_asgi
 from tether_morpheus import MorpheusClient, MorpheusConfig, MorpheusProvider
 from tether_morpheus.emulator import MorpheusEmulator
 
@@ -56,7 +56,9 @@ def make_http(server: ASGIServer, key: str = KEY) -> httpx.AsyncClient:
         MorpheusConfig(base_url=server.url, api_key=key, timeout=5)
     )
     return httpx.AsyncClient(
-        base_url=options.base_url, headers=dict(options.headers), timeout=options.timeout
+        base_url=options.base_url,
+        headers=dict(options.headers),
+        timeout=options.timeout,
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
 from tether._redact import Secret
 from tether.exceptions import (
     AuthError,
@@ -19,7 +20,6 @@ from tether.exceptions import (
     RequestRejectedError,
 )
 from tether.testing import Fault
-
 from tether_morpheus import MorpheusClient, PingStatus, join_content
 from tether_morpheus.emulator import model_id_for
 
@@ -34,7 +34,10 @@ TOOLS = [
         "function": {
             "name": "get_weather",
             "description": "Weather for a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+            },
         },
     }
 ]
@@ -116,7 +119,11 @@ async def test_model_session_sends_exact_names(emulator, client):
     )
 
     method, path, query, body = emulator.requests_log[-1]
-    assert (method, path, query) == ("POST", "/api/v1/session/modelsession", f"model_id={LLAMA}")
+    assert (method, path, query) == (
+        "POST",
+        "/api/v1/session/modelsession",
+        f"model_id={LLAMA}",
+    )
     assert body == {"sessionDuration": 600, "directPayment": True, "failover": True}
     assert opened.session_id.startswith("0x")
     assert opened.model == LLAMA
@@ -186,7 +193,9 @@ async def test_session_body_missing_is_422(http):
     modelsession without a body answers 422 ``loc: ["body"]`` -> RequestRejectedError.
     """
     client = MorpheusClient(http)
-    response = await http.post("/api/v1/session/modelsession", params={"model_id": LLAMA})
+    response = await http.post(
+        "/api/v1/session/modelsession", params={"model_id": LLAMA}
+    )
     error = client._send  # the raw shape first, then the mapping
 
     assert response.status_code == 422
@@ -321,7 +330,9 @@ async def test_chat_json_on_session(client):
     opened = await client.model_session(LLAMA)
 
     reply = await client.chat_completions(
-        [{"role": "user", "content": "hello there"}], session_id=opened.session_id, max_tokens=5
+        [{"role": "user", "content": "hello there"}],
+        session_id=opened.session_id,
+        max_tokens=5,
     )
 
     assert reply.content == "echo: hello there"
@@ -377,7 +388,9 @@ async def test_chat_on_dead_session_json(emulator, client):
     emulator.kill_session(opened.session_id)
 
     with pytest.raises(RemoteNotFoundError) as info:
-        await client.chat_completions([{"role": "user", "content": "x"}], session_id=opened.session_id)
+        await client.chat_completions(
+            [{"role": "user", "content": "x"}], session_id=opened.session_id
+        )
 
     assert info.value.code == "session_not_found"
     assert info.value.status_code == 500
@@ -394,10 +407,14 @@ async def test_chat_stream_in_band_error(emulator, client, clock):
     stream = await client.stream_chat_completions(
         [{"role": "user", "content": "x"}], session_id=opened.session_id
     )
-    with pytest.raises(RemoteNotFoundError) as info:
+
+    async def drain():
         async with stream:
             async for _ in stream:
                 pass
+
+    with pytest.raises(RemoteNotFoundError) as info:
+        await drain()
 
     assert info.value.code == "session_expired"
     assert info.value.status_code == 200
@@ -407,7 +424,9 @@ async def test_chat_without_session_uses_automation(emulator, client):
     """
     Chat without session_id opens an automated session for the key (v1.14.0).
     """
-    reply = await client.chat_completions([{"role": "user", "content": "hi"}], model="llama-3.3-70b")
+    reply = await client.chat_completions(
+        [{"role": "user", "content": "hi"}], model="llama-3.3-70b"
+    )
 
     assert reply.content == "echo: hi"
     assert emulator.active_session_for(KEY) is not None
@@ -464,7 +483,9 @@ async def test_revoked_key_still_opens_sessions_but_not_chat(emulator, server):
 
         opened = await client.model_session(LLAMA)
         with pytest.raises(AuthError):
-            await client.chat_completions([{"role": "user", "content": "x"}], session_id=opened.session_id)
+            await client.chat_completions(
+                [{"role": "user", "content": "x"}], session_id=opened.session_id
+            )
 
     assert opened.session_id.startswith("0x")
 
@@ -538,7 +559,9 @@ async def test_automation_get_and_put(emulator, client):
     client.access_token = Secret(emulator.issue_token())
 
     first = await client.automation_settings()
-    changed = await client.update_automation_settings(is_enabled=True, session_duration=900)
+    changed = await client.update_automation_settings(
+        is_enabled=True, session_duration=900
+    )
     again = await client.automation_settings()
 
     assert first.is_enabled is False
@@ -599,7 +622,9 @@ async def test_register_login_refresh(client):
     """
     Register (201), log in, and refresh: tokens are Secrets, masked in reprs.
     """
-    user = await client.register(email="new@example.com", password="longenough1", name="New")
+    user = await client.register(
+        email="new@example.com", password="longenough1", name="New"
+    )
     tokens = await client.login(email="new@example.com", password=Secret("longenough1"))
     refreshed = await client.refresh(tokens.refresh_token)
 
@@ -663,7 +688,9 @@ async def test_api_keys_list_create_delete(emulator, client, server):
     assert deleted.is_active is False
     async with make_http(server, created.key.reveal()) as http:
         with pytest.raises(AuthError):
-            await MorpheusClient(http).chat_completions([{"role": "user", "content": "x"}])
+            await MorpheusClient(http).chat_completions(
+                [{"role": "user", "content": "x"}]
+            )
 
 
 async def test_private_key_store_status_delete(emulator, client):

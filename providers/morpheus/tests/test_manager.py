@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pytest
+
 import tether
 from tether import (
     AdmissionPolicy,
@@ -22,7 +23,6 @@ from tether import (
 )
 from tether.exceptions import AdmissionError, RemoteNotFoundError
 from tether.testing import serve_asgi
-
 from tether_morpheus import MorpheusProvider, join_content
 from tether_morpheus.emulator import MorpheusEmulator, model_id_for
 
@@ -52,7 +52,9 @@ async def _manager_fixture(server, clock) -> AsyncIterator[tether.SessionManager
     """
     A manager with the Morpheus provider, sharing the emulator's manual clock.
     """
-    async with _manager(server.url, clock, admission=AdmissionPolicy(mode="reject")) as manager:
+    async with _manager(
+        server.url, clock, admission=AdmissionPolicy(mode="reject")
+    ) as manager:
         yield manager
 
 
@@ -172,7 +174,9 @@ async def test_chat_streams_on_live_session(manager):
     s = await manager.create("morpheus", model="llama-3.3-70b")
     provider = manager.provider("morpheus")
 
-    stream = await provider.chat(s, [{"role": "user", "content": "stream me"}], stream=True)
+    stream = await provider.chat(
+        s, [{"role": "user", "content": "stream me"}], stream=True
+    )
     async with stream:
         chunks = [c async for c in stream]
     reply = await provider.chat(s, [{"role": "user", "content": "json"}])
@@ -193,7 +197,9 @@ async def test_failover_recipe(manager, emulator):
     candidates = await provider.failover_candidates(
         "llama-3.3-70b", fallback_models=["mistral-31-24b"]
     )
-    s = await manager.create(FailoverPolicy(candidates=candidates, attempts_per_candidate=1))
+    s = await manager.create(
+        FailoverPolicy(candidates=candidates, attempts_per_candidate=1)
+    )
 
     assert s.params["bid_id"] == bids[1]
     assert emulator.active_session_for(KEY) == s.remote_id
@@ -205,11 +211,18 @@ async def test_lease_mode_through_manager(clock):
     Against today's gateway (no session routes) the manager gets a lease:
     create, ping ALIVE, chat by model, close, and the key slot is freed.
     """
-    emulator = MorpheusEmulator(clock=clock.time, api_keys=[KEY], session_endpoints=False)
-    async with serve_asgi(emulator.app) as server, _manager(server.url, clock) as manager:
+    emulator = MorpheusEmulator(
+        clock=clock.time, api_keys=[KEY], session_endpoints=False
+    )
+    async with (
+        serve_asgi(emulator.app) as server,
+        _manager(server.url, clock) as manager,
+    ):
         s = await manager.create("morpheus", model="llama-3.3-70b", lifetime=300)
         health = await manager.ping(s)
-        reply = await manager.provider("morpheus").chat(s, [{"role": "user", "content": "hi"}])
+        reply = await manager.provider("morpheus").chat(
+            s, [{"role": "user", "content": "hi"}]
+        )
         closed = await manager.close(s)
         again = await manager.create("morpheus", model="mistral-31-24b")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import httpx
 import pytest
 import structlog
+
 from tether._session import HealthStatus, Session, SessionState
 from tether.abc import CreateRequest
 from tether.exceptions import (
@@ -20,7 +21,6 @@ from tether.exceptions import (
     SessionClosedError,
 )
 from tether.testing import serve_asgi
-
 from tether_morpheus import MorpheusConfig, MorpheusProvider, join_content
 from tether_morpheus.emulator import MorpheusEmulator, model_id_for
 
@@ -50,7 +50,9 @@ async def create(provider, lifetime=600, **params):
     """
     parsed = provider.parse_create(params)
     life = provider.lifetime_for(lifetime, parsed)
-    remote = await provider.create(CreateRequest(tether_id="t-1", params=parsed, lifetime=life))
+    remote = await provider.create(
+        CreateRequest(tether_id="t-1", params=parsed, lifetime=life)
+    )
     return remote, as_session(remote)
 
 
@@ -59,7 +61,15 @@ async def create(provider, lifetime=600, **params):
 
 @pytest.mark.parametrize(
     "key",
-    ["", "sk-short.x", "pk-AbC123.secret", "sk-AbC123", "sk-AbC123.", "sk-AbC12!.secret", f"Bearer {KEY}"],
+    [
+        "",
+        "sk-short.x",
+        "pk-AbC123.secret",
+        "sk-AbC123",
+        "sk-AbC123.",
+        "sk-AbC12!.secret",
+        f"Bearer {KEY}",
+    ],
 )
 def test_api_key_format_checked_locally(key):
     """
@@ -103,7 +113,9 @@ def test_credential_is_the_api_key_only():
     try:
         a = MorpheusProvider(MorpheusConfig(api_key=KEY), client=http, name="morpheus")
         b = MorpheusProvider(
-            MorpheusConfig(api_key=KEY, access_token="x.y.z"), client=http, name="morpheus"
+            MorpheusConfig(api_key=KEY, access_token="x.y.z"),
+            client=http,
+            name="morpheus",
         )
     finally:
         pass
@@ -161,7 +173,7 @@ async def test_create_by_model_name(provider, emulator):
     """
     remote, _ = await create(provider, lifetime=600, model="llama-3.3-70b")
 
-    method, path, query, body = emulator.requests_log[-1]
+    _, path, query, body = emulator.requests_log[-1]
     assert path == "/api/v1/session/modelsession"
     assert query == f"model_id={LLAMA}"
     assert body == {"sessionDuration": 600, "directPayment": False, "failover": False}
@@ -212,26 +224,36 @@ async def test_create_by_bid(provider, emulator):
     """
     bids = await provider.candidates("llama-3.3-70b")
 
-    remote, _ = await create(provider, bid_id=bids[1], direct_payment=True, failover=True)
+    remote, _ = await create(
+        provider, bid_id=bids[1], direct_payment=True, failover=True
+    )
 
     assert emulator.requests_log[-1][2] == f"bid_id={bids[1]}"
-    assert emulator.requests_log[-1][3] == {"sessionDuration": 600, "directPayment": True, "failover": True}
+    assert emulator.requests_log[-1][3] == {
+        "sessionDuration": 600,
+        "directPayment": True,
+        "failover": True,
+    }
     assert remote.data["provider_address"] == emulator.bid_provider(bids[1])
     assert remote.id == emulator.active_session_for(KEY)
 
 
 async def test_approve_true_prices_from_rated_bids(server, clock):
     """
-    approve=True approves the dearest bid price × duration, then opens.
+    approve=True approves the dearest bid price x duration, then opens.
     """
     emulator = MorpheusEmulator(clock=clock.time, api_keys=[KEY], require_approval=True)
     async with serve_asgi(emulator.app) as srv, make_http(srv) as http:
         provider = MorpheusProvider(
-            MorpheusConfig(base_url=srv.url, api_key=KEY, mode="sessions"), client=http, name="morpheus"
+            MorpheusConfig(base_url=srv.url, api_key=KEY, mode="sessions"),
+            client=http,
+            name="morpheus",
         )
         with pytest.raises(ProviderUnavailableError):
             await create(provider, lifetime=100, model="llama-3.3-70b")
-        remote, _ = await create(provider, lifetime=100, model="llama-3.3-70b", approve=True)
+        remote, _ = await create(
+            provider, lifetime=100, model="llama-3.3-70b", approve=True
+        )
 
     assert remote.data["approved"] == 12_000_000_000 * 100
     assert remote.data["approval_tx"].startswith("0x")
@@ -350,7 +372,9 @@ async def test_chat_names_the_session(provider, emulator):
     """
     remote, session = await create(provider, model="llama-3.3-70b")
 
-    reply = await provider.chat(session, [{"role": "user", "content": "hi"}], temperature=0.2)
+    reply = await provider.chat(
+        session, [{"role": "user", "content": "hi"}], temperature=0.2
+    )
 
     assert reply.content == "echo: hi"
     body = emulator.requests_log[-1][3]
@@ -364,7 +388,9 @@ async def test_chat_stream_on_session(provider):
     """
     _, session = await create(provider, model="llama-3.3-70b")
 
-    stream = await provider.chat(session, [{"role": "user", "content": "a b"}], stream=True)
+    stream = await provider.chat(
+        session, [{"role": "user", "content": "a b"}], stream=True
+    )
     async with stream:
         chunks = [c async for c in stream]
 
@@ -388,9 +414,13 @@ async def test_chat_refuses_ended_sessions(provider, server):
     """
     A closed session is refused locally with SessionClosedError.
     """
-    remote, session = await create(provider, model="llama-3.3-70b")
+    remote, _ = await create(provider, model="llama-3.3-70b")
     closed = Session(
-        id="t-1", provider="morpheus", state=SessionState.CLOSED, remote_id=remote.id, data=remote.data
+        id="t-1",
+        provider="morpheus",
+        state=SessionState.CLOSED,
+        remote_id=remote.id,
+        data=remote.data,
     )
     before = len(server.requests)
 
@@ -431,7 +461,9 @@ async def test_failover_candidates(provider, emulator):
         "llama-3.3-70b", fallback_models=["mistral-31-24b"]
     )
 
-    assert [c.params.get("bid_id") for c in candidates[:3]] == emulator.bids_for("llama-3.3-70b")
+    assert [c.params.get("bid_id") for c in candidates[:3]] == emulator.bids_for(
+        "llama-3.3-70b"
+    )
     assert candidates[-1].params == {"model": "mistral-31-24b"}
     assert {c.provider for c in candidates} == {"morpheus"}
 
@@ -455,12 +487,16 @@ async def test_lease_mode_detected(lease_emulator, serve_openapi):
     """
     lease_emulator.serve_openapi = serve_openapi
     async with serve_asgi(lease_emulator.app) as srv, make_http(srv) as http:
-        provider = MorpheusProvider(MorpheusConfig(base_url=srv.url, api_key=KEY), client=http, name="morpheus")
+        provider = MorpheusProvider(
+            MorpheusConfig(base_url=srv.url, api_key=KEY), client=http, name="morpheus"
+        )
         remote, session = await create(provider, model="llama-3.3-70b")
         inferences = lease_emulator.inference_count
         health = await provider.ping(session)
         reply = await provider.chat(session, [{"role": "user", "content": "hi"}])
-        stream = await provider.chat(session, [{"role": "user", "content": "x y"}], stream=True)
+        stream = await provider.chat(
+            session, [{"role": "user", "content": "x y"}], stream=True
+        )
         async with stream:
             text = join_content([c async for c in stream])
         await provider.close(session)
@@ -471,7 +507,11 @@ async def test_lease_mode_detected(lease_emulator, serve_openapi):
     assert lease_emulator.inference_count == inferences + 2
     assert reply.content == "echo: hi"
     assert text == "echo: x y"
-    chat_body = [b for _, p, _, b in lease_emulator.requests_log if p.endswith("/chat/completions")][0]
+    chat_body = next(
+        b
+        for _, p, _, b in lease_emulator.requests_log
+        if p.endswith("/chat/completions")
+    )
     assert chat_body["model"] == "llama-3.3-70b"
     assert "session_id" not in chat_body
     assert all(
@@ -493,7 +533,9 @@ async def test_lease_mode_refuses_bids(lease_emulator):
     """
     async with serve_asgi(lease_emulator.app) as srv, make_http(srv) as http:
         provider = MorpheusProvider(
-            MorpheusConfig(base_url=srv.url, api_key=KEY, mode="lease"), client=http, name="morpheus"
+            MorpheusConfig(base_url=srv.url, api_key=KEY, mode="lease"),
+            client=http,
+            name="morpheus",
         )
         with pytest.raises(RequestRejectedError) as info:
             await create(provider, bid_id="0x" + "a" * 64)
@@ -507,7 +549,9 @@ async def test_lease_ping_gone_when_model_unlisted(lease_emulator):
     """
     async with serve_asgi(lease_emulator.app) as srv, make_http(srv) as http:
         provider = MorpheusProvider(
-            MorpheusConfig(base_url=srv.url, api_key=KEY, mode="lease"), client=http, name="morpheus"
+            MorpheusConfig(base_url=srv.url, api_key=KEY, mode="lease"),
+            client=http,
+            name="morpheus",
         )
         _, session = await create(provider, model="mistral-31-24b")
         lease_emulator._models[model_id_for("mistral-31-24b")]["active"] = False
@@ -521,7 +565,9 @@ async def test_auto_mode_falls_back_on_404(emulator, server, http):
     In auto mode, a 404 on modelsession (routes gone since detection) turns the
     session into a lease instead of failing.
     """
-    provider = MorpheusProvider(MorpheusConfig(base_url=server.url, api_key=KEY), client=http, name="morpheus")
+    provider = MorpheusProvider(
+        MorpheusConfig(base_url=server.url, api_key=KEY), client=http, name="morpheus"
+    )
     assert await provider.mode() == "sessions"
     emulator.session_endpoints = False
 
@@ -536,7 +582,9 @@ async def test_sessions_mode_skips_detection(emulator, server, http):
     mode="sessions" never fetches the OpenAPI document.
     """
     provider = MorpheusProvider(
-        MorpheusConfig(base_url=server.url, api_key=KEY, mode="sessions"), client=http, name="morpheus"
+        MorpheusConfig(base_url=server.url, api_key=KEY, mode="sessions"),
+        client=http,
+        name="morpheus",
     )
 
     await create(provider, model="llama-3.3-70b")
@@ -552,16 +600,31 @@ async def test_secrets_never_leak(provider, emulator, server):
     The key appears in no repr, log event, session data or error.
     """
     with structlog.testing.capture_logs() as logs:
-        remote, session = await create(provider, model="llama-3.3-70b")
+        _, session = await create(provider, model="llama-3.3-70b")
         await provider.ping(session)
         await provider.close(session)
     wrong = "sk-AbC123.000000"
-    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {wrong}"}) as http:
-        bad = MorpheusProvider(MorpheusConfig(base_url=server.url, api_key=wrong), client=http, name="morpheus")
+    async with httpx.AsyncClient(
+        base_url=server.url, headers={"Authorization": f"Bearer {wrong}"}
+    ) as http:
+        bad = MorpheusProvider(
+            MorpheusConfig(base_url=server.url, api_key=wrong),
+            client=http,
+            name="morpheus",
+        )
         with pytest.raises(Exception) as info:
             await create(bad, model="llama-3.3-70b")
 
-    texts = [repr(provider), repr(provider.config), repr(provider.api), repr(session), repr(dict(session.data)), repr(logs), str(info.value), repr(info.value.body)]
+    texts = [
+        repr(provider),
+        repr(provider.config),
+        repr(provider.api),
+        repr(session),
+        repr(dict(session.data)),
+        repr(logs),
+        str(info.value),
+        repr(info.value.body),
+    ]
     for text in texts:
         assert KEY not in text
         assert KEY[10:] not in text

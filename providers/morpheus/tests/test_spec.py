@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
-from tether._redact import Secret
 
+from tether._redact import Secret
+from tether.exceptions import ProviderError
 from tether_morpheus import MorpheusClient, MorpheusConfig, MorpheusProvider
 from tether_morpheus.emulator import model_id_for
 
@@ -28,9 +29,15 @@ from .conftest import KEY
 
 
 SPEC = json.loads(
-    (Path(__file__).parent / "spec" / "morpheus-gateway-v1.14.0-openapi.json").read_text()
+    (
+        Path(__file__).parent / "spec" / "morpheus-gateway-v1.14.0-openapi.json"
+    ).read_text()
 )
-SEED_ONLY = {("post", "/api/v1/auth/register"), ("post", "/api/v1/auth/login"), ("post", "/api/v1/auth/refresh")}
+SEED_ONLY = {
+    ("post", "/api/v1/auth/register"),
+    ("post", "/api/v1/auth/login"),
+    ("post", "/api/v1/auth/refresh"),
+}
 # Emulator routes that are not API operations of the document.
 NOT_IN_SPEC = {"/openapi.json", "/api/v1/openapi.json"}
 
@@ -44,7 +51,9 @@ def _operation(method: str, path: str) -> tuple[str, dict[str, Any]] | None:
 
 
 def _validate(schema: dict[str, Any], instance: Any) -> None:
-    jsonschema.Draft202012Validator({**schema, "components": SPEC["components"]}).validate(instance)
+    jsonschema.Draft202012Validator(
+        {**schema, "components": SPEC["components"]}
+    ).validate(instance)
 
 
 @pytest.fixture(name="exchanges")
@@ -85,23 +94,39 @@ async def _drive(client: MorpheusClient, emulator, clock) -> None:
     await client.update_automation_settings(is_enabled=True, session_duration=600)
     key = await client.create_api_key(name="spec")
     keys = await client.api_keys()
-    await client.delete_api_key(next(k.id for k in keys if k.key_prefix == key.key_prefix))
+    await client.delete_api_key(
+        next(k.id for k in keys if k.key_prefix == key.key_prefix)
+    )
     await client.store_private_key("0x" + "cd" * 32)
     await client.private_key_status()
     await client.delete_private_key()
-    made = await client.store_delegation(delegate_address="0x" + "2" * 40, signed_delegation_data="sig")
+    made = await client.store_delegation(
+        delegate_address="0x" + "2" * 40, signed_delegation_data="sig"
+    )
     await client.delegations()
     await client.active_delegation()
     await client.delete_delegation(made.id)
     await client.active_delegation()
     for call in (
         lambda: client._send("POST", "/api/v1/session/approve", operation="x"),
-        lambda: client._send("POST", "/api/v1/session/modelsession", params={"model_id": llama}, operation="x"),
-        lambda: client._send("POST", "/api/v1/chat/completions", json={"messages": [{}]}, operation="x"),
+        lambda: client._send(
+            "POST",
+            "/api/v1/session/modelsession",
+            params={"model_id": llama},
+            operation="x",
+        ),
+        lambda: client._send(
+            "POST", "/api/v1/chat/completions", json={"messages": [{}]}, operation="x"
+        ),
         lambda: client._send("GET", "/api/v1/models/ratedbids", operation="x"),
-        lambda: client._send("DELETE", "/api/v1/auth/keys/abc", headers={"Authorization": f"Bearer {client.access_token.reveal()}"}, operation="x"),
+        lambda: client._send(
+            "DELETE",
+            "/api/v1/auth/keys/abc",
+            headers={"Authorization": f"Bearer {client.access_token.reveal()}"},
+            operation="x",
+        ),
     ):
-        with pytest.raises(Exception):
+        with pytest.raises(ProviderError):
             await call()
     await client.delete_account()
 
@@ -117,11 +142,22 @@ async def test_emulator_answers_match_the_spec(emulator, server, clock, exchange
             return
         await response.aread()
         body = response.json() if response.content else None
-        exchanges.append((response.request.method.lower(), response.request.url.path, response.status_code, body))
+        exchanges.append(
+            (
+                response.request.method.lower(),
+                response.request.url.path,
+                response.status_code,
+                body,
+            )
+        )
 
-    options = MorpheusProvider.client_options(MorpheusConfig(base_url=server.url, api_key=KEY))
+    options = MorpheusProvider.client_options(
+        MorpheusConfig(base_url=server.url, api_key=KEY)
+    )
     async with httpx.AsyncClient(
-        base_url=options.base_url, headers=dict(options.headers), event_hooks={"response": [record]}
+        base_url=options.base_url,
+        headers=dict(options.headers),
+        event_hooks={"response": [record]},
     ) as http:
         await _drive(MorpheusClient(http), emulator, clock)
 
@@ -135,11 +171,15 @@ async def test_emulator_answers_match_the_spec(emulator, server, clock, exchange
         response = operation["responses"].get(str(status))
         if response is None:
             undocumented.add((template, status))
-            assert status >= 400, f"{method.upper()} {template} answered undocumented {status}"
+            assert status >= 400, (
+                f"{method.upper()} {template} answered undocumented {status}"
+            )
             continue
         schema = response.get("content", {}).get("application/json", {}).get("schema")
         if schema is None:
-            assert body is None, f"{method.upper()} {template} {status} should have no body"
+            assert body is None, (
+                f"{method.upper()} {template} {status} should have no body"
+            )
         else:
             _validate(schema, body)
         validated += 1
@@ -155,25 +195,40 @@ async def test_client_requests_match_the_spec(emulator, client):
     Every JSON body and query the client sent validates against the spec's
     request schema and parameter list (seed-era auth routes excepted).
     """
-    client_tokens = await client.register(email="spec@example.com", password="password123")
+    client_tokens = await client.register(
+        email="spec@example.com", password="password123"
+    )
     assert client_tokens.id > 0
     await client.login(email="spec@example.com", password="password123")
     await _drive(client, emulator, None)
 
     checked = 0
-    for method, path, query, body in emulator.requests_log:
-        method = method.lower()
+    for raw_method, path, query, body in emulator.requests_log:
+        method = raw_method.lower()
         if path in NOT_IN_SPEC or (method, path) in SEED_ONLY:
             continue
         found = _operation(method, path)
         assert found is not None, f"{method.upper()} {path} is not in the spec"
         _, operation = found
-        params = {p["name"]: p for p in operation.get("parameters", []) if p["in"] == "query"}
+        params = {
+            p["name"]: p for p in operation.get("parameters", []) if p["in"] == "query"
+        }
         for pair in filter(None, query.split("&")):
             name = pair.split("=", 1)[0]
-            assert name in params, f"{method.upper()} {path}: unknown query parameter {name}"
-        schema = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
-        if schema is not None and isinstance(body, dict) and body.get("messages") != [{}]:
+            assert name in params, (
+                f"{method.upper()} {path}: unknown query parameter {name}"
+            )
+        schema = (
+            operation.get("requestBody", {})
+            .get("content", {})
+            .get("application/json", {})
+            .get("schema")
+        )
+        if (
+            schema is not None
+            and isinstance(body, dict)
+            and body.get("messages") != [{}]
+        ):
             _validate(schema, body)
             checked += 1
     assert checked >= 7

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 import structlog
+
 from tether._redact import Secret, redact
 from tether.exceptions import (
     ConfigError,
@@ -23,7 +24,6 @@ from tether.exceptions import (
     ProviderError,
     ProviderUnavailableError,
 )
-
 from tether_morpheus._config import check_api_key_format
 from tether_morpheus._errors import classify, from_response
 from tether_morpheus._models import (
@@ -118,14 +118,21 @@ class MorpheusClient:
             raise ProviderUnavailableError(
                 msg, provider=self._provider, operation=operation, session_id=session_id
             ) from exc
-        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        except (
+            httpx.TimeoutException,
+            httpx.NetworkError,
+            httpx.RemoteProtocolError,
+        ) as exc:
             msg = f"{self._provider} did not answer: {type(exc).__name__}"
             raise OutcomeUnknownError(
                 msg, provider=self._provider, operation=operation, session_id=session_id
             ) from exc
         if not response.is_success and response.status_code not in ok:
             raise from_response(
-                response, provider=self._provider, operation=operation, session_id=session_id
+                response,
+                provider=self._provider,
+                operation=operation,
+                session_id=session_id,
             )
         return response
 
@@ -165,16 +172,24 @@ class MorpheusClient:
 
     def _jwt(self, token: Secret | str | None, *, operation: str) -> dict[str, str]:
         token = token if token is not None else self.access_token
-        if token is None or not (token.reveal() if isinstance(token, Secret) else token):
+        if token is None or not (
+            token.reveal() if isinstance(token, Secret) else token
+        ):
             msg = f"{self._provider}: {operation} needs a JWT access token (config access_token)"
             raise ConfigError(msg, provider=self._provider)
         return _bearer(token)
 
-    def _in_band(self, body: Mapping[str, Any], *, operation: str, session_id: str | None = None) -> None:
+    def _in_band(
+        self, body: Mapping[str, Any], *, operation: str, session_id: str | None = None
+    ) -> None:
         # The gateway answers some failures with HTTP 200 and {"error": {...}}.
-        if "error" in body and body["error"]:
+        if body.get("error"):
             raise classify(
-                200, body, provider=self._provider, operation=operation, session_id=session_id
+                200,
+                body,
+                provider=self._provider,
+                operation=operation,
+                session_id=session_id,
             )
 
     # -- service ---------------------------------------------------------------
@@ -244,7 +259,9 @@ class MorpheusClient:
     async def _models(self, url: str, operation: str) -> list[Model]:
         response = await self._send("GET", url, operation=operation)
         body = self._object(response, operation=operation)
-        return [Model.from_json(m) for m in body.get("data") or () if isinstance(m, Mapping)]
+        return [
+            Model.from_json(m) for m in body.get("data") or () if isinstance(m, Mapping)
+        ]
 
     async def rated_bids(self, model_id: str) -> list[RatedBid]:
         """
@@ -258,7 +275,11 @@ class MorpheusClient:
         )
         body = self._object(response, operation="rated_bids")
         self._in_band(body, operation="rated_bids")
-        bids = [RatedBid.from_json(b) for b in body.get("bids") or () if isinstance(b, Mapping)]
+        bids = [
+            RatedBid.from_json(b)
+            for b in body.get("bids") or ()
+            if isinstance(b, Mapping)
+        ]
         return sorted(bids, key=lambda b: b.score, reverse=True)
 
     # -- sessions ------------------------------------------------------------------
@@ -271,13 +292,18 @@ class MorpheusClient:
         the body is raised here as a tether error.
         """
         response = await self._send(
-            "POST", f"{API}/session/approve", params={"amount": int(amount)}, operation="approve"
+            "POST",
+            f"{API}/session/approve",
+            params={"amount": int(amount)},
+            operation="approve",
         )
         body = self._object(response, operation="approve")
         self._in_band(body, operation="approve")
         tx = body.get("tx")
         note = body.get("note")
-        return Approval(tx=None if tx is None else str(tx), note=None if note is None else str(note))
+        return Approval(
+            tx=None if tx is None else str(tx), note=None if note is None else str(note)
+        )
 
     @staticmethod
     def _session_body(
@@ -355,7 +381,10 @@ class MorpheusClient:
         ``POST /api/v1/session/closesession``: close the key's session.
         """
         response = await self._send(
-            "POST", f"{API}/session/closesession", operation="close", session_id=session_id
+            "POST",
+            f"{API}/session/closesession",
+            operation="close",
+            session_id=session_id,
         )
         body = self._object(response, operation="close")
         self._in_band(body, operation="close", session_id=session_id)
@@ -368,7 +397,10 @@ class MorpheusClient:
         Costs one real inference on the session, queued behind live requests.
         """
         response = await self._send(
-            "POST", f"{API}/session/pingsession", operation="ping", session_id=session_id
+            "POST",
+            f"{API}/session/pingsession",
+            operation="ping",
+            session_id=session_id,
         )
         return PingResult.from_json(self._object(response, operation="ping"))
 
@@ -401,7 +433,10 @@ class MorpheusClient:
 
             msg = f"{self._provider}: chat needs at least one message"
             raise InvalidParameterError(msg, field="messages", provider=self._provider)
-        body: dict[str, Any] = {"messages": [dict(m) for m in messages], "stream": stream}
+        body: dict[str, Any] = {
+            "messages": [dict(m) for m in messages],
+            "stream": stream,
+        }
         if model is not None:
             body["model"] = model
         if session_id is not None:
@@ -497,7 +532,11 @@ class MorpheusClient:
             raise ProviderUnavailableError(
                 msg, provider=self._provider, operation="chat", session_id=session_id
             ) from exc
-        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        except (
+            httpx.TimeoutException,
+            httpx.NetworkError,
+            httpx.RemoteProtocolError,
+        ) as exc:
             msg = f"{self._provider} did not answer: {type(exc).__name__}"
             raise OutcomeUnknownError(
                 msg, provider=self._provider, operation="chat", session_id=session_id
@@ -510,13 +549,18 @@ class MorpheusClient:
             finally:
                 await response.aclose()
             raise from_response(
-                response, provider=self._provider, operation="chat", session_id=session_id
+                response,
+                provider=self._provider,
+                operation="chat",
+                session_id=session_id,
             )
         return ChatStream(response, provider=self._provider, session_id=session_id)
 
     # -- automation ------------------------------------------------------------------
 
-    async def automation_settings(self, *, access_token: Secret | str | None = None) -> AutomationSettings:
+    async def automation_settings(
+        self, *, access_token: Secret | str | None = None
+    ) -> AutomationSettings:
         """
         ``GET /api/v1/automation/settings`` (JWT).
         """
@@ -526,7 +570,9 @@ class MorpheusClient:
             headers=self._jwt(access_token, operation="automation_settings"),
             operation="automation_settings",
         )
-        return AutomationSettings.from_json(self._object(response, operation="automation_settings"))
+        return AutomationSettings.from_json(
+            self._object(response, operation="automation_settings")
+        )
 
     async def update_automation_settings(
         self,
@@ -572,13 +618,18 @@ class MorpheusClient:
 
             msg = f"{self._provider}: password must have at least 8 characters"
             raise InvalidParameterError(
-                msg, field="password", allowed="8 characters or more", provider=self._provider
+                msg,
+                field="password",
+                allowed="8 characters or more",
+                provider=self._provider,
             )
         body: dict[str, Any] = {"email": email, "password": pw}
         if name is not None:
             body["name"] = name
         response = await self._send(
-            "POST", f"{API}/auth/register", json=body,
+            "POST",
+            f"{API}/auth/register",
+            json=body,
             operation="register",
         )
         data = self._object(response, operation="register")
@@ -624,7 +675,11 @@ class MorpheusClient:
         """
         ``POST /api/v1/auth/refresh``: new JWTs from a refresh token.
         """
-        token = refresh_token.reveal() if isinstance(refresh_token, Secret) else refresh_token
+        token = (
+            refresh_token.reveal()
+            if isinstance(refresh_token, Secret)
+            else refresh_token
+        )
         response = await self._send(
             "POST",
             f"{API}/auth/refresh",
@@ -635,7 +690,9 @@ class MorpheusClient:
         self.access_token = tokens.access_token
         return tokens
 
-    async def api_keys(self, *, access_token: Secret | str | None = None) -> list[ApiKeyInfo]:
+    async def api_keys(
+        self, *, access_token: Secret | str | None = None
+    ) -> list[ApiKeyInfo]:
         """
         ``GET /api/v1/auth/keys`` (JWT).
         """
@@ -709,7 +766,9 @@ class MorpheusClient:
             headers=self._jwt(access_token, operation="store_private_key"),
             operation="store_private_key",
         )
-        result: dict[str, Any] = redact(self._object(response, operation="store_private_key"))
+        result: dict[str, Any] = redact(
+            self._object(response, operation="store_private_key")
+        )
         return result
 
     async def private_key_status(
@@ -727,8 +786,12 @@ class MorpheusClient:
         data = self._object(response, operation="private_key_status")
         return PrivateKeyStatus(
             has_key=bool(data.get("has_key")),
-            created_at=None if data.get("created_at") is None else str(data["created_at"]),
-            updated_at=None if data.get("updated_at") is None else str(data["updated_at"]),
+            created_at=None
+            if data.get("created_at") is None
+            else str(data["created_at"]),
+            updated_at=None
+            if data.get("updated_at") is None
+            else str(data["updated_at"]),
         )
 
     async def delete_private_key(
@@ -743,7 +806,9 @@ class MorpheusClient:
             headers=self._jwt(access_token, operation="delete_private_key"),
             operation="delete_private_key",
         )
-        result: dict[str, Any] = redact(self._object(response, operation="delete_private_key"))
+        result: dict[str, Any] = redact(
+            self._object(response, operation="delete_private_key")
+        )
         return result
 
     async def store_delegation(
@@ -770,7 +835,9 @@ class MorpheusClient:
             headers=self._jwt(access_token, operation="store_delegation"),
             operation="store_delegation",
         )
-        return Delegation.from_json(self._object(response, operation="store_delegation"))
+        return Delegation.from_json(
+            self._object(response, operation="store_delegation")
+        )
 
     async def delegations(
         self,
@@ -837,7 +904,9 @@ class MorpheusClient:
             headers=self._jwt(access_token, operation="delete_account"),
             operation="delete_account",
         )
-        result: dict[str, Any] = redact(self._object(response, operation="delete_account"))
+        result: dict[str, Any] = redact(
+            self._object(response, operation="delete_account")
+        )
         return result
 
 
@@ -905,7 +974,9 @@ class ChatStream:
             raise StopAsyncIteration
         return chunk
 
-    def _error(self, message: str, *, code: str, cls: type[ProviderError]) -> ProviderError:
+    def _error(
+        self, message: str, *, code: str, cls: type[ProviderError]
+    ) -> ProviderError:
         return cls(
             message,
             provider=self._provider,
@@ -925,10 +996,17 @@ class ChatStream:
             return await self._lines.__anext__()
         except StopAsyncIteration:
             return None
-        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        except (
+            httpx.TimeoutException,
+            httpx.NetworkError,
+            httpx.RemoteProtocolError,
+        ) as exc:
             msg = f"{self._provider} dropped the chat stream: {type(exc).__name__}"
             raise OutcomeUnknownError(
-                msg, provider=self._provider, operation="chat", session_id=self._session_id
+                msg,
+                provider=self._provider,
+                operation="chat",
+                session_id=self._session_id,
             ) from exc
 
     async def _drain(self) -> None:
@@ -950,7 +1028,9 @@ class ChatStream:
                     return chunk
                 if not self.done:
                     msg = f"{self._provider} ended the chat stream without [DONE]"
-                    raise self._error(msg, code="stream_truncated", cls=ProviderUnavailableError)
+                    raise self._error(
+                        msg, code="stream_truncated", cls=ProviderUnavailableError
+                    )
                 return None
             if line.startswith(":"):
                 continue
@@ -989,7 +1069,9 @@ class ChatStream:
             # The node's failover control lines are plain text.
             if payload.startswith("new session opened:"):
                 self.new_session_id = payload.split(":", 1)[1].strip()
-            logger.info("tether.morpheus.stream_control_received", line=redact(payload[:200]))
+            logger.info(
+                "tether.morpheus.stream_control_received", line=redact(payload[:200])
+            )
             return None
         if not isinstance(body, Mapping):
             return None

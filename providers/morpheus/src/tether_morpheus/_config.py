@@ -8,6 +8,7 @@ import re
 from typing import Any, Final, Literal
 
 import attrs
+
 from tether._redact import Secret
 from tether.abc import ProviderConfig
 from tether.exceptions import ConfigError

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import httpx
+
 from tether._redact import redact_text
 from tether.abc import parse_retry_after
 from tether.exceptions import (
@@ -34,7 +35,8 @@ from tether.exceptions import (
 )
 
 
-# "Unexpected error: 400: No private key found ..." / "Error closing session: 500: ..."
+# The session routes re-wrap HTTPExceptions, e.g. the detail
+# Unexpected error: 400: No private key found and no fallback key configured
 _REWRAPPED: Final = re.compile(
     r"^(?P<prefix>Unexpected error|Error closing session|Error handling session)"
     r":\s*(?P<status>[1-5]\d\d):\s*(?P<detail>.*)$",
@@ -94,7 +96,9 @@ def _text(body: Any) -> tuple[str | None, str | None, int | None]:
             for item in detail:
                 if isinstance(item, Mapping):
                     loc = ".".join(str(p) for p in item.get("loc") or ())
-                    msgs.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
+                    msgs.append(
+                        f"{loc}: {item.get('msg')}" if loc else str(item.get("msg"))
+                    )
             return "; ".join(msgs) or "validation error", "validation_error", None
         message = body.get("message")
         if isinstance(message, str):

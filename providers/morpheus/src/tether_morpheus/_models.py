@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+
 from tether._redact import Secret
 
 
@@ -105,7 +106,7 @@ class RatedBid:
 
     def cost(self, duration: int) -> int:
         """
-        What a session of *duration* seconds on this bid costs (price × duration).
+        What a session of *duration* seconds on this bid costs (price x duration).
         """
         return self.price_per_second * duration
 
@@ -264,7 +265,7 @@ class Tokens:
 
     access_token: Secret
     refresh_token: Secret
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 -- a scheme name, not a secret
 
 
 @attrs.frozen(kw_only=True)

@@ -11,8 +11,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Final, Literal, overload
 
 import structlog
+
 from tether._session import Health, HealthStatus, Session
-from tether.abc import Capabilities, ClientOptions, CreateRequest, Provider, RemoteSession
+from tether.abc import (
+    Capabilities,
+    ClientOptions,
+    CreateRequest,
+    Provider,
+    RemoteSession,
+)
 from tether.exceptions import (
     InvalidParameterError,
     ProviderError,
@@ -20,7 +27,6 @@ from tether.exceptions import (
     RequestRejectedError,
     TransientProviderError,
 )
-
 from tether_morpheus._client import ChatStream, MorpheusClient
 from tether_morpheus._config import MorpheusConfig
 from tether_morpheus._models import ChatCompletion, Model, PingStatus, RatedBid
@@ -54,7 +60,7 @@ class MorpheusProvider(Provider[MorpheusConfig]):
       hex id (``0x`` + 64 hex digits). Unknown names and ids fail; the gateway's
       own silent fallback to a default model is never reached.
     * ``bid_id``: a bid's hex id, for one provider's offer (see :meth:`candidates`).
-    * ``approve``: ``True`` to approve MOR spending of the highest bid price ×
+    * ``approve``: ``True`` to approve MOR spending of the highest bid price x
       duration first (by ``model``), or an explicit amount in wei.
     * ``direct_payment``, ``failover``: passed as ``directPayment`` and
       ``failover`` (v1.14.0 ignores both on model sessions).
@@ -83,7 +89,9 @@ class MorpheusProvider(Provider[MorpheusConfig]):
     def __init__(self, config: MorpheusConfig, *, client: Any, name: str) -> None:
         super().__init__(config, client=client, name=name)
         #: The typed gateway client (models, sessions, chat, account...).
-        self.api = MorpheusClient(client, provider=name, access_token=config.access_token)
+        self.api = MorpheusClient(
+            client, provider=name, access_token=config.access_token
+        )
         self._mode: GatewayMode | None = None if config.mode == "auto" else config.mode
         self._failed_providers: set[str] = set()
         self._bid_providers: dict[str, str] = {}
@@ -106,16 +114,24 @@ class MorpheusProvider(Provider[MorpheusConfig]):
 
     # -- parameters ------------------------------------------------------------
 
-    def _invalid(self, msg: str, *, field: str, value: object = None, allowed: str | None = None) -> InvalidParameterError:
+    def _invalid(
+        self, msg: str, *, field: str, value: object = None, allowed: str | None = None
+    ) -> InvalidParameterError:
         return InvalidParameterError(
-            f"{self.name}: {msg}", field=field, value=value, allowed=allowed, provider=self.name
+            f"{self.name}: {msg}",
+            field=field,
+            value=value,
+            allowed=allowed,
+            provider=self.name,
         )
 
     def parse_create(self, params: Mapping[str, Any]) -> dict[str, Any]:
         unknown = [k for k in params if k not in _PARAMS]
         if unknown:
             raise self._invalid(
-                f"unknown parameter {unknown[0]!r}", field=unknown[0], allowed=", ".join(_PARAMS)
+                f"unknown parameter {unknown[0]!r}",
+                field=unknown[0],
+                allowed=", ".join(_PARAMS),
             )
         model, bid_id = params.get("model"), params.get("bid_id")
         if (model is None) == (bid_id is None):
@@ -127,7 +143,9 @@ class MorpheusProvider(Provider[MorpheusConfig]):
         parsed: dict[str, Any] = {}
         if model is not None:
             if not isinstance(model, str) or not model.strip():
-                raise self._invalid("model must be a non-empty string", field="model", value=model)
+                raise self._invalid(
+                    "model must be a non-empty string", field="model", value=model
+                )
             if model.startswith("0x") and not HEX32.fullmatch(model):
                 raise self._invalid(
                     "a hex model id is 0x followed by 64 hex digits",
@@ -166,11 +184,18 @@ class MorpheusProvider(Provider[MorpheusConfig]):
         for flag in ("direct_payment", "failover"):
             value = params.get(flag, False)
             if not isinstance(value, bool):
-                raise self._invalid(f"{flag} must be True or False", field=flag, value=value, allowed="True or False")
+                raise self._invalid(
+                    f"{flag} must be True or False",
+                    field=flag,
+                    value=value,
+                    allowed="True or False",
+                )
             parsed[flag] = value
         return parsed
 
-    def lifetime_for(self, lifetime: float | None, params: Mapping[str, Any]) -> float | None:
+    def lifetime_for(
+        self, lifetime: float | None, params: Mapping[str, Any]
+    ) -> float | None:
         # sessionDuration is whole seconds: round up so tether's deadline and
         # the gateway's agree.
         checked = super().lifetime_for(lifetime, params)
@@ -187,7 +212,9 @@ class MorpheusProvider(Provider[MorpheusConfig]):
         """
         if self._mode is None:
             self._mode = "sessions" if await self.api.has_session_routes() else "lease"
-            logger.info("tether.morpheus.mode_detected", provider=self.name, mode=self._mode)
+            logger.info(
+                "tether.morpheus.mode_detected", provider=self.name, mode=self._mode
+            )
         return self._mode
 
     # -- models and bids -----------------------------------------------------------
@@ -208,7 +235,10 @@ class MorpheusProvider(Provider[MorpheusConfig]):
         if found is None:
             names = ", ".join(sorted(m.name for m in models)[:20])
             raise self._invalid(
-                f"no model {model!r} on this gateway", field="model", value=model, allowed=names
+                f"no model {model!r} on this gateway",
+                field="model",
+                value=model,
+                allowed=names,
             )
         return found
 
@@ -249,9 +279,12 @@ class MorpheusProvider(Provider[MorpheusConfig]):
         from tether import Candidate  # noqa: PLC0415
 
         bids = await self.candidates(model)
-        result = [Candidate(provider=self.name, params={"bid_id": b, **params}) for b in bids]
+        result = [
+            Candidate(provider=self.name, params={"bid_id": b, **params}) for b in bids
+        ]
         result.extend(
-            Candidate(provider=self.name, params={"model": m, **params}) for m in fallback_models
+            Candidate(provider=self.name, params={"model": m, **params})
+            for m in fallback_models
         )
         return result
 
@@ -276,7 +309,9 @@ class MorpheusProvider(Provider[MorpheusConfig]):
                 if self.config.mode != "auto" or exc.status_code != 404:  # noqa: PLR2004
                     raise
                 self._mode = "lease"
-                logger.info("tether.morpheus.mode_detected", provider=self.name, mode="lease")
+                logger.info(
+                    "tether.morpheus.mode_detected", provider=self.name, mode="lease"
+                )
         if params.get("bid_id") is not None or params.get("approve"):
             msg = (
                 f"{self.name}: this gateway has no session routes, so bid sessions "
@@ -297,7 +332,9 @@ class MorpheusProvider(Provider[MorpheusConfig]):
                 str(exc), provider=self.name, operation="create", code="model_not_found"
             ) from exc
 
-    async def _create_lease(self, request: CreateRequest, duration: int) -> RemoteSession:
+    async def _create_lease(
+        self, request: CreateRequest, duration: int
+    ) -> RemoteSession:
         model = await self._model_for_create(str(request.params["model"]))
         logger.info(
             "tether.morpheus.lease_opened",
@@ -317,9 +354,14 @@ class MorpheusProvider(Provider[MorpheusConfig]):
             },
         )
 
-    async def _create_session(self, request: CreateRequest, duration: int) -> RemoteSession:
+    async def _create_session(
+        self, request: CreateRequest, duration: int
+    ) -> RemoteSession:
         params = request.params
-        direct, failover = bool(params.get("direct_payment")), bool(params.get("failover"))
+        direct, failover = (
+            bool(params.get("direct_payment")),
+            bool(params.get("failover")),
+        )
         data: dict[str, Any] = {
             "mode": "sessions",
             "session_duration": duration,
@@ -358,7 +400,10 @@ class MorpheusProvider(Provider[MorpheusConfig]):
                 data.update(approved=int(approve), approval_tx=approval.tx)
             try:
                 opened = await self.api.bid_session(
-                    bid_id, session_duration=duration, direct_payment=direct, failover=failover
+                    bid_id,
+                    session_duration=duration,
+                    direct_payment=direct,
+                    failover=failover,
                 )
             except TransientProviderError:
                 if bid_id in self._bid_providers:
@@ -376,7 +421,10 @@ class MorpheusProvider(Provider[MorpheusConfig]):
             bid_id=data.get("bid_id"),
         )
         return RemoteSession(
-            id=opened.session_id, raw_state="active", tether_id=request.tether_id, data=data
+            id=opened.session_id,
+            raw_state="active",
+            tether_id=request.tether_id,
+            data=data,
         )
 
     async def ping(self, session: Session) -> Health:
@@ -417,7 +465,10 @@ class MorpheusProvider(Provider[MorpheusConfig]):
             result = await self.api.close_session(session_id=session.id)
         except RemoteNotFoundError:
             return
-        if result.session_id is not None and result.session_id.lower() != session.remote_id.lower():
+        if (
+            result.session_id is not None
+            and result.session_id.lower() != session.remote_id.lower()
+        ):
             logger.warning(
                 "tether.morpheus.close_mismatched",
                 provider=self.name,
@@ -511,6 +562,8 @@ class MorpheusProvider(Provider[MorpheusConfig]):
 def _find_model(models: Sequence[Model], wanted: str) -> Model | None:
     lowered = wanted.lower()
     for m in models:
-        if m.name == wanted or (wanted.startswith("0x") and m.blockchain_id.lower() == lowered):
+        if m.name == wanted or (
+            wanted.startswith("0x") and m.blockchain_id.lower() == lowered
+        ):
             return m
     return None

@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
 from tether.testing import FaultInjector
 
 
@@ -67,7 +68,11 @@ DEFAULT_MODELS: Final[tuple[dict[str, Any], ...]] = (
         "name": "llama-3.3-70b",
         "type": "LLM",
         "tags": ["llama", "chat"],
-        "bids": [("alpha", 10_000_000_000, 0.92), ("beta", 8_000_000_000, 0.71), ("gamma", 12_000_000_000, 0.55)],
+        "bids": [
+            ("alpha", 10_000_000_000, 0.92),
+            ("beta", 8_000_000_000, 0.71),
+            ("gamma", 12_000_000_000, 0.55),
+        ],
     },
     {
         "name": "mistral-31-24b",
@@ -151,14 +156,18 @@ class _Row:
 
 
 class _Problem(Exception):  # noqa: N818 -- internal control flow
-    def __init__(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, body: Any, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(status)
         self.status = status
         self.body = body
         self.headers = dict(headers or {})
 
 
-def _detail(status: int, detail: str, headers: Mapping[str, str] | None = None) -> _Problem:
+def _detail(
+    status: int, detail: str, headers: Mapping[str, str] | None = None
+) -> _Problem:
     return _Problem(status, {"detail": detail}, headers)
 
 
@@ -190,7 +199,7 @@ class MorpheusEmulator:
         serve_openapi: Serve ``/openapi.json`` and ``/api/v1/openapi.json``.
         automation_feature_enabled: The system-wide ``AUTOMATION_FEATURE_ENABLED``.
         require_approval: Opening a session needs an approved allowance of
-            price × duration (consumed on open).
+            price x duration (consumed on open).
         private_key_fallback: Whether the gateway has a ``FALLBACK_PRIVATE_KEY``
             (answers then carry a ``note``).
         seed: Seed for ids.
@@ -304,11 +313,17 @@ class MorpheusEmulator:
         """
         user_id = len(self._users) + 1
         self._users[user_id] = _User(
-            id=user_id, email=email, password=password, name=name, created_at=self.clock()
+            id=user_id,
+            email=email,
+            password=password,
+            name=name,
+            created_at=self.clock(),
         )
         return user_id
 
-    def add_api_key(self, user_id: int, key: str | None = None, *, legacy: bool = False) -> str:
+    def add_api_key(
+        self, user_id: int, key: str | None = None, *, legacy: bool = False
+    ) -> str:
         """
         Give *user_id* an API key (a new one when *key* is ``None``); return it.
 
@@ -342,7 +357,7 @@ class MorpheusEmulator:
         """
         The hex id of the model called *name*.
         """
-        return next(m["Id"] for m in self._models.values() if m["Name"] == name)
+        return str(next(m["Id"] for m in self._models.values() if m["Name"] == name))
 
     def bids_for(self, name: str) -> list[str]:
         """
@@ -376,7 +391,9 @@ class MorpheusEmulator:
         return [
             r.session_id
             for r in self._rows
-            if r.is_active and r.expires_at > now and self._node_alive(r.session_id, now)
+            if r.is_active
+            and r.expires_at > now
+            and self._node_alive(r.session_id, now)
         ]
 
     def onchain_open_sessions(self) -> list[str]:
@@ -384,7 +401,9 @@ class MorpheusEmulator:
         Sessions still open on chain (leaked ones included) and not past EndsAt.
         """
         now = self.clock()
-        return [s.id for s in self._node.values() if s.closed_at is None and s.ends_at > now]
+        return [
+            s.id for s in self._node.values() if s.closed_at is None and s.ends_at > now
+        ]
 
     def active_session_for(self, key: str) -> str | None:
         """
@@ -414,24 +433,80 @@ class MorpheusEmulator:
             r("/openapi.json", self._handler(self._openapi), methods=["GET"]),
             r(f"{API}/openapi.json", self._handler(self._openapi), methods=["GET"]),
             r(f"{API}/models", self._handler(self._list_models), methods=["GET"]),
-            r(f"{API}/models/allmodels", self._handler(self._all_models), methods=["GET"]),
-            r(f"{API}/models/ratedbids", self._handler(self._rated_bids), methods=["GET"]),
-            r(f"{API}/session/approve", self._handler(self._approve, session=True), methods=["POST"]),
-            r(f"{API}/session/bidsession", self._handler(self._bid_session, session=True), methods=["POST"]),
-            r(f"{API}/session/modelsession", self._handler(self._model_session, session=True), methods=["POST"]),
-            r(f"{API}/session/closesession", self._handler(self._close_session, session=True), methods=["POST"]),
-            r(f"{API}/session/pingsession", self._handler(self._ping_session, session=True), methods=["POST"]),
+            r(
+                f"{API}/models/allmodels",
+                self._handler(self._all_models),
+                methods=["GET"],
+            ),
+            r(
+                f"{API}/models/ratedbids",
+                self._handler(self._rated_bids),
+                methods=["GET"],
+            ),
+            r(
+                f"{API}/session/approve",
+                self._handler(self._approve, session=True),
+                methods=["POST"],
+            ),
+            r(
+                f"{API}/session/bidsession",
+                self._handler(self._bid_session, session=True),
+                methods=["POST"],
+            ),
+            r(
+                f"{API}/session/modelsession",
+                self._handler(self._model_session, session=True),
+                methods=["POST"],
+            ),
+            r(
+                f"{API}/session/closesession",
+                self._handler(self._close_session, session=True),
+                methods=["POST"],
+            ),
+            r(
+                f"{API}/session/pingsession",
+                self._handler(self._ping_session, session=True),
+                methods=["POST"],
+            ),
             r(f"{API}/chat/completions", self._handler(self._chat), methods=["POST"]),
-            r(f"{API}/automation/settings", self._handler(self._automation), methods=["GET", "PUT"]),
-            r(f"{API}/auth/register", self._handler(self._register), methods=["POST", "DELETE"]),
+            r(
+                f"{API}/automation/settings",
+                self._handler(self._automation),
+                methods=["GET", "PUT"],
+            ),
+            r(
+                f"{API}/auth/register",
+                self._handler(self._register),
+                methods=["POST", "DELETE"],
+            ),
             r(f"{API}/auth/login", self._handler(self._login), methods=["POST"]),
             r(f"{API}/auth/refresh", self._handler(self._refresh), methods=["POST"]),
             r(f"{API}/auth/me", self._handler(self._me), methods=["GET"]),
-            r(f"{API}/auth/keys", self._handler(self._keys_route), methods=["GET", "POST"]),
-            r(f"{API}/auth/keys/{{key_id}}", self._handler(self._delete_key), methods=["DELETE"]),
-            r(f"{API}/auth/private-key", self._handler(self._private_key), methods=["GET", "POST", "DELETE"]),
-            r(f"{API}/auth/delegation", self._handler(self._delegation), methods=["GET", "POST"]),
-            r(f"{API}/auth/delegation/active", self._handler(self._active_delegation), methods=["GET"]),
+            r(
+                f"{API}/auth/keys",
+                self._handler(self._keys_route),
+                methods=["GET", "POST"],
+            ),
+            r(
+                f"{API}/auth/keys/{{key_id}}",
+                self._handler(self._delete_key),
+                methods=["DELETE"],
+            ),
+            r(
+                f"{API}/auth/private-key",
+                self._handler(self._private_key),
+                methods=["GET", "POST", "DELETE"],
+            ),
+            r(
+                f"{API}/auth/delegation",
+                self._handler(self._delegation),
+                methods=["GET", "POST"],
+            ),
+            r(
+                f"{API}/auth/delegation/active",
+                self._handler(self._active_delegation),
+                methods=["GET"],
+            ),
             r(
                 f"{API}/auth/delegation/{{delegation_id}}",
                 self._handler(self._delete_delegation),
@@ -456,7 +531,9 @@ class MorpheusEmulator:
             try:
                 result = await fn(request)
             except _Problem as problem:
-                return JSONResponse(problem.body, status_code=problem.status, headers=problem.headers)
+                return JSONResponse(
+                    problem.body, status_code=problem.status, headers=problem.headers
+                )
             except HTTPException as exc:  # pragma: no cover - Starlette's own
                 return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
             if isinstance(result, Response):
@@ -466,7 +543,9 @@ class MorpheusEmulator:
         return endpoint
 
     def _iso(self, ts: float | None = None) -> str:
-        return datetime.fromtimestamp(self.clock() if ts is None else ts, UTC).isoformat()
+        return datetime.fromtimestamp(
+            self.clock() if ts is None else ts, UTC
+        ).isoformat()
 
     async def _json_body(self, request: Request, *, required: bool = True) -> Any:
         raw = await request.body()
@@ -521,7 +600,9 @@ class MorpheusEmulator:
             raise _detail(401, "Invalid API key format. Must start with sk-")
         prefix = key[:9]
         found = next((k for k in self._keys.values() if k.prefix == prefix), None)
-        if found is None or (not found.legacy and not hmac.compare_digest(found.key, key)):
+        if found is None or (
+            not found.legacy and not hmac.compare_digest(found.key, key)
+        ):
             raise _detail(401, "Invalid API key")
         if check_active and not found.is_active:
             # get_current_api_key (chat) filters revoked keys; the session
@@ -535,17 +616,28 @@ class MorpheusEmulator:
         header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         payload = _b64(
             json.dumps(
-                {"sub": str(user_id), "type": kind, "exp": int(self.clock() + ttl), "jti": self._next()}
+                {
+                    "sub": str(user_id),
+                    "type": kind,
+                    "exp": int(self.clock() + ttl),
+                    "jti": self._next(),
+                }
             ).encode()
         )
-        signature = hmac.new(self._secret, f"{header}.{payload}".encode(), hashlib.sha256)
+        signature = hmac.new(
+            self._secret, f"{header}.{payload}".encode(), hashlib.sha256
+        )
         return f"{header}.{payload}.{_b64(signature.digest())}"
 
     def _verify_jwt(self, token: str, kind: str) -> _User:
-        invalid = _detail(401, "Could not validate credentials", {"WWW-Authenticate": "Bearer"})
+        invalid = _detail(
+            401, "Could not validate credentials", {"WWW-Authenticate": "Bearer"}
+        )
         try:
             header, payload, signature = token.split(".")
-            expected = hmac.new(self._secret, f"{header}.{payload}".encode(), hashlib.sha256)
+            expected = hmac.new(
+                self._secret, f"{header}.{payload}".encode(), hashlib.sha256
+            )
             if not hmac.compare_digest(_b64(expected.digest()), signature):
                 raise invalid
             claims = json.loads(_unb64(payload))
@@ -579,7 +671,10 @@ class MorpheusEmulator:
             "timestamp": self._iso(),
             "version": VERSION,
             "database": "healthy",
-            "model_service": {"status": "healthy", "model_count": len(self._active_models())},
+            "model_service": {
+                "status": "healthy",
+                "model_count": len(self._active_models()),
+            },
             "container": {"hostname": "emulator"},
             "uptime": {"seconds": 0},
         }
@@ -595,7 +690,10 @@ class MorpheusEmulator:
             if path.startswith(f"{API}/session/") and not self.session_endpoints:
                 continue
             methods = sorted((getattr(route, "methods", None) or set()) - {"HEAD"})
-            paths[path] = {m.lower(): {"responses": {"200": {"description": "OK"}}} for m in methods}
+            paths[path] = {
+                m.lower(): {"responses": {"200": {"description": "OK"}}}
+                for m in methods
+            }
         return {
             "openapi": "3.1.0",
             "info": {"title": "Morpheus API Gateway", "version": VERSION},
@@ -618,7 +716,10 @@ class MorpheusEmulator:
         }
 
     async def _list_models(self, _request: Request) -> Any:
-        return {"object": "list", "data": [self._model_json(m) for m in self._active_models()]}
+        return {
+            "object": "list",
+            "data": [self._model_json(m) for m in self._active_models()],
+        }
 
     async def _all_models(self, _request: Request) -> Any:
         models = [m for m in self._models.values() if not m["IsDeleted"]]
@@ -685,7 +786,9 @@ class MorpheusEmulator:
     def _node_error(self, session_id: str, now: float) -> str | None:
         node = self._node.get(session_id)
         if node is None or node.killed is not None or node.closed_at is not None:
-            return (node.killed if node and node.killed else None) or "session not found"
+            return (
+                node.killed if node and node.killed else None
+            ) or "session not found"
         if node.ends_at + 5 < now:
             return "session expired"
         return None
@@ -719,7 +822,9 @@ class MorpheusEmulator:
         reasons = []
         for bid in self._rated(model_id):
             if bid.provider in self._failed_providers:
-                reasons.append({"provider": bid.provider, "reason": "provider refused session"})
+                reasons.append(
+                    {"provider": bid.provider, "reason": "provider refused session"}
+                )
                 continue
             return self._open_on(bid, user, duration)
         raise self._proxy_error(
@@ -778,10 +883,15 @@ class MorpheusEmulator:
     async def _session_data(self, request: Request) -> dict[str, Any]:
         body = self._object_body(await self._json_body(request))
         errors = []
-        result: dict[str, Any] = {"sessionDuration": 3600, "directPayment": False, "failover": False}
+        result: dict[str, Any] = {
+            "sessionDuration": 3600,
+            "directPayment": False,
+            "failover": False,
+        }
         value = body.get("sessionDuration", 3600)
         if isinstance(value, bool) or not (
-            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+            isinstance(value, int)
+            or (isinstance(value, float) and value.is_integer())
             or (isinstance(value, str) and value.strip().lstrip("-").isdigit())
         ):
             errors.append(
@@ -895,7 +1005,9 @@ class MorpheusEmulator:
         if bid is None:
             raise self._proxy_error("Failed to get bid", 400, "bid not found")
         if bid.provider in self._failed_providers:
-            raise self._proxy_error("Failed to create session", 500, "provider refused session")
+            raise self._proxy_error(
+                "Failed to create session", 500, "provider refused session"
+            )
         # deactivate_existing_sessions: DB only; the old session stays open on chain.
         for row in self._rows:
             if row.is_active and row.key_id == key.id:
@@ -927,7 +1039,11 @@ class MorpheusEmulator:
         key = self._api_key(request, check_active=False)
         row = self._active_row(key)
         if row is None:
-            return {"success": True, "message": "No active session found to close", "session_id": None}
+            return {
+                "success": True,
+                "message": "No active session found to close",
+                "session_id": None,
+            }
         if row.expires_at <= self.clock():
             row.is_active = False
             return {
@@ -939,7 +1055,11 @@ class MorpheusEmulator:
             raise _detail(500, "Error closing session: 500: Failed to close session")
         self._close_on_chain(row.session_id)
         row.is_active = False
-        return {"success": True, "message": "Session closed successfully", "session_id": row.session_id}
+        return {
+            "success": True,
+            "message": "Session closed successfully",
+            "session_id": row.session_id,
+        }
 
     async def _ping_session(self, request: Request) -> Any:
         key = self._api_key(request, check_active=False)
@@ -951,7 +1071,11 @@ class MorpheusEmulator:
             }
         row = self._active_row(key)
         if row is None:
-            return {"status": "no_session", "message": "No active session found for this API key", "success": False}
+            return {
+                "status": "no_session",
+                "message": "No active session found for this API key",
+                "success": False,
+            }
         now = self.clock()
         if row.expires_at <= now:
             row.is_active = False
@@ -974,7 +1098,12 @@ class MorpheusEmulator:
                 "success": False,
                 "error": f"Server error '500 Internal Server Error': {json.dumps({'error': error})}",
             }
-        return {"status": "alive", "message": "Session is alive", "session_id": row.session_id, "success": True}
+        return {
+            "status": "alive",
+            "message": "Session is alive",
+            "session_id": row.session_id,
+            "success": True,
+        }
 
     # -- chat ------------------------------------------------------------------------------
 
@@ -986,7 +1115,12 @@ class MorpheusEmulator:
             errors.append(_missing(["body", "messages"]))
         elif not isinstance(messages, list):
             errors.append(
-                {"type": "list_type", "loc": ["body", "messages"], "msg": "Input should be a valid list", "input": messages}
+                {
+                    "type": "list_type",
+                    "loc": ["body", "messages"],
+                    "msg": "Input should be a valid list",
+                    "input": messages,
+                }
             )
         else:
             for i, message in enumerate(messages):
@@ -1000,25 +1134,47 @@ class MorpheusEmulator:
                         }
                     )
                 elif "role" not in message:
-                    errors.append({**_missing(["body", "messages", i, "role"]), "input": message})
+                    errors.append(
+                        {**_missing(["body", "messages", i, "role"]), "input": message}
+                    )
         tools = body.get("tools")
         if isinstance(tools, list):
             for i, tool in enumerate(tools):
-                if not isinstance(tool, dict) or not isinstance(tool.get("function"), dict):
-                    errors.append({**_missing(["body", "tools", i, "function"]), "input": tool})
+                if not isinstance(tool, dict) or not isinstance(
+                    tool.get("function"), dict
+                ):
+                    errors.append(
+                        {**_missing(["body", "tools", i, "function"]), "input": tool}
+                    )
                 elif "name" not in tool["function"]:
-                    errors.append({**_missing(["body", "tools", i, "function", "name"]), "input": tool["function"]})
+                    errors.append(
+                        {
+                            **_missing(["body", "tools", i, "function", "name"]),
+                            "input": tool["function"],
+                        }
+                    )
         if errors:
             raise _Problem(422, {"detail": errors})
 
     def _automation_for_chat(self, user: _User) -> int:
         if not self.automation_feature_enabled:
-            raise _detail(403, "Session automation is disabled. Please enable it in your Account settings to use Chat.")
+            raise _detail(
+                403,
+                "Session automation is disabled. Please enable it in your Account settings to use Chat.",
+            )
         if user.automation is None:
             now = self.clock()
-            user.automation = {"is_enabled": True, "session_duration": 3600, "created_at": now, "updated_at": now}
+            user.automation = {
+                "is_enabled": True,
+                "session_duration": 3600,
+                "created_at": now,
+                "updated_at": now,
+            }
         if not user.automation["is_enabled"]:
-            raise _detail(403, "Session automation is disabled. Please enable it in your Account settings to use Chat.")
+            raise _detail(
+                403,
+                "Session automation is disabled. Please enable it in your Account settings to use Chat.",
+            )
         return int(user.automation["session_duration"])
 
     async def _chat(self, request: Request) -> Any:
@@ -1069,13 +1225,21 @@ class MorpheusEmulator:
                 message = f"HTTP 500: {inner}"
                 if stream:
                     return self._sse_error(message)
-                raise _Problem(500, {"error": {"message": message, "type": "server_error"}})
+                raise _Problem(
+                    500, {"error": {"message": message, "type": "server_error"}}
+                )
         self.inference_count += 1
-        name = self._models[model_id]["Name"] if model_id in self._models else str(model_id)
+        name = (
+            self._models[model_id]["Name"]
+            if model_id in self._models
+            else str(model_id)
+        )
         return self._answer(body, name, stream=stream)
 
     def _sse_error(self, message: str) -> Response:
-        event = json.dumps({"error": {"message": message, "type": "server_error", "status": 500}})
+        event = json.dumps(
+            {"error": {"message": message, "type": "server_error", "status": 500}}
+        )
 
         async def events() -> AsyncIterator[bytes]:
             yield f"data: {event}\n\n".encode()
@@ -1086,11 +1250,14 @@ class MorpheusEmulator:
         completion_id = f"chatcmpl-{self._next()}"
         created = int(self.clock())
         last = next(
-            (m for m in reversed(body["messages"]) if m.get("role") == "user"), body["messages"][-1]
+            (m for m in reversed(body["messages"]) if m.get("role") == "user"),
+            body["messages"][-1],
         )
         content = last.get("content")
         if isinstance(content, list):
-            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            content = " ".join(
+                str(p.get("text", "")) for p in content if isinstance(p, dict)
+            )
         text = f"echo: {content or ''}"
         tools = body.get("tools") or []
         tool_choice = body.get("tool_choice")
@@ -1102,12 +1269,21 @@ class MorpheusEmulator:
             call = {
                 "id": f"call_{completion_id[9:]}",
                 "type": "function",
-                "function": {"name": name, "arguments": json.dumps({"input": content or ""})},
+                "function": {
+                    "name": name,
+                    "arguments": json.dumps({"input": content or ""}),
+                },
             }
-        usage = {"prompt_tokens": len(str(content or "").split()), "completion_tokens": len(text.split())}
+        usage = {
+            "prompt_tokens": len(str(content or "").split()),
+            "completion_tokens": len(text.split()),
+        }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if not stream:
-            message: dict[str, Any] = {"role": "assistant", "content": None if call else text}
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": None if call else text,
+            }
             if call:
                 message["tool_calls"] = [call]
             return JSONResponse(
@@ -1117,7 +1293,11 @@ class MorpheusEmulator:
                     "created": created,
                     "model": model,
                     "choices": [
-                        {"index": 0, "message": message, "finish_reason": "tool_calls" if call else "stop"}
+                        {
+                            "index": 0,
+                            "message": message,
+                            "finish_reason": "tool_calls" if call else "stop",
+                        }
                     ],
                     "usage": usage,
                 }
@@ -1139,7 +1319,10 @@ class MorpheusEmulator:
             parts.append(chunk({}, "tool_calls"))
         else:
             words = text.split(" ")
-            parts.extend(chunk({"content": w if i == 0 else f" {w}"}) for i, w in enumerate(words))
+            parts.extend(
+                chunk({"content": w if i == 0 else f" {w}"})
+                for i, w in enumerate(words)
+            )
             parts.append(chunk({}, "stop"))
         parts.append(b"data: [DONE]\n\n")
 
@@ -1169,7 +1352,12 @@ class MorpheusEmulator:
         if request.method == "GET":
             if user.automation is None:
                 # GET creates the row disabled; chat creates it enabled.
-                user.automation = {"is_enabled": False, "session_duration": 3600, "created_at": now, "updated_at": now}
+                user.automation = {
+                    "is_enabled": False,
+                    "session_duration": 3600,
+                    "created_at": now,
+                    "updated_at": now,
+                }
             return self._automation_json(user)
         body = self._object_body(await self._json_body(request))
         enabled = body.get("is_enabled", True)
@@ -1177,19 +1365,46 @@ class MorpheusEmulator:
         if enabled is not None and not isinstance(enabled, bool):
             raise _Problem(
                 422,
-                {"detail": [{"type": "bool_parsing", "loc": ["body", "is_enabled"], "msg": "Input should be a valid boolean", "input": enabled}]},
+                {
+                    "detail": [
+                        {
+                            "type": "bool_parsing",
+                            "loc": ["body", "is_enabled"],
+                            "msg": "Input should be a valid boolean",
+                            "input": enabled,
+                        }
+                    ]
+                },
             )
-        if duration is not None and (isinstance(duration, bool) or not isinstance(duration, int)):
+        if duration is not None and (
+            isinstance(duration, bool) or not isinstance(duration, int)
+        ):
             raise _Problem(
                 422,
-                {"detail": [{"type": "int_type", "loc": ["body", "session_duration"], "msg": "Input should be a valid integer", "input": duration}]},
+                {
+                    "detail": [
+                        {
+                            "type": "int_type",
+                            "loc": ["body", "session_duration"],
+                            "msg": "Input should be a valid integer",
+                            "input": duration,
+                        }
+                    ]
+                },
             )
         if duration is not None and duration < 60:  # noqa: PLR2004
             raise _detail(400, "Session duration must be at least 60 seconds")
         if duration is not None and duration > 86400:  # noqa: PLR2004
-            raise _detail(400, "Session duration cannot exceed 86400 seconds (24 hours)")
+            raise _detail(
+                400, "Session duration cannot exceed 86400 seconds (24 hours)"
+            )
         if user.automation is None:
-            user.automation = {"is_enabled": False, "session_duration": 3600, "created_at": now, "updated_at": now}
+            user.automation = {
+                "is_enabled": False,
+                "session_duration": 3600,
+                "created_at": now,
+                "updated_at": now,
+            }
         if enabled is not None:
             user.automation["is_enabled"] = enabled
         if duration is not None:
@@ -1224,7 +1439,12 @@ class MorpheusEmulator:
         user = self._users[user_id]
         user.is_active = bool(body.get("is_active", True))
         return JSONResponse(
-            {"email": user.email, "name": user.name, "is_active": user.is_active, "id": user.id},
+            {
+                "email": user.email,
+                "name": user.name,
+                "is_active": user.is_active,
+                "id": user.id,
+            },
             status_code=201,
         )
 
@@ -1234,8 +1454,12 @@ class MorpheusEmulator:
         if errors:
             raise _Problem(422, {"detail": errors})
         user = next((u for u in self._users.values() if u.email == body["email"]), None)
-        if user is None or not hmac.compare_digest(user.password, str(body["password"])):
-            raise _detail(401, "Incorrect email or password", {"WWW-Authenticate": "Bearer"})
+        if user is None or not hmac.compare_digest(
+            user.password, str(body["password"])
+        ):
+            raise _detail(
+                401, "Incorrect email or password", {"WWW-Authenticate": "Bearer"}
+            )
         return self._token_pair(user)
 
     def _token_pair(self, user: _User) -> dict[str, Any]:
@@ -1254,7 +1478,12 @@ class MorpheusEmulator:
 
     async def _me(self, request: Request) -> Any:
         user = self._jwt_user(request)
-        return {"id": user.id, "email": user.email, "name": user.name, "is_active": user.is_active}
+        return {
+            "id": user.id,
+            "email": user.email,
+            "name": user.name,
+            "is_active": user.is_active,
+        }
 
     def _key_json(self, key: _Key) -> dict[str, Any]:
         return {
@@ -1264,14 +1493,18 @@ class MorpheusEmulator:
             "created_at": self._iso(key.created_at),
             "is_active": key.is_active,
             "is_default": key.is_default,
-            "encrypted_key": None if key.legacy else "gAAAA" + hashlib.sha256(key.key.encode()).hexdigest()[:32],
+            "encrypted_key": None
+            if key.legacy
+            else "gAAAA" + hashlib.sha256(key.key.encode()).hexdigest()[:32],
             "encryption_version": 1,
         }
 
     async def _keys_route(self, request: Request) -> Any:
         user = self._jwt_user(request)
         if request.method == "GET":
-            return [self._key_json(k) for k in self._keys.values() if k.user_id == user.id]
+            return [
+                self._key_json(k) for k in self._keys.values() if k.user_id == user.id
+            ]
         body = await self._json_body(request, required=True)
         body = self._object_body(body)
         key = self.add_api_key(user.id)
@@ -1287,7 +1520,16 @@ class MorpheusEmulator:
         except ValueError:
             raise _Problem(
                 422,
-                {"detail": [{"type": "int_parsing", "loc": ["path", "key_id"], "msg": "Input should be a valid integer, unable to parse string as an integer", "input": raw}]},
+                {
+                    "detail": [
+                        {
+                            "type": "int_parsing",
+                            "loc": ["path", "key_id"],
+                            "msg": "Input should be a valid integer, unable to parse string as an integer",
+                            "input": raw,
+                        }
+                    ]
+                },
             ) from None
         key = self._keys.get(key_id)
         if key is None or key.user_id != user.id:
@@ -1306,7 +1548,10 @@ class MorpheusEmulator:
             created = user.private_key_at[0] if user.private_key_at else now
             user.private_key = str(body["private_key"])
             user.private_key_at = (created, now)
-            return JSONResponse({"success": True, "message": "Private key stored successfully"}, status_code=201)
+            return JSONResponse(
+                {"success": True, "message": "Private key stored successfully"},
+                status_code=201,
+            )
         if request.method == "DELETE":
             if user.private_key is None:
                 raise _detail(404, "No private key found for user")
@@ -1315,19 +1560,35 @@ class MorpheusEmulator:
             return {"success": True, "message": "Private key deleted successfully"}
         return {
             "has_key": user.private_key is not None,
-            "created_at": self._iso(user.private_key_at[0]) if user.private_key_at else None,
-            "updated_at": self._iso(user.private_key_at[1]) if user.private_key_at else None,
+            "created_at": self._iso(user.private_key_at[0])
+            if user.private_key_at
+            else None,
+            "updated_at": self._iso(user.private_key_at[1])
+            if user.private_key_at
+            else None,
         }
 
     async def _delegation(self, request: Request) -> Any:
         user = self._jwt_user(request)
         if request.method == "GET":
-            skip = self._int_query(request, "skip") if "skip" in request.query_params else 0
-            limit = self._int_query(request, "limit") if "limit" in request.query_params else 100
+            skip = (
+                self._int_query(request, "skip")
+                if "skip" in request.query_params
+                else 0
+            )
+            limit = (
+                self._int_query(request, "limit")
+                if "limit" in request.query_params
+                else 100
+            )
             mine = [d for d in self._delegations.values() if d["user_id"] == user.id]
             return mine[skip : skip + limit]
         body = self._object_body(await self._json_body(request))
-        errors = [_missing(["body", f]) for f in ("delegate_address", "signed_delegation_data") if f not in body]
+        errors = [
+            _missing(["body", f])
+            for f in ("delegate_address", "signed_delegation_data")
+            if f not in body
+        ]
         if errors:
             raise _Problem(422, {"detail": errors})
         delegation_id = len(self._delegations) + 1
@@ -1345,7 +1606,11 @@ class MorpheusEmulator:
 
     async def _active_delegation(self, request: Request) -> Any:
         user = self._jwt_user(request)
-        active = [d for d in self._delegations.values() if d["user_id"] == user.id and d["is_active"]]
+        active = [
+            d
+            for d in self._delegations.values()
+            if d["user_id"] == user.id and d["is_active"]
+        ]
         return active[-1] if active else None
 
     async def _delete_delegation(self, request: Request) -> Any:
@@ -1356,7 +1621,16 @@ class MorpheusEmulator:
         except ValueError:
             raise _Problem(
                 422,
-                {"detail": [{"type": "int_parsing", "loc": ["path", "delegation_id"], "msg": "Input should be a valid integer, unable to parse string as an integer", "input": raw}]},
+                {
+                    "detail": [
+                        {
+                            "type": "int_parsing",
+                            "loc": ["path", "delegation_id"],
+                            "msg": "Input should be a valid integer, unable to parse string as an integer",
+                            "input": raw,
+                        }
+                    ]
+                },
             ) from None
         record = self._delegations.get(delegation_id)
         if record is None or record["user_id"] != user.id:
@@ -1385,7 +1659,10 @@ class MorpheusEmulator:
         return {
             "message": "User account successfully deleted",
             "deleted_data": deleted,
-            "cognito_deletion": {"success": False, "message": "Cognito is not used by this gateway"},
+            "cognito_deletion": {
+                "success": False,
+                "message": "Cognito is not used by this gateway",
+            },
             "user_id": user.id,
             "deleted_at": self._iso(),
         }

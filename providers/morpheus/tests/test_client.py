@@ -8,7 +8,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tether._redact import Secret
+from tether import Secret
 from tether.exceptions import (
     AuthError,
     ConfigError,

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import structlog
 
-from tether._session import HealthStatus, Session, SessionState
+from tether import HealthStatus, Session, SessionState
 from tether.abc import CreateRequest
 from tether.exceptions import (
     ConfigError,

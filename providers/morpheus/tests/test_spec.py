@@ -20,7 +20,7 @@ import httpx
 import jsonschema
 import pytest
 
-from tether._redact import Secret
+from tether import Secret
 from tether.exceptions import ProviderError
 from tether_morpheus import MorpheusClient, MorpheusConfig, MorpheusProvider
 from tether_morpheus.emulator import model_id_for

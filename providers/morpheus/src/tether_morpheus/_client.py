@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 import structlog
 
-from tether._redact import Secret, redact
+from tether import Secret
+from tether._redact import redact
 from tether.exceptions import (
     ConfigError,
     OutcomeUnknownError,

@@ -9,7 +9,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
-from tether._redact import Secret
+from tether import Secret
 from tether.abc import ProviderConfig
 from tether.exceptions import ConfigError
 

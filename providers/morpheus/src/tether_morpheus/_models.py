@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from tether._redact import Secret
+from tether import Secret
 
 
 def _mapping(value: Any) -> dict[str, Any]:

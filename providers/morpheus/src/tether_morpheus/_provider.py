@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Final, Literal, overload
 
 import structlog
 
-from tether._session import Health, HealthStatus, Session
+from tether import Health, HealthStatus, Session
 from tether.abc import (
     Capabilities,
     ClientOptions,

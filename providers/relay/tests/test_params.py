@@ -279,3 +279,15 @@ async def test_no_secret_in_logs_data_or_errors(
     assert {"tether.relay.session_created", "tether.relay.session_deleted"} <= {
         e["event"] for e in logs
     }
+
+
+def test_entry_point_loads_the_provider() -> None:
+    """
+    The distribution registers relay in the tether.providers group.
+    """
+    from importlib.metadata import entry_points  # noqa: PLC0415
+
+    found = {ep.name: ep for ep in entry_points(group="tether.providers")}
+
+    assert found["relay"].value == "tether_relay:RelayProvider"
+    assert found["relay"].load() is RelayProvider

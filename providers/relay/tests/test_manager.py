@@ -245,15 +245,21 @@ async def test_degraded_relay(
     manager: tether.SessionManager, emulator: RelayEmulator
 ) -> None:
     """
-    A relay reporting an error pings DEGRADED with the service's message.
+    A relay reporting an error pings DEGRADED, and ACTIVE again once it recovers.
     """
     s = await manager.create("relay", users=["1.1.1.1"])
     emulator.fail(s.remote_id or "", "relay crashed")
     await manager.ping(s)
     current = await manager.get(s.id)
 
+    emulator.recover(s.remote_id or "")
+    await manager.ping(s)
+    recovered = await manager.get(s.id)
+
     assert tether.SessionState.DEGRADED == current.state
     assert "relay crashed" in (current.error or "")
+    assert tether.SessionState.ACTIVE == recovered.state
+    assert recovered.data["error"] is None
 
 
 async def test_config_from_environment(

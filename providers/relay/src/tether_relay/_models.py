@@ -191,12 +191,12 @@ def public_data(payload: Mapping[str, Any]) -> dict[str, Any]:
         "linked": payload.get("linked") is True,
         "relay": attrs.asdict(endpoint) if endpoint is not None else None,
     }
+    # Every key is always present: the manager merges ping data into the
+    # session's, so a key that disappeared would linger with a stale value.
     error = payload.get("error")
-    if isinstance(error, str) and error:
-        data["error"] = error
+    data["error"] = error if isinstance(error, str) and error else None
     webhook_url = payload.get("webhook_url")
-    if isinstance(webhook_url, str) and webhook_url:
-        data["webhook_url"] = webhook_url
+    data["webhook_url"] = webhook_url if isinstance(webhook_url, str) else None
     return data
 
 

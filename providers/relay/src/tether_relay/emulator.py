@@ -165,6 +165,12 @@ class RelayEmulator:
         """
         self._sessions[session_id].forced_error = error
 
+    def recover(self, session_id: str) -> None:
+        """
+        Undo :meth:`fail`.
+        """
+        self._sessions[session_id].forced_error = None
+
     def view(self, session_id: str) -> dict[str, Any]:
         """
         The session as ``GET`` would show it now.

@@ -52,7 +52,7 @@ def open_store(url: str) -> Store:
             raise ConfigError(msg)
         unknown = set(query) - {"busy_timeout"}
         if unknown:
-            msg = f"sqlite:// URLs take no parameter {min(unknown)!r}"
+            msg = f"sqlite:/// URLs take only busy_timeout, not {min(unknown)!r}"
             raise ConfigError(msg)
         path = urllib.parse.unquote(parts.path[1:])
         if "busy_timeout" not in query:

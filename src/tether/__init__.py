@@ -22,7 +22,7 @@ from tether._manager import (
     SessionManager,
     SessionSnapshot,
 )
-from tether._redact import Secret, redact_secrets
+from tether._redact import Secret, redact, redact_secrets
 from tether._registry import ProviderInfo, ProviderRegistry, register_provider
 from tether._session import Health, HealthStatus, Session, SessionState
 from tether._store import MemoryStore
@@ -53,6 +53,7 @@ __all__ = [
     "SessionSnapshot",
     "SessionState",
     "SystemClock",
+    "redact",
     "redact_secrets",
     "register_provider",
 ]

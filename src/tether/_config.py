@@ -64,6 +64,8 @@ class HealthPolicy:
         failures_before_lost: Consecutive failed pings after which a session is
             LOST (a "not found" from the service makes it LOST at once).
         max_concurrent: How many pings may be in flight at once.
+        lease_ttl: Seconds a worker's lease on a session's background work lasts
+            without renewal (on a shared store); by default three ping intervals.
     """
 
     enabled: bool = True
@@ -75,6 +77,7 @@ class HealthPolicy:
     )
     failures_before_lost: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     max_concurrent: int = attrs.field(default=64, validator=attrs.validators.ge(1))
+    lease_ttl: float | None = attrs.field(default=None, validator=_positive_or_none)
 
 
 AdmissionMode = Literal["wait", "reject", "replace"]

@@ -5,6 +5,7 @@ The SessionManager: one lifecycle for every provider.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import enum
 import functools
 import heapq
@@ -12,6 +13,7 @@ import itertools
 import math
 import os
 import random
+import socket
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -89,6 +91,7 @@ from tether.exceptions import (
     ProviderUnavailableError,
     RemoteNotFoundError,
     SessionEndedError,
+    LeaseLostError,
     SessionNotFoundError,
     StaleRecordError,
     TetherError,
@@ -256,7 +259,12 @@ def _check_labels(labels: Mapping[Any, Any] | None) -> dict[str, str]:
     return result
 
 
-_CANCELLED_MSG = "cancelled"
+#: The fencing token of the lease the current background job holds, if any.
+_fence: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "tether_fence", default=None
+)
+
+_WATCHED = (SessionState.ACTIVE, SessionState.DEGRADED)
 
 
 class SessionManager:
@@ -277,7 +285,9 @@ class SessionManager:
             ``TETHER_<PROVIDER>_<FIELD>`` environment variables.
         registry: Where providers are found; by default the installed
             ``tether.providers`` entry points plus :func:`register_provider`.
-        store: Where session records live; by default in memory.
+        store: Where session records live: a :class:`~tether.abc.Store`, or a
+            URL (``memory://``, ``sqlite:///path``, ``redis://host:port/0``),
+            which the manager opens and closes. By default in memory.
         retry: The retry policy for provider calls.
         health: Background pinging (interval, jitter, failure threshold).
         health_checks: Shorthand to switch background pinging off.
@@ -292,6 +302,9 @@ class SessionManager:
             its :class:`~tether.abc.ClientOptions` (to pick a transport, proxies,
             limits). The manager closes what it returns.
         environ: The environment to read config from (default ``os.environ``).
+        watch: Also watch live sessions recorded by other managers on a shared
+            store: each session's pings and expiry are leased to exactly one
+            live worker, and taken over when its worker dies.
         instrumentation: Tracing and metrics hooks, e.g.
             ``tether.otel.OpenTelemetryInstrumentation()``.
     """
@@ -301,7 +314,7 @@ class SessionManager:
         *,
         config: Mapping[str, Any] | None = None,
         registry: ProviderRegistry | None = None,
-        store: Store | None = None,
+        store: Store | str | None = None,
         retry: RetryPolicy | None = None,
         health: HealthPolicy | None = None,
         health_checks: bool | None = None,
@@ -313,6 +326,7 @@ class SessionManager:
         client_factory: ClientFactory | None = None,
         environ: Mapping[str, str] | None = None,
         instrumentation: Instrumentation | None = None,
+        watch: bool = False,
     ) -> None:
         if on_exit not in ("close", "keep"):
             msg = f"on_exit must be 'close' or 'keep', not {on_exit!r}"
@@ -322,7 +336,12 @@ class SessionManager:
             raise ConfigError(msg)
         self._config = dict(config or {})
         self._registry = registry if registry is not None else default_registry()
-        self._store: Store = store if store is not None else MemoryStore()
+        self._store_url = store if isinstance(store, str) else None
+        self._store: Store = (
+            store if store is not None and not isinstance(store, str) else MemoryStore()
+        )
+        self._watch = watch
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._retry = retry or RetryPolicy()
         health = health or HealthPolicy()
         if health_checks is not None:
@@ -366,10 +385,17 @@ class SessionManager:
         self._exit_stack = contextlib.AsyncExitStack()
         await self._exit_stack.__aenter__()
         try:
+            if self._store_url is not None:
+                from tether.stores import open_store  # noqa: PLC0415
+
+                self._store = open_store(self._store_url)
+                self._exit_stack.push_async_callback(self._store.aclose)
             self._tg = await self._exit_stack.enter_async_context(
                 anyio.create_task_group()
             )
             await self._tg.start(self._scheduler)
+            if self._watch:
+                self._schedule("sweep", "*", self._clock.time())
         except BaseException:
             self._state = _State.CLOSED
             await self._exit_stack.__aexit__(None, None, None)
@@ -494,6 +520,8 @@ class SessionManager:
             self._instrumentation.instrument_client(name, client)
         try:
             provider = cls(config, client=client, name=name)
+            # Set after construction, so subclasses' own __init__ need not pass it.
+            provider.clock = self._clock.time
         except BaseException:
             # A provider that fails to build must not leak its client.
             self._tg_close_later(client)
@@ -678,7 +706,9 @@ class SessionManager:
             if new is None:
                 return current
             try:
-                stored = await self._store.update(new)
+                stored = await self._store.update(new, fence=_fence.get())
+            except LeaseLostError:
+                raise
             except StaleRecordError:
                 continue
             self._after_write(current, stored)
@@ -706,6 +736,43 @@ class SessionManager:
                     scope.cancel()
             if after.state is not SessionState.LOST or tracked is None:
                 self._untrack(after.id)
+
+    def _lease_ttl(self, provider: str) -> float:
+        if self._health.lease_ttl is not None:
+            return self._health.lease_ttl
+        slot = self._slots.get(provider)
+        interval = slot.ping_interval if slot is not None else 30.0
+        return max(3 * interval, 10.0)
+
+    async def _sweep(self) -> None:
+        """
+        Adopt live sessions in the store whose lease is free (watch mode).
+        """
+        try:
+            known = set(self._registry.names())
+            for record in await self._store.list(states=list(_WATCHED)):
+                if record.id in self._tracked or record.provider not in known:
+                    continue
+                self._slot(record.provider)
+                token = await self._store.claim(
+                    record.id, self._owner, self._lease_ttl(record.provider)
+                )
+                if token is not None:
+                    logger.info(
+                        "tether.lease.acquired", session_id=record.id, owner=self._owner
+                    )
+                    self._track(record)
+        finally:
+            if self._watch:
+                self._schedule(
+                    "sweep", "*", self._clock.time() + self._sweep_interval()
+                )
+
+    def _sweep_interval(self) -> float:
+        if self._health.lease_ttl is not None:
+            return self._health.lease_ttl / 2
+        intervals = [slot.ping_interval for slot in self._slots.values()] or [30.0]
+        return max(min(intervals), 1.0)
 
     def _untrack(self, session_id: str) -> None:
         self._tracked.pop(session_id, None)
@@ -799,6 +866,21 @@ class SessionManager:
 
     async def _run_job(self, kind: str, session_id: str) -> None:
         try:
+            if kind == "sweep":
+                await self._sweep()
+                return
+            tracked = self._tracked.get(session_id)
+            if tracked is None:
+                return
+            # Only the lease holder works on a session; its writes carry the
+            # fencing token, so a worker whose lease lapsed cannot act on it.
+            token = await self._store.claim(
+                session_id, self._owner, self._lease_ttl(tracked.provider)
+            )
+            if token is None:
+                self._untrack(session_id)
+                return
+            _fence.set(token)
             if kind == "ping":
                 async with self._ping_limiter:
                     await self._background_ping(session_id)
@@ -806,6 +888,11 @@ class SessionManager:
                 await self._expire(session_id)
             else:
                 await self._keepalive(session_id)
+        except LeaseLostError:
+            logger.warning(
+                "tether.lease.lost", session_id=session_id, owner=self._owner
+            )
+            self._untrack(session_id)
         except (TetherError, httpx.HTTPError) as exc:
             # Background work reports through events and logs, never by crashing
             # the manager.

@@ -33,21 +33,40 @@ def pick_transport() -> TransportName:
 
 
 def build_client(
-    options: ClientOptions, *, transport: TransportName | None = None
+    options: ClientOptions,
+    *,
+    transport: TransportName | None = None,
+    limits: httpx.Limits | None = None,
+    proxy: httpx.Proxy | str | None = None,
+    trust_env: bool = True,
 ) -> tuple[httpx.AsyncClient, TransportName]:
     """
     Build a provider's client on *transport* (default: :func:`pick_transport`).
+
+    The same options mean the same on both transports: the base URL, headers
+    and timeout of *options*; *limits* (default httpx's); *proxy*, else with
+    *trust_env* the ``HTTP(S)_PROXY`` / ``NO_PROXY`` environment variables.
+    Options that *options* itself carries (``limits``, ``proxy``) are used
+    when not given here.
     """
     chosen = transport or pick_transport()
-    kwargs: dict[str, object] = {}
+    limits = (
+        limits
+        or getattr(options, "limits", None)
+        or httpx.Limits(max_connections=100, max_keepalive_connections=20)
+    )
+    proxy = proxy or getattr(options, "proxy", None)
+    cls: type[httpx.AsyncClient] = httpx.AsyncClient
     if chosen == "aiohttp":
-        from tether._aiohttp import SafeAiohttpTransport  # noqa: PLC0415
+        from tether._aiohttp import AiohttpClient  # noqa: PLC0415
 
-        kwargs["transport"] = SafeAiohttpTransport()
-    client = httpx.AsyncClient(
+        cls = AiohttpClient
+    client = cls(
         base_url=options.base_url,
         headers=dict(options.headers),
         timeout=options.timeout,
-        **kwargs,  # type: ignore[arg-type]
+        limits=limits,
+        proxy=proxy,
+        trust_env=trust_env,
     )
     return client, chosen

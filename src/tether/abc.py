@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import abc
 import email.utils
-from collections.abc import Mapping, MutableMapping, Sequence
+import time
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
@@ -228,11 +229,19 @@ class Provider(abc.ABC, Generic[ConfigT]):
     config_class: ClassVar[type[ProviderConfig]] = ProviderConfig
 
     def __init__(
-        self, config: ConfigT, *, client: httpx.AsyncClient, name: str
+        self,
+        config: ConfigT,
+        *,
+        client: httpx.AsyncClient,
+        name: str,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
         self.client = client
         self.name = name
+        #: The manager's time source (seconds since the epoch): use it for
+        #: deadlines, so tests with a ManualClock see the same time.
+        self.clock: Callable[[], float] = clock or time.time
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"

@@ -127,7 +127,8 @@ class SessionOpened:
 
     session_id: str
     message: str = ""
-    api_key_prefix: str | None = None
+    # Masked: on v1.14.0, legacy keys authenticate by their prefix alone.
+    api_key_prefix: str | None = attrs.field(default=None, repr=False)
     model: str | None = None
     note: str | None = None
 

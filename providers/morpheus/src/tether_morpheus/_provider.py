@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Final, Literal, overload
 
+import httpx
 import structlog
 
 from tether import Health, HealthStatus, Session
@@ -29,6 +30,7 @@ from tether.exceptions import (
 )
 from tether_morpheus._client import ChatStream, MorpheusClient
 from tether_morpheus._config import MorpheusConfig
+from tether_morpheus._errors import from_response
 from tether_morpheus._models import ChatCompletion, Model, PingStatus, RatedBid
 
 
@@ -86,7 +88,9 @@ class MorpheusProvider(Provider[MorpheusConfig]):
         ping_interval=900.0,
     )
 
-    def __init__(self, config: MorpheusConfig, *, client: Any, name: str) -> None:
+    def __init__(
+        self, config: MorpheusConfig, *, client: httpx.AsyncClient, name: str
+    ) -> None:
         super().__init__(config, client=client, name=name)
         #: The typed gateway client (models, sessions, chat, account...).
         self.api = MorpheusClient(
@@ -111,6 +115,25 @@ class MorpheusProvider(Provider[MorpheusConfig]):
         # The session slot belongs to the API key alone (not the JWT).
         digest = hashlib.sha256(self.config.api_key.reveal().encode()).hexdigest()
         return f"{self.name}:{digest[:16]}"
+
+    def error_from_response(
+        self,
+        response: httpx.Response,
+        *,
+        operation: str,
+        session_id: str | None = None,
+        message: str | None = None,
+        code: str | None = None,
+    ) -> ProviderError:
+        """
+        Read the gateway's envelopes (see :mod:`tether_morpheus._errors`).
+        """
+        error = from_response(
+            response, provider=self.name, operation=operation, session_id=session_id
+        )
+        if code is not None:
+            error.code = code
+        return error
 
     # -- parameters ------------------------------------------------------------
 
@@ -409,7 +432,7 @@ class MorpheusProvider(Provider[MorpheusConfig]):
                 if bid_id in self._bid_providers:
                     self.mark_failed(bid_id)
                 raise
-        data["api_key_prefix"] = opened.api_key_prefix
+        # The key prefix is not stored: legacy keys authenticate by it alone.
         if opened.note:
             data["note"] = opened.note
         logger.info(

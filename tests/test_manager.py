@@ -535,3 +535,23 @@ async def test_secrets_absent_from_logs_reprs_and_records(registry, tether_clock
     blob = "\n".join(texts) + repr(logs)
     assert key not in blob
     assert "do-not-print-me" not in blob
+
+
+async def test_cancel_while_backing_off_stops_retrying(registry, tether_clock):
+    """
+    A caller cancelled between create attempts is not kept waiting: retries stop,
+    and the intent is recorded FAILED since the service made nothing.
+    """
+    backend = FakeBackend(clock=tether_clock.time)
+    backend.fail("create", "unavailable", times=100)
+    policy = tether.RetryPolicy(attempts=10, wait_initial=5, wait_max=5)
+    async with manager_for(registry, backend, tether_clock, retry=policy) as manager:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(manager.create, "fake")
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+        records = await manager.list()
+
+    assert 1 == backend.calls["create"]
+    assert [tether.SessionState.FAILED] == [r.state for r in records]
+    assert set() == backend.live_ids()

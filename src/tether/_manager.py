@@ -153,6 +153,22 @@ class _Tracked:
     scopes: set[anyio.CancelScope] = attrs.field(factory=set)
 
 
+@attrs.define
+class _CreateAttempts:
+    """
+    What one create's attempts did on the service, whatever the caller does.
+    """
+
+    created: RemoteSession | None = None
+    maybe_created: bool = False
+
+
+class _Cancelled(TetherError):
+    """
+    Why a create that was cancelled before the service answered is FAILED.
+    """
+
+
 @attrs.frozen(kw_only=True)
 class SessionSnapshot:
     """
@@ -1145,32 +1161,23 @@ class SessionManager:
         )
         remote: RemoteSession | None = None
         error: BaseException | None = None
+        attempts = _CreateAttempts()
         try:
-            # Shielded and bounded: a cancelled caller must not leave a remote
-            # session that nobody tracks.
+            try:
+                remote = await self._create_remote(slot, request, budget, attempts)
+            except (ProviderError, _retry.BudgetExhaustedError) as exc:
+                error = exc
             with anyio.CancelScope(shield=True):
-                with anyio.move_on_after(self._shield_timeout) as bound:
-                    try:
-                        remote = await self._create_remote(slot, request, budget)
-                    except (ProviderError, _retry.BudgetExhaustedError) as exc:
-                        error = exc
-                if bound.cancelled_caught:
-                    error = OutcomeUnknownError(
-                        f"{slot.name} did not finish creating within {self._shield_timeout}s",
-                        provider=slot.name,
-                        operation="create",
-                        session_id=record.id,
-                    )
                 record = await self._settle_create(record, remote, error, log)
             await anyio.lowlevel.checkpoint()
         except anyio.get_cancelled_exc_class():
+            # The caller gave up. Each attempt ran shielded, so we know what the
+            # service made: record it, then close it, since nobody holds it.
             with (
                 anyio.CancelScope(shield=True),
                 anyio.move_on_after(self._shield_timeout),
             ):
-                if record.state.is_live:
-                    with contextlib.suppress(TetherError):
-                        await self._close_by_id(record.id)
+                await self._abandon_create(record, attempts, log)
             raise
         if error is not None:
             raise error
@@ -1178,15 +1185,76 @@ class SessionManager:
         self._emit(EventKind.CREATED, provider=slot.name, session=record)
         return record
 
+    async def _abandon_create(
+        self, record: Session, attempts: _CreateAttempts, log: Any
+    ) -> None:
+        current = await self._current(record.id)
+        if current.state is SessionState.CREATING:
+            if attempts.created is not None:
+                current = await self._settle_create(
+                    current, attempts.created, None, log
+                )
+            elif attempts.maybe_created:
+                # The service may have it: keep the intent for reconcile.
+                await self._settle_create(
+                    current,
+                    None,
+                    OutcomeUnknownError(
+                        "cancelled while the outcome was unknown",
+                        provider=record.provider,
+                        operation="create",
+                    ),
+                    log,
+                )
+                return
+            else:
+                await self._settle_create(
+                    current,
+                    None,
+                    _Cancelled("cancelled before the service created it"),
+                    log,
+                )
+                return
+        if current.state.is_live:
+            with contextlib.suppress(TetherError):
+                await self._close_by_id(record.id)
+
     async def _create_remote(
-        self, slot: _Slot, request: CreateRequest, budget: _retry.AttemptBudget
+        self,
+        slot: _Slot,
+        request: CreateRequest,
+        budget: _retry.AttemptBudget,
+        attempts: _CreateAttempts,
     ) -> RemoteSession:
         provider = slot.provider
+
+        async def attempt() -> RemoteSession:
+            # Each attempt is shielded and bounded: a caller cancelled half-way
+            # must not leave a remote session that nobody tracks. Between
+            # attempts (while backing off) cancellation is delivered.
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(self._shield_timeout):
+                    try:
+                        created = await provider.create(request)
+                    except OutcomeUnknownError:
+                        attempts.maybe_created = True
+                        raise
+                    attempts.created = created
+                    return created
+                attempts.maybe_created = True
+            msg = f"{slot.name} did not finish creating within {self._shield_timeout}s"
+            raise OutcomeUnknownError(
+                msg,
+                provider=slot.name,
+                operation="create",
+                session_id=request.tether_id,
+            )
+
         while True:
             try:
                 return await self._call(
                     slot,
-                    lambda: provider.create(request),
+                    attempt,
                     operation="create",
                     budget=budget,
                     idempotent=False,
@@ -1204,6 +1272,7 @@ class SessionManager:
                     session_id=request.tether_id,
                 )
                 if found is not None:
+                    attempts.created = found
                     logger.info(
                         EVENT_SESSION_ADOPTED,
                         provider=slot.name,
@@ -1211,6 +1280,7 @@ class SessionManager:
                         remote_id=found.id,
                     )
                     return found
+                attempts.maybe_created = False
 
     async def _settle_create(
         self,

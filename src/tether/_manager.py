@@ -85,13 +85,13 @@ from tether.exceptions import (
     AdmissionError,
     ConfigError,
     InvalidParameterError,
+    LeaseLostError,
     NotSupportedError,
     OutcomeUnknownError,
     ProviderError,
     ProviderUnavailableError,
     RemoteNotFoundError,
     SessionEndedError,
-    LeaseLostError,
     SessionNotFoundError,
     StaleRecordError,
     TetherError,
@@ -163,7 +163,7 @@ class _CreateAttempts:
     maybe_created: bool = False
 
 
-class _Cancelled(TetherError):
+class _CancelledCreateError(TetherError):
     """
     Why a create that was cancelled before the service answered is FAILED.
     """
@@ -1211,7 +1211,7 @@ class SessionManager:
                 await self._settle_create(
                     current,
                     None,
-                    _Cancelled("cancelled before the service created it"),
+                    _CancelledCreateError("cancelled before the service created it"),
                     log,
                 )
                 return

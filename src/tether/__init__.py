@@ -19,6 +19,8 @@ from tether._manager import (
     ManagerSnapshot,
     ManagerStateError,
     ProviderSnapshot,
+    ReconcileAction,
+    ReconcileReport,
     SessionManager,
     SessionSnapshot,
 )
@@ -46,6 +48,8 @@ __all__ = [
     "ProviderInfo",
     "ProviderRegistry",
     "ProviderSnapshot",
+    "ReconcileAction",
+    "ReconcileReport",
     "RetryPolicy",
     "Secret",
     "Session",

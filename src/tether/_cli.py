@@ -153,25 +153,25 @@ class Settings:
     store_url: str
 
 
-def _xdg(variable: str, fallback: str) -> Path:
-    value = os.environ.get(variable)
+def _xdg(variable: str, fallback: str, environ: Mapping[str, str]) -> Path:
+    value = environ.get(variable)
     if value and Path(value).is_absolute():
         return Path(value)
     return Path.home() / fallback
 
 
-def default_config_path() -> Path:
+def default_config_path(environ: Mapping[str, str] = os.environ) -> Path:
     """
     ``$XDG_CONFIG_HOME/tether/config.toml``, by default ``~/.config/tether/config.toml``.
     """
-    return _xdg("XDG_CONFIG_HOME", ".config") / "tether" / "config.toml"
+    return _xdg("XDG_CONFIG_HOME", ".config", environ) / "tether" / "config.toml"
 
 
-def default_store_url() -> str:
+def default_store_url(environ: Mapping[str, str] = os.environ) -> str:
     """
     A SQLite file in ``$XDG_STATE_HOME/tether/`` (``~/.local/state/tether/``).
     """
-    path = _xdg("XDG_STATE_HOME", ".local/state") / "tether" / "sessions.db"
+    path = _xdg("XDG_STATE_HOME", ".local/state", environ) / "tether" / "sessions.db"
     return f"sqlite:///{path}"
 
 
@@ -186,7 +186,7 @@ def load_settings(
     """
     explicit = config or environ.get("TETHER_CONFIG")
     path: Path | None = (
-        Path(explicit).expanduser() if explicit else default_config_path()
+        Path(explicit).expanduser() if explicit else default_config_path(environ)
     )
     data: dict[str, Any] = {}
     if path is not None and path.is_file():
@@ -225,7 +225,7 @@ def load_settings(
         raise UsageError(msg)
     store_url = store or environ.get("TETHER_STORE") or file_store
     if not store_url:
-        store_url = default_store_url()
+        store_url = default_store_url(environ)
     return Settings(config_path=path, providers=providers, store_url=store_url)
 
 
@@ -738,9 +738,9 @@ def _report(exc: BaseException, code: int, *, json_output: bool) -> None:
         print(f"tether: error: {message}", file=sys.stderr)
 
 
-def _configure_logging(verbosity: int) -> None:
+def _configure_logging(verbosity: int, *, json_output: bool) -> None:
     """
-    Log to stderr (stdout is for results), quiet unless asked.
+    Log to stderr (stdout is for results), quiet unless asked; JSON lines with --json.
     """
     import logging  # noqa: PLC0415
 
@@ -755,7 +755,9 @@ def _configure_logging(verbosity: int) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact_secrets,
-            structlog.dev.ConsoleRenderer(colors=False),
+            structlog.processors.JSONRenderer(sort_keys=True, default=str)
+            if json_output
+            else structlog.dev.ConsoleRenderer(colors=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
@@ -948,7 +950,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         if not hasattr(args, name):
             setattr(args, name, default)
-    _configure_logging(args.verbose)
+    _configure_logging(args.verbose, json_output=args.json)
     try:
         settings = load_settings(args.config, args.store, os.environ)
         ctx = _Context(args=args, settings=settings)

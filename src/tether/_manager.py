@@ -153,6 +153,51 @@ class _Tracked:
     scopes: set[anyio.CancelScope] = attrs.field(factory=set)
 
 
+OrphanPolicy = Literal["close", "adopt", "report"]
+
+
+@attrs.frozen(kw_only=True)
+class ReconcileAction:
+    """
+    One thing :meth:`SessionManager.reconcile` found (and did, unless a dry run).
+
+    Attributes:
+        kind: ``"adopted"``, ``"lost"``, ``"failed"``, ``"closed"``, ``"orphan"``
+            (reported only), ``"foreign"`` (not tether's, left alone) or
+            ``"unresolved"`` (the service cannot say).
+        provider: The provider.
+        session_id: tether's id, when there is a record.
+        remote_id: The service's id, when known.
+        detail: Why, in words.
+    """
+
+    kind: str
+    provider: str
+    session_id: str | None
+    remote_id: str | None
+    detail: str
+
+
+@attrs.frozen(kw_only=True)
+class ReconcileReport:
+    """
+    What :meth:`SessionManager.reconcile` found and did.
+    """
+
+    dry_run: bool
+    actions: tuple[ReconcileAction, ...]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """
+        How many actions of each kind.
+        """
+        result: dict[str, int] = {}
+        for action in self.actions:
+            result[action.kind] = result.get(action.kind, 0) + 1
+        return result
+
+
 @attrs.define
 class _CreateAttempts:
     """
@@ -1902,6 +1947,270 @@ class SessionManager:
             previous=previous,
         )
         return closed
+
+    # -- reconciling -------------------------------------------------------------
+
+    @_instrumented("reconcile")
+    async def reconcile(
+        self,
+        *,
+        provider: str | None = None,
+        dry_run: bool = False,
+        orphans: OrphanPolicy = "close",
+        grace: float = 300.0,
+    ) -> ReconcileReport:
+        """
+        Compare the store with what each provider reports, and repair the difference.
+
+        For every provider with records, configured, or in use (or *provider*
+        alone):
+
+        - a live record whose remote session vanished becomes LOST;
+        - a CREATING record (a crash or an unknown outcome between intent and
+          answer) is adopted when the service has it, and FAILED when it does
+          not and is older than *grace* seconds;
+        - a CLOSING record is closed again;
+        - a remote session that carries tether's tag but whose record is ended,
+          or missing and older than *grace*, is an orphan: closed (or adopted,
+          or only reported, by *orphans*).
+
+        Providers that can list are asked once; the others are asked per record
+        with ``get`` (a provider with neither, like Sipher, relies on expiry).
+
+        Args:
+            provider: Only this provider.
+            dry_run: Only report what would be done.
+            orphans: ``"close"``, ``"adopt"`` or ``"report"`` tagged orphans.
+            grace: Seconds a CREATING record or an untracked remote session is
+                left alone, since its create may still be under way.
+
+        Returns:
+            What was found and done.
+        """
+        self._check_open()
+        if orphans not in ("close", "adopt", "report"):
+            msg = f"orphans must be 'close', 'adopt' or 'report', not {orphans!r}"
+            raise ConfigError(msg)
+        records = await self._store.list(provider=provider)
+        if provider is not None:
+            names = {provider}
+        else:
+            # Every provider with records, configured, or in use here.
+            names = {r.provider for r in records} | set(self._config) | set(self._slots)
+        actions: list[ReconcileAction] = []
+        for name in sorted(names):
+            mine = [r for r in records if r.provider == name]
+            actions.extend(
+                await self._reconcile_provider(
+                    name, mine, dry_run=dry_run, orphans=orphans, grace=grace
+                )
+            )
+        report = ReconcileReport(dry_run=dry_run, actions=tuple(actions))
+        logger.info(
+            "tether.reconciled",
+            dry_run=dry_run,
+            **{kind: n for kind, n in report.counts.items() if n},
+        )
+        return report
+
+    async def _reconcile_provider(
+        self,
+        name: str,
+        records: list[Session],
+        *,
+        dry_run: bool,
+        orphans: OrphanPolicy,
+        grace: float,
+    ) -> list[ReconcileAction]:
+        slot = self._slot(name)
+        caps = slot.provider.capabilities
+        now = self._clock.time()
+        actions: list[ReconcileAction] = []
+
+        def act(
+            kind: str, record: Session | None, remote_id: str | None, detail: str
+        ) -> None:
+            actions.append(
+                ReconcileAction(
+                    kind=kind,
+                    provider=name,
+                    session_id=record.id if record else None,
+                    remote_id=remote_id,
+                    detail=detail,
+                )
+            )
+
+        remote_by_id: dict[str, RemoteSession] | None = None
+        if caps.list:
+            listed = await self._call(slot, slot.provider.list, operation="list")
+            remote_by_id = {r.id: r for r in listed}
+
+        async def lookup(record: Session) -> RemoteSession | bool | None:
+            """
+            The remote session of *record*, None when gone, False when unknowable.
+            """
+            if remote_by_id is not None:
+                if record.remote_id is not None:
+                    return remote_by_id.get(record.remote_id)
+                return next(
+                    (r for r in remote_by_id.values() if r.tether_id == record.id), None
+                )
+            if record.remote_id is not None and caps.get:
+                return await self._call(
+                    slot,
+                    lambda: slot.provider.get(record),
+                    operation="get",
+                    session_id=record.id,
+                )
+            if record.remote_id is None and caps.find:
+                return await self._call(
+                    slot,
+                    lambda: slot.provider.find(record.id),
+                    operation="find",
+                    session_id=record.id,
+                )
+            return False
+
+        for record in records:
+            state = record.state
+            if state in (
+                SessionState.CLOSED,
+                SessionState.EXPIRED,
+                SessionState.FAILED,
+            ):
+                continue
+            age = now - record.created_at.timestamp()
+            remote = await lookup(record)
+            if remote is False:
+                if state is SessionState.CREATING:
+                    act(
+                        "unresolved",
+                        record,
+                        None,
+                        "the service cannot say whether it exists",
+                    )
+                continue
+            if state is SessionState.CREATING:
+                if isinstance(remote, RemoteSession):
+                    act(
+                        "adopted",
+                        record,
+                        remote.id,
+                        "created before the answer was lost",
+                    )
+                    if not dry_run:
+                        await self._adopt(record, remote)
+                elif age >= grace:
+                    act("failed", record, None, "never created on the service")
+                    if not dry_run:
+                        await self._mutate(
+                            record.id,
+                            lambda s: (
+                                s.transition(
+                                    SessionState.FAILED,
+                                    error="reconcile: never created",
+                                )
+                                if s.state is SessionState.CREATING
+                                else None
+                            ),
+                        )
+                continue
+            if state is SessionState.CLOSING or (
+                state is SessionState.LOST and isinstance(remote, RemoteSession)
+            ):
+                act(
+                    "closed",
+                    record,
+                    record.remote_id,
+                    f"was {state.value}; closed again",
+                )
+                if not dry_run:
+                    with contextlib.suppress(TetherError):
+                        await self._close_by_id(record.id)
+                continue
+            if state.is_live and remote is None:
+                act("lost", record, record.remote_id, "the service no longer has it")
+                if not dry_run:
+                    await self._mark_lost(
+                        record.id, "reconcile: the service no longer has it"
+                    )
+
+        if remote_by_id is not None:
+            by_remote = {r.remote_id: r for r in records if r.remote_id}
+            by_id = {r.id: r for r in records}
+            for remote in remote_by_id.values():
+                owner: Session | None = by_remote.get(remote.id)
+                if owner is None and remote.tether_id is not None:
+                    owner = by_id.get(remote.tether_id)
+                if owner is not None and not owner.state.is_terminal:
+                    continue  # live, or handled above
+                if owner is not None and owner.state is SessionState.LOST:
+                    continue  # closed above
+                if owner is None and remote.tether_id is None:
+                    act("foreign", None, remote.id, "not made by tether; left alone")
+                    continue
+                why = "its owner ended" if owner is not None else "no owner of it"
+                if orphans == "adopt" and owner is None:
+                    act("adopted", None, remote.id, f"tagged by tether, {why}")
+                    if not dry_run:
+                        await self._adopt_orphan(name, remote)
+                    continue
+                kind = "orphan" if orphans == "report" else "closed"
+                act(kind, owner, remote.id, f"tagged by tether, but {why}")
+                if dry_run or orphans == "report":
+                    continue
+                target = Session(
+                    id=remote.tether_id or remote.id,
+                    provider=name,
+                    state=SessionState.LOST,
+                    remote_id=remote.id,
+                    data=remote.data,
+                )
+                with contextlib.suppress(RemoteNotFoundError):
+                    await self._call(
+                        slot,
+                        functools.partial(slot.provider.close, target),
+                        operation="close",
+                        session_id=target.id,
+                    )
+        return actions
+
+    async def _adopt(self, record: Session, remote: RemoteSession) -> None:
+        def adopt(current: Session) -> Session | None:
+            if current.state is not SessionState.CREATING:
+                return None
+            expires = remote.expires_at
+            if expires is None and current.lifetime is not None:
+                expires = current.created_at + timedelta(seconds=current.lifetime)
+            return current.transition(
+                SessionState.ACTIVE,
+                remote_id=remote.id,
+                raw_state=remote.raw_state,
+                expires_at=expires,
+                data=remote.data,
+                error=None,
+            )
+
+        adopted = await self._mutate(record.id, adopt)
+        logger.info(
+            EVENT_SESSION_ADOPTED,
+            provider=record.provider,
+            session_id=record.id,
+            remote_id=remote.id,
+        )
+        self._track(adopted)
+
+    async def _adopt_orphan(self, name: str, remote: RemoteSession) -> None:
+        now = self._now()
+        record = Session(
+            id=remote.tether_id or uuid.uuid4().hex,
+            provider=name,
+            state=SessionState.CREATING,
+            created_at=now,
+            updated_at=now,
+        )
+        stored = await self._store.insert(record)
+        await self._adopt(stored, remote)
 
     # -- looking up ------------------------------------------------------------
 

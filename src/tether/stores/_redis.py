@@ -210,8 +210,8 @@ class RedisStore:
 
     Args:
         url: A ``redis://`` (or ``rediss://``, ``unix://``) URL; the store owns
-            the client it builds and closes it in :meth:`aclose`.
-        client: An existing :class:`redis.asyncio.Redis` instead of *url*; you
+            the client it builds and closes it in ``aclose()``.
+        client: An existing ``redis.asyncio.Redis`` instead of *url*; you
             own it, and close it yourself.
         namespace: Prefix of every key, so stores can share a database.
 

@@ -81,11 +81,11 @@ class SqliteStore:
 
     Every write runs in a ``BEGIN IMMEDIATE`` transaction, so admission
     (counting a credential's live sessions, then inserting) and the version
-    and fencing checks of :meth:`update` are atomic across every process that
+    and fencing checks of ``update()`` are atomic across every process that
     opens the same file. The database runs in WAL mode, and a writer waits up
     to *busy_timeout* seconds for another's transaction to finish.
 
-    Blocking calls run in worker threads (:func:`anyio.to_thread.run_sync`),
+    Blocking calls run in worker threads (``anyio.to_thread.run_sync``),
     on asyncio and trio alike, over one connection guarded by a lock. The file
     is opened, and its schema created or migrated, on first use.
 
@@ -95,7 +95,7 @@ class SqliteStore:
         clock: Seconds since the epoch, for lease deadlines. Wall-clock time,
             because the processes sharing the file share no monotonic clock.
         busy_timeout: Seconds a write waits for another process's lock before
-            failing with :class:`sqlite3.OperationalError`.
+            failing with ``sqlite3.OperationalError``.
 
     Raises:
         ConfigError: On first use, when the file holds a schema newer than

@@ -307,7 +307,7 @@ class FakeProvider(Provider[FakeConfig]):
             id=remote.id,
             raw_state=remote.state,
             expires_at=_ts(remote.expires_at),
-            tether_id=remote.tether_id,
+            tether_id=remote.tether_id or None,
             data={"params": dict(remote.params), **remote.data},
         )
 

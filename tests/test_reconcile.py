@@ -1,0 +1,202 @@
+"""
+reconcile(): the store against what the service reports.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+import tether
+from tether.testing import FakeBackend, FakeProvider, FakeRemote, ManualClock
+
+
+S = tether.SessionState
+FAST = tether.RetryPolicy(attempts=2, wait_initial=0, wait_max=0)
+
+
+@pytest.fixture(name="clock")
+def _clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture(name="backend")
+def _backend(clock) -> FakeBackend:
+    return FakeBackend(clock=clock.time)
+
+
+@pytest.fixture(name="store")
+def _store() -> tether.MemoryStore:
+    return tether.MemoryStore()
+
+
+def manager(backend, clock, store, **kw) -> tether.SessionManager:
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("fake", FakeProvider)
+    return tether.SessionManager(
+        registry=registry,
+        config={"fake": {"backend": backend}},
+        store=store,
+        retry=FAST,
+        clock=clock,
+        health_checks=False,
+        on_exit="keep",
+        environ={},
+        **kw,
+    )
+
+
+def intent(clock: ManualClock, session_id: str = "a" * 32) -> tether.Session:
+    """
+    A write-ahead record, as a worker that crashed mid-create leaves it.
+    """
+    at = datetime.fromtimestamp(clock.time(), UTC)
+    return tether.Session(
+        id=session_id, provider="fake", state=S.CREATING, created_at=at, updated_at=at
+    )
+
+
+def remote(backend, clock, tether_id: str, remote_id: str = "fake-r1") -> None:
+    backend.sessions[remote_id] = FakeRemote(
+        id=remote_id,
+        tether_id=tether_id,
+        params={},
+        created_at=clock.time(),
+        expires_at=None,
+    )
+
+
+async def test_vanished_session_becomes_lost(backend, clock, store):
+    """
+    A live record whose remote session is gone is marked LOST.
+    """
+    async with manager(backend, clock, store) as m:
+        s = await m.create("fake")
+        del backend.sessions[s.remote_id]
+
+        report = await m.reconcile()
+
+        assert S.LOST == (await m.get(s.id)).state
+    assert {"lost": 1} == report.counts
+
+
+async def test_crashed_create_is_adopted(backend, clock, store):
+    """
+    A CREATING intent whose remote exists (the crash came after the service
+    answered) is adopted as ACTIVE.
+    """
+    await store.insert(intent(clock))
+    remote(backend, clock, "a" * 32)
+    async with manager(backend, clock, store) as m:
+        report = await m.reconcile()
+        adopted = await m.get("a" * 32)
+
+    assert {"adopted": 1} == report.counts
+    assert (S.ACTIVE, "fake-r1") == (adopted.state, adopted.remote_id)
+
+
+async def test_crashed_create_never_made_fails_after_grace(backend, clock, store):
+    """
+    A CREATING intent the service never saw is left alone during the grace
+    period, then marked FAILED.
+    """
+    await store.insert(intent(clock))
+    async with manager(backend, clock, store) as m:
+        early = await m.reconcile(grace=60)
+        await clock.advance(61)
+        late = await m.reconcile(grace=60)
+        record = await m.get("a" * 32)
+
+    assert {} == early.counts
+    assert {"failed": 1} == late.counts
+    assert S.FAILED == record.state
+
+
+async def test_closing_record_is_closed_again(backend, clock, store):
+    """
+    A session whose close failed (left CLOSING) is closed by reconcile.
+    """
+    async with manager(backend, clock, store) as m:
+        s = await m.create("fake")
+        backend.fail("close", "unavailable", times=2)
+        with pytest.raises(tether.exceptions.ProviderUnavailableError):
+            await m.close(s)
+
+        report = await m.reconcile()
+
+        assert S.CLOSED == (await m.get(s.id)).state
+    assert {"closed": 1} == report.counts
+    assert set() == backend.live_ids()
+
+
+async def test_tagged_orphan_is_closed(backend, clock, store):
+    """
+    A remote session tagged by tether with no record (a lost store, a crash
+    before the write) is closed; an untagged one is left alone.
+    """
+    remote(backend, clock, "b" * 32, "fake-orphan")
+    remote(backend, clock, "", "fake-foreign")
+    async with manager(backend, clock, store) as m:
+        report = await m.reconcile()
+
+    assert {"closed": 1, "foreign": 1} == report.counts
+    assert {"fake-foreign"} == backend.live_ids()
+
+
+async def test_orphan_of_an_ended_record_is_closed(backend, clock, store):
+    """
+    A record marked ended while its remote still runs is a leak: closed.
+    """
+    async with manager(backend, clock, store) as m:
+        s = await m.create("fake")
+        current = await store.get(s.id)
+        await store.update(current.transition(S.CLOSING))
+        closed = await store.get(s.id)
+        await store.update(closed.transition(S.CLOSED))
+
+        report = await m.reconcile()
+
+    assert {"closed": 1} == report.counts
+    assert set() == backend.live_ids()
+
+
+async def test_orphans_can_be_adopted(backend, clock, store):
+    """
+    With orphans="adopt", a tagged orphan gets a record and is watched.
+    """
+    remote(backend, clock, "c" * 32, "fake-orphan")
+    async with manager(backend, clock, store) as m:
+        report = await m.reconcile(orphans="adopt")
+        adopted = await m.get("c" * 32)
+
+    assert {"adopted": 1} == report.counts
+    assert (S.ACTIVE, "fake-orphan") == (adopted.state, adopted.remote_id)
+
+
+async def test_dry_run_changes_nothing(backend, clock, store):
+    """
+    A dry run reports what it would do, and does none of it.
+    """
+    remote(backend, clock, "b" * 32, "fake-orphan")
+    async with manager(backend, clock, store) as m:
+        s = await m.create("fake")
+        del backend.sessions[s.remote_id]
+
+        report = await m.reconcile(dry_run=True)
+
+        assert S.ACTIVE == (await m.get(s.id)).state
+    assert {"lost": 1, "closed": 1} == report.counts
+    assert report.dry_run
+    assert {"fake-orphan"} == backend.live_ids()
+
+
+async def test_bad_orphan_policy(backend, clock, store):
+    """
+    An unknown orphan policy is a ConfigError, before any call.
+    """
+    async with manager(backend, clock, store) as m:
+        with pytest.raises(tether.exceptions.ConfigError):
+            await m.reconcile(orphans="burn")  # type: ignore[arg-type]
+
+    assert 0 == backend.calls["list"]

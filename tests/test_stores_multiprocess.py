@@ -1,0 +1,388 @@
+"""
+The shared stores across real processes: admission, leases, takeover, fencing.
+
+Each worker is a separate Python process running a small script under
+:func:`anyio.run`; it reports what it did as JSON lines on stdout. The Redis
+tests run on asyncio only: redis-py's async client does not run under trio.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import attrs
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+import tether
+from tether.exceptions import LeaseLostError
+from tether.stores import RedisStore, SqliteStore
+
+
+@attrs.define
+class Board:
+    """
+    Wakes whoever waits for the workers' output to meet a condition.
+    """
+
+    _changed: anyio.Event = attrs.Factory(anyio.Event)
+
+    def notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            await self._changed.wait()
+
+
+@attrs.define
+class Worker:
+    """
+    One child process and the JSON lines it has printed so far.
+    """
+
+    name: str
+    process: anyio.abc.Process
+    board: Board
+    lines: list[dict[str, Any]] = attrs.Factory(list)
+    ready: anyio.Event = attrs.Factory(anyio.Event)
+    done: anyio.Event = attrs.Factory(anyio.Event)
+
+    async def read(self) -> None:
+        assert self.process.stdout is not None
+        stream = BufferedByteReceiveStream(self.process.stdout)
+        try:
+            while True:
+                line = json.loads(await stream.receive_until(b"\n", 1 << 20))
+                if line.get("ready"):
+                    self.ready.set()
+                else:
+                    self.lines.append(line)
+                    self.board.notify()
+        except (anyio.EndOfStream, anyio.IncompleteRead):
+            pass
+        finally:
+            self.done.set()
+
+    async def stderr(self) -> str:
+        assert self.process.stderr is not None
+        chunks = []
+        with anyio.move_on_after(2):
+            async for chunk in self.process.stderr:
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+
+
+@asynccontextmanager
+async def workers(
+    script: str, argvs: Sequence[Sequence[str]]
+) -> AsyncIterator[list[Worker]]:
+    """
+    Start one child per argv, read their output, and kill any still running at the end.
+    """
+    started: list[Worker] = []
+    board = Board()
+    try:
+        async with anyio.create_task_group() as tg:
+            for argv in argvs:
+                process = await anyio.open_process(
+                    [sys.executable, "-c", script, *argv],
+                    stdin=None,
+                )
+                worker = Worker(name=argv[0], process=process, board=board)
+                started.append(worker)
+                tg.start_soon(worker.read)
+            with anyio.fail_after(30):
+                for worker in started:
+                    await worker.ready.wait()
+            yield started
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.move_on_after(10, shield=True):
+            for worker in started:
+                if worker.process.returncode is None:
+                    worker.process.kill()
+                await worker.process.aclose()
+
+
+async def finish(worker: Worker) -> None:
+    """
+    Wait for a worker to exit on its own, and show its stderr if it failed.
+    """
+    with anyio.fail_after(30):
+        await worker.done.wait()
+        code = await worker.process.wait()
+    assert 0 == code, await worker.stderr()
+
+
+# -- SQLite: admission across processes ----------------------------------------
+
+SQLITE_INSERTER = """
+import json, os, sys
+import anyio, tether
+from tether.exceptions import AdmissionError
+from tether.stores import SqliteStore
+
+name, path, backend, go, count, limit = sys.argv[1:]
+
+async def main():
+    store = SqliteStore(path)
+    await store.list()  # open, and create or check the schema
+    print(json.dumps({"ready": True}), flush=True)
+    while not os.path.exists(go):
+        await anyio.sleep(0.002)
+    admitted, refused = [], 0
+
+    async def insert(i):
+        nonlocal refused
+        session = tether.Session(
+            id=f"{name}-{i}", provider="fake", state="active", credential="c"
+        )
+        try:
+            await store.insert(session, credential_limit=int(limit))
+        except AdmissionError:
+            refused += 1
+        else:
+            admitted.append(session.id)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(int(count)):
+            tg.start_soon(insert, i)
+    await store.aclose()
+    print(json.dumps({"admitted": admitted, "refused": refused}), flush=True)
+
+anyio.run(main, backend=backend)
+"""
+
+
+async def test_sqlite_admission_limit_holds_across_processes(tmp_path: Path) -> None:
+    """
+    Two processes (one on asyncio, one on trio) insert 40 sessions each on one
+    credential at once, with a limit of 10: exactly 10 are admitted in all.
+    """
+    path, go = tmp_path / "t.db", tmp_path / "go"
+    argvs = [
+        ["p1", str(path), "asyncio", str(go), "40", "10"],
+        ["p2", str(path), "trio", str(go), "40", "10"],
+    ]
+
+    async with workers(SQLITE_INSERTER, argvs) as procs:
+        go.touch()
+        for worker in procs:
+            await finish(worker)
+
+    results = [w.lines[-1] for w in procs]
+    admitted = [sid for r in results for sid in r["admitted"]]
+    async with SqliteStore(path) as store:
+        stored = await store.list(states=[tether.SessionState.ACTIVE])
+    assert 10 == len(admitted)
+    assert 70 == sum(r["refused"] for r in results)
+    assert sorted(admitted) == sorted(s.id for s in stored)
+
+
+SQLITE_CRASHER = """
+import json, sys
+import anyio, tether
+from tether.stores import SqliteStore
+
+name, path = sys.argv[1:]
+
+async def main():
+    store = SqliteStore(path)
+    await store.list()
+    print(json.dumps({"ready": True}), flush=True)
+    i = 0
+    while True:
+        session = tether.Session(id=f"s{i}", provider="fake", state="active")
+        stored = await store.insert(session)
+        stored = await store.update(stored.transition(tether.SessionState.DEGRADED))
+        print(json.dumps({"committed": stored.id, "v": stored.version}), flush=True)
+        i += 1
+
+anyio.run(main)
+"""
+
+
+async def test_sqlite_keeps_every_committed_write_through_sigkill(
+    tmp_path: Path,
+) -> None:
+    """
+    A writer killed with SIGKILL mid-stream loses nothing it saw committed, and
+    the file it leaves is consistent and usable.
+    """
+    path = tmp_path / "t.db"
+
+    async with workers(SQLITE_CRASHER, [["crasher", str(path)]]) as (worker,):
+        with anyio.fail_after(30):
+            await worker.board.wait_until(lambda: len(worker.lines) >= 50)
+        worker.process.send_signal(signal.SIGKILL)
+        await worker.process.wait()
+        await worker.done.wait()
+
+    committed = {line["committed"] for line in worker.lines}
+    with sqlite3.connect(path) as conn:
+        integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    async with SqliteStore(path) as store:
+        stored = {s.id: s for s in await store.list()}
+        # Still writable after the crash.
+        await store.insert(tether.Session(id="after", provider="fake", state="active"))
+    assert "ok" == integrity
+    assert committed <= set(stored)
+    assert all(
+        (tether.SessionState.DEGRADED, 2) == (stored[s].state, stored[s].version)
+        for s in committed
+    )
+
+
+# -- Redis: leases across processes --------------------------------------------
+
+REDIS_CLAIMER = """
+import json, os, random, sys, time
+import anyio, attrs
+from tether.exceptions import StaleRecordError
+from tether.stores import RedisStore
+
+name, url, namespace, count, ttl, go, stop = sys.argv[1:]
+
+async def main():
+    store = RedisStore(url, namespace=namespace)
+    await store.get("warm-up")
+    print(json.dumps({"ready": True}), flush=True)
+    while not os.path.exists(go):
+        await anyio.sleep(0.002)
+    ids = [f"s{i}" for i in range(int(count))]
+    held = {}
+    while not os.path.exists(stop):
+        random.shuffle(ids)
+        for sid in ids:
+            token = await store.claim(sid, name, float(ttl))
+            if token is None:
+                held.pop(sid, None)
+                continue
+            if held.get(sid) == token:
+                continue
+            held[sid] = token
+            # A new lease: record who holds it, fenced by its token.
+            record = await store.get(sid)
+            try:
+                await store.update(
+                    attrs.evolve(record, data={"owner": name, "token": token}),
+                    fence=token,
+                )
+                wrote = "ok"
+            except StaleRecordError as exc:  # LeaseLostError included
+                wrote = type(exc).__name__
+            print(json.dumps(
+                {"s": sid, "t": token, "o": name, "w": wrote, "at": time.time()}
+            ), flush=True)
+    await store.aclose()
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_redis_leases_one_owner_takeover_and_fencing(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """
+    Four processes claim the leases of 200 sessions over and over. Each lease
+    has exactly one owner; while its owner lives it never changes hands; a
+    process killed with SIGKILL loses its leases to the others once the TTL
+    lapses; and its fenced write, made after that, is refused.
+
+    asyncio only: redis-py's async client does not run under trio.
+    """
+    namespace, count, ttl = f"t{uuid.uuid4().hex}", 200, 1.0
+    go, stop = tmp_path / "go", tmp_path / "stop"
+    async with RedisStore(redis_url, namespace=namespace) as store:
+        for i in range(count):
+            await store.insert(
+                tether.Session(id=f"s{i}", provider="fake", state="active")
+            )
+    argvs = [
+        [f"w{n}", redis_url, namespace, str(count), str(ttl), str(go), str(stop)]
+        for n in range(4)
+    ]
+
+    async with workers(REDIS_CLAIMER, argvs) as procs:
+        board = procs[0].board
+        go.touch()
+
+        def events() -> list[dict[str, Any]]:
+            return [line for w in procs for line in w.lines]
+
+        with anyio.fail_after(20):
+            await board.wait_until(lambda: len({e["s"] for e in events()}) == count)
+        # Every worker keeps renewing: two TTLs later, nothing has moved.
+        await anyio.sleep(2 * ttl)
+        before_kill = events()
+        owners = {e["s"]: e["o"] for e in before_kill}
+        held = defaultdict(set)
+        for sid, owner in owners.items():
+            held[owner].add(sid)
+        victim = max(procs, key=lambda w: len(held[w.name]))
+        victim.process.send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        await victim.process.wait()
+        orphans = held[victim.name]
+
+        with anyio.fail_after(ttl + 10):
+            await board.wait_until(
+                lambda: orphans <= {e["s"] for e in events() if e["at"] > killed_at}
+            )
+        stop.touch()
+        survivors = [w for w in procs if w is not victim]
+        for worker in survivors:
+            await finish(worker)
+
+    after = events()
+    # Each (session, token) belongs to exactly one owner.
+    by_token = defaultdict(set)
+    for e in after:
+        by_token[e["s"], e["t"]].add(e["o"])
+    assert all(1 == len(o) for o in by_token.values())
+    # While all were alive, each session went to one owner, once, with token 1.
+    assert count == len(before_kill)
+    assert {1} == {e["t"] for e in before_kill}
+    assert len(orphans) > 0
+    # The orphans, and only they, changed hands, to a survivor, with token 2.
+    takeovers = [e for e in after if e["at"] > killed_at]
+    assert orphans == {e["s"] for e in takeovers}
+    assert {2} == {e["t"] for e in takeovers}
+    assert victim.name not in {e["o"] for e in takeovers}
+    # No lease passed on before the victim's could have lapsed: its last
+    # renewal came at most one round (well under TTL / 2) before the kill.
+    assert min(e["at"] for e in takeovers) > killed_at + ttl / 2
+    # Every fenced write by a lease holder landed.
+    assert {"ok"} == {e["w"] for e in after}
+
+    async with RedisStore(redis_url, namespace=namespace) as store:
+        records = {s.id: s for s in await store.list()}
+        orphan = records[min(orphans)]
+        # The killed worker's write, fenced by its old token, is refused.
+        with pytest.raises(LeaseLostError) as info:
+            await store.update(
+                attrs.evolve(orphan, data={"owner": victim.name}), fence=1
+            )
+        unchanged = await store.get(orphan.id)
+    assert (1, 2) == (info.value.expected, info.value.actual)
+    assert unchanged == orphan
+    latest = {e["s"]: e for e in sorted(after, key=lambda e: e["t"])}
+    assert all(
+        {"owner": latest[s]["o"], "token": latest[s]["t"]} == dict(r.data)
+        for s, r in records.items()
+    )

@@ -93,8 +93,8 @@ class SafeAiohttpTransport(AiohttpTransport):
       keep-alive timeout.
     * ``httpx.Timeout``: connect, read and pool timeouts per request.
       aiohttp has no write timeout; it is not applied.
-    * Proxies: an explicit ``proxy`` is used; otherwise, with ``trust_env``,
-      the ``HTTP(S)_PROXY`` / ``NO_PROXY`` environment variables as in httpx.
+    * Proxies: the ``proxy`` httpx gives each mount (an explicit one, or from
+      ``HTTP(S)_PROXY`` / ``NO_PROXY`` when ``trust_env``, read once by httpx).
 
     Do not instantiate directly: use :func:`tether._transport.build_client`.
     """
@@ -113,7 +113,6 @@ class SafeAiohttpTransport(AiohttpTransport):
             limits=limits or httpx.Limits(max_connections=100),
             proxy=proxy,
         )
-        self.trust_env = trust_env
 
     def get_client(self) -> aiohttp.ClientSession:
         limits = self.limits
@@ -128,8 +127,10 @@ class SafeAiohttpTransport(AiohttpTransport):
         )
         return aiohttp.ClientSession(
             connector=connector,
-            # Env proxies apply only when no proxy was given, as in httpx.
-            trust_env=self.trust_env and self.proxy is None,
+            # httpx has read the proxy environment variables already (each
+            # proxy is a mount with its own transport); aiohttp's trust_env
+            # would read them, and ~/.netrc, in a thread on every request.
+            trust_env=False,
             # aiohttp's defaults (total=300 s) must not add a limit httpx lacks.
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=False,

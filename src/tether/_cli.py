@@ -263,14 +263,14 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _ago(seconds: float) -> str:
-    seconds = abs(seconds)
-    if seconds < 60:  # noqa: PLR2004
-        return f"{seconds:.0f}s"
-    if seconds < 3600:  # noqa: PLR2004
-        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
-    if seconds < 86400:  # noqa: PLR2004
-        return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
-    return f"{seconds // 86400:.0f}d{seconds % 86400 // 3600:02.0f}h"
+    whole = round(abs(seconds))
+    if whole < 60:  # noqa: PLR2004
+        return f"{whole}s"
+    if whole < 3600:  # noqa: PLR2004
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:  # noqa: PLR2004
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
 
 
 def _when(value: datetime | None, now: datetime) -> str:

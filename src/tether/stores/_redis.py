@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
+import sniffio
 
 from tether._session import Session, SessionState
 from tether._store import matches
@@ -177,11 +178,6 @@ def _safe_url(url: str) -> str:
 
 
 def _require_asyncio() -> None:
-    try:
-        import sniffio  # noqa: PLC0415
-    except ImportError:
-        # trio depends on sniffio: without it, this cannot be trio.
-        return
     try:
         library = sniffio.current_async_library()
     except sniffio.AsyncLibraryNotFoundError:

@@ -12,6 +12,7 @@ from tether.testing._asgi import (
     serve_asgi,
 )
 from tether.testing._clock import ManualClock
+from tether.testing._conformance import ConformanceTarget, ProviderConformanceTests
 from tether.testing._fake import FakeBackend, FakeConfig, FakeProvider, FakeRemote
 from tether.testing._faults import Fault, FaultInjector
 
@@ -19,6 +20,7 @@ from tether.testing._faults import Fault, FaultInjector
 __all__ = [
     "ASGIApp",
     "ASGIServer",
+    "ConformanceTarget",
     "DropConnection",
     "FakeBackend",
     "FakeConfig",
@@ -27,6 +29,7 @@ __all__ = [
     "Fault",
     "FaultInjector",
     "ManualClock",
+    "ProviderConformanceTests",
     "RecordedRequest",
     "serve_asgi",
 ]

@@ -635,6 +635,8 @@ def _cmd_close(ctx: _Context) -> int:
 
 
 def _cmd_reconcile(ctx: _Context) -> int:
+    args = ctx.args
+
     async def reconcile(manager: SessionManager) -> int:
         method = getattr(manager, "reconcile", None)
         if method is None:
@@ -643,8 +645,14 @@ def _cmd_reconcile(ctx: _Context) -> int:
                 "(SessionManager.reconcile() is missing)"
             )
             raise NotSupportedError(msg, provider="*", operation="reconcile")
-        result = await method(dry_run=ctx.args.dry_run)
-        _show_result(result, json_output=ctx.json, dry_run=ctx.args.dry_run)
+        options: dict[str, Any] = {"dry_run": args.dry_run}
+        # Pass only what was given, so the manager's defaults stay its own.
+        for name in ("provider", "orphans", "grace"):
+            value = getattr(args, name)
+            if value is not None:
+                options[name] = value
+        report = await method(**options)
+        _show_report(report, json_output=ctx.json, dry_run=args.dry_run)
         return EXIT_OK
 
     return _run(ctx, reconcile)
@@ -652,8 +660,10 @@ def _cmd_reconcile(ctx: _Context) -> int:
 
 def _plain(value: Any) -> Any:
     """
-    A JSON-ready view of whatever reconcile returns (attrs classes, sessions, enums).
+    A JSON-ready view of attrs classes, sessions, enums and containers.
     """
+    if isinstance(value, SessionState):
+        return value.value
     if hasattr(value, "to_dict") and callable(value.to_dict):
         return value.to_dict()
     if attrs.has(type(value)):
@@ -668,33 +678,50 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, SessionState):
-        return value.value
     return value
 
 
-def _show_result(result: Any, *, json_output: bool, dry_run: bool) -> None:
-    plain = _plain(result)
+def _show_report(report: Any, *, json_output: bool, dry_run: bool) -> None:
+    plain = _plain(report)
+    actions = plain.get("actions") if isinstance(plain, Mapping) else None
     if json_output:
-        _print_json({"dry_run": dry_run, "result": plain})
+        if isinstance(plain, dict):
+            plain.setdefault("dry_run", dry_run)
+            if isinstance(actions, list):
+                counts: dict[str, int] = {}
+                for action in actions:
+                    kind = str(action.get("kind"))
+                    counts[kind] = counts.get(kind, 0) + 1
+                plain["counts"] = counts
+        _print_json(plain)
         return
-    if dry_run:
-        print("dry run: nothing was changed")
-    if isinstance(plain, Mapping):
-        for key, value in plain.items():
-            if isinstance(value, list):
-                print(f"{key}: {len(value)}")
-                for item in value:
-                    described = (
-                        f"{item.get('id')} ({item.get('provider')}, {item.get('state')})"
-                        if isinstance(item, Mapping) and "id" in item
-                        else json.dumps(redact(item), default=str)
-                    )
-                    print(f"  {described}")
-            else:
-                print(f"{key}: {json.dumps(redact(value), default=str)}")
-    elif plain is not None:
-        print(json.dumps(redact(plain), indent=2, default=str))
+    prefix = "dry run, nothing changed: " if dry_run else ""
+    if not isinstance(actions, list):
+        print(prefix + json.dumps(redact(plain), indent=2, default=str))
+        return
+    if not actions:
+        print(f"{prefix}the store and the services agree")
+        return
+    print(
+        _table(
+            ["ACTION", "PROVIDER", "SESSION", "REMOTE ID", "DETAIL"],
+            [
+                [
+                    str(a.get("kind", "-")),
+                    str(a.get("provider", "-")),
+                    str(a.get("session_id") or "-"),
+                    str(a.get("remote_id") or "-"),
+                    redact_text(str(a.get("detail") or "")),
+                ]
+                for a in actions
+            ],
+        )
+    )
+    kinds: dict[str, int] = {}
+    for a in actions:
+        kinds[str(a.get("kind"))] = kinds.get(str(a.get("kind")), 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    print(f"{prefix}{summary}")
 
 
 def _cmd_demo(ctx: _Context) -> int:
@@ -925,6 +952,19 @@ def build_parser() -> argparse.ArgumentParser:
             "--dry-run",
             action="store_true",
             help="report what would change, change nothing",
+        )
+        p.add_argument("--provider", help="only this provider")
+        p.add_argument(
+            "--orphans",
+            choices=["close", "adopt", "report"],
+            help="what to do with remote sessions tagged by tether that the "
+            "store does not hold live (default: close)",
+        )
+        p.add_argument(
+            "--grace",
+            metavar="DURATION",
+            type=_duration,
+            help="leave creates younger than this alone (default: 5m)",
         )
 
     add(

@@ -1,0 +1,43 @@
+"""
+README's first command: the demo runs a session on each of the four providers.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _tether() -> list[str]:
+    script = shutil.which("tether") or str(Path(sys.executable).parent / "tether")
+    return [script]
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_demo_runs_every_provider(backend: str) -> None:
+    """
+    `tether demo` creates, pings, works with and closes a session on each of the
+    four providers (found through their entry points), fails over once, and
+    exits 0.
+    """
+    result = subprocess.run(
+        [*_tether(), "demo", "--backend", backend],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    assert 0 == result.returncode, result.stdout + result.stderr
+    out = result.stdout
+    for name in ("morpheus", "sandbox", "sipher", "relay"):
+        assert f"[{name}] active" in out
+        assert f"[{name}] ping: alive" in out
+        assert f"[{name}] closed" in out
+    assert "[morpheus] failover: active" in out
+    assert "failovers: 1" in out
+    assert "demo finished: every session closed" in out

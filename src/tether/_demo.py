@@ -186,10 +186,7 @@ def _describe(event: Event) -> None:
         return
     sid = event.session.id[:8] if event.session else "-"
     state = event.session.state.value if event.session else ""
-    data = {
-        k: (v[:24] + "...") if isinstance(v, str) and len(v) > 27 else v
-        for k, v in event.data.items()
-    }
+    data = {k: _short(v) for k, v in event.data.items()}
     extra = f" {data}" if data else ""
     _say(
         f"    event {event.kind.value:<17} {event.provider:<9} {sid:<9} {state}{extra}"

@@ -28,6 +28,7 @@ from tether._cli import (
     EXIT_UNAVAILABLE,
     EXIT_UNSUPPORTED,
     EXIT_USAGE,
+    _ago,
     build_parser,
     exit_code_for,
     load_settings,
@@ -156,7 +157,7 @@ def test_lifecycle_persists_between_invocations(
     assert session["remote_id"] in emulator.live_sessions()
     assert (tmp_path / "state" / "tether" / "sessions.db").is_file()
 
-    listed = cli("--json", "ls", "--label", "job=42")
+    listed = cli("--json", "ls", "--label", "job=42", "--backend", "trio")
 
     assert EXIT_OK == listed.code, listed.err
     assert [session["id"]] == [s["id"] for s in listed.json()]
@@ -411,15 +412,48 @@ def test_providers_doctor_explains_a_broken_plugin(cli: CLI, tmp_path: Path) -> 
 
 def test_reconcile(cli: CLI) -> None:
     """
-    reconcile --dry-run runs the manager's reconcile, or says clearly that there is none.
-    """
-    result = cli("reconcile", "--dry-run", "--json")
+    reconcile finds a tagged session no record owns: --dry-run and --orphans report leave it, a sweep closes it.
 
-    assert result.code in (EXIT_OK, EXIT_UNSUPPORTED)
-    if result.code == EXIT_UNSUPPORTED:
-        assert "reconcile" in result.error()["message"]
-    else:
-        assert result.json()["dry_run"] is True
+    On a tether without SessionManager.reconcile(), it exits 5 and says so.
+    """
+    emulator = SandboxEmulator(api_keys=(KEY,))
+    with (
+        start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(serve_asgi(emulator.app)) as server,
+    ):
+        mine = CLI(
+            env={**cli.env, "TETHER_SANDBOX_BASE_URL": server.url}, home=cli.home
+        )
+        created = mine("create", "sandbox", "--json").json()
+        # Another store knows nothing of it: to that store it is an orphan.
+        other = ("--store", f"sqlite:///{cli.home}/other.db", "--grace", "0.001")
+
+        dry = mine("reconcile", "--dry-run", *other, "--json")
+
+        if dry.code == EXIT_UNSUPPORTED:  # pragma: no cover - before reconcile()
+            assert "reconcile" in dry.error()["message"]
+            return
+        assert EXIT_OK == dry.code, dry.err
+        report = dry.json()
+        assert report["dry_run"] is True
+        assert [created["remote_id"]] == [a["remote_id"] for a in report["actions"]]
+        assert {"closed": 1} == report["counts"]
+        assert created["remote_id"] in emulator.live_sessions()
+
+        reported = mine("reconcile", "--orphans", "report", *other)
+
+        assert EXIT_OK == reported.code, reported.err
+        assert reported.out.startswith("ACTION")
+        assert created["remote_id"] in reported.out
+        assert "1 orphan" in reported.out
+        assert created["remote_id"] in emulator.live_sessions()
+
+        swept = mine("sweep", "--provider", "sandbox", *other, "--json")
+
+        assert EXIT_OK == swept.code, swept.err
+        assert {"closed": 1} == swept.json()["counts"]
+        assert created["remote_id"] not in emulator.live_sessions()
+        assert "nothing changed" in mine("reconcile", "--dry-run", *other).out
 
 
 def test_help_documents_exit_codes(cli: CLI) -> None:
@@ -466,6 +500,23 @@ def test_global_options_before_or_after_the_command(tmp_path: Path) -> None:
     assert after.json
     assert "trio" == after.backend
     assert not hasattr(after, "store")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.4, "0s"),
+        (59.6, "1m00s"),
+        (599.9, "10m00s"),
+        (7322, "2h02m"),
+        (90000, "1d01h"),
+    ],
+)
+def test_durations_read_well(seconds: float, text: str) -> None:
+    """
+    Relative times round to whole units and never show 60 seconds.
+    """
+    assert text == _ago(seconds)
 
 
 def test_store_precedence(tmp_path: Path) -> None:

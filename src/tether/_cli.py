@@ -346,8 +346,15 @@ class _Context:
 
 
 def _manager_options(ctx: _Context) -> dict[str, Any]:
+    config = {k: dict(v) for k, v in ctx.settings.providers.items()}
+    # A provider configured only by TETHER_<NAME>_* variables is configured
+    # too: name it, so that reconcile visits it.
+    for name in default_registry().names():
+        prefix = env_var(name, "")
+        if any(key.startswith(prefix) for key in os.environ):
+            config.setdefault(name, {})
     return {
-        "config": {k: dict(v) for k, v in ctx.settings.providers.items()},
+        "config": config,
         "on_exit": "keep",
         "health_checks": False,
     }

@@ -171,6 +171,24 @@ def test_snapshot_and_attach(registry: ProviderRegistry, backend: FakeBackend) -
     assert set() == backend.live_ids()
 
 
+def test_reconcile(manager: SyncSessionManager, backend: FakeBackend) -> None:
+    """
+    reconcile() reports, then records, a session the service lost.
+    """
+    session = manager.create("fake")
+    assert session.remote_id is not None
+    backend.kill(session.remote_id)
+
+    dry = manager.reconcile(dry_run=True)
+
+    assert [("lost", session.id)] == [(a.kind, a.session_id) for a in dry.actions]
+    assert SessionState.ACTIVE == manager.get(session.id).state
+
+    manager.reconcile()
+
+    assert SessionState.LOST == manager.get(session.id).state
+
+
 def test_provider_specific_calls(
     manager: SyncSessionManager, backend: FakeBackend
 ) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from tether._config import FailoverPolicy
+    from tether._manager import ReconcileReport
     from tether._session import Health, Session, SessionState
     from tether.abc import Provider
 
@@ -285,6 +286,13 @@ class SyncSessionManager:
                 manager.list, provider=provider, state=state, labels=labels
             )
         )
+
+    def reconcile(self, **options: Any) -> ReconcileReport:
+        """
+        Compare the store with the services and repair. See :meth:`tether.SessionManager.reconcile`.
+        """
+        portal, manager = self._open()
+        return portal.call(functools.partial(manager.reconcile, **options))
 
     def snapshot(self) -> ManagerSnapshot:
         """

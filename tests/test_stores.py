@@ -109,6 +109,9 @@ def make(
     credential: str | None = "fake:cred",
     **kw: object,
 ) -> tether.Session:
+    """
+    A session record with test defaults (one provider, one credential).
+    """
     return tether.Session(
         id=sid,
         provider=provider,
@@ -472,6 +475,9 @@ class TestContract:
 
 
 def _user_version(path: Path) -> int:
+    """
+    The schema version recorded in a SQLite file, read without tether.
+    """
     with sqlite3.connect(path) as conn:
         return int(conn.execute("PRAGMA user_version").fetchone()[0])
 

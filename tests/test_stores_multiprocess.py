@@ -40,10 +40,16 @@ class Board:
     _changed: anyio.Event = attrs.Factory(anyio.Event)
 
     def notify(self) -> None:
+        """
+        Wake every waiter to check its condition again.
+        """
         self._changed.set()
         self._changed = anyio.Event()
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """
+        Return once *predicate* holds (the caller sets the deadline).
+        """
         while not predicate():
             await self._changed.wait()
 
@@ -62,6 +68,9 @@ class Worker:
     done: anyio.Event = attrs.Factory(anyio.Event)
 
     async def read(self) -> None:
+        """
+        Collect the worker's JSON lines until its stdout closes.
+        """
         assert self.process.stdout is not None
         stream = BufferedByteReceiveStream(self.process.stdout)
         try:
@@ -78,6 +87,9 @@ class Worker:
             self.done.set()
 
     async def stderr(self) -> str:
+        """
+        What the worker wrote to stderr, for a failing assertion's message.
+        """
         assert self.process.stderr is not None
         chunks = []
         with anyio.move_on_after(2):

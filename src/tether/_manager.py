@@ -1230,6 +1230,49 @@ class SessionManager:
         self._emit(EventKind.CREATED, provider=slot.name, session=record)
         return record
 
+    async def _locate(self, slot: _Slot, record: Session) -> RemoteSession | None:
+        """
+        Find the remote session of a record whose create answer was lost.
+
+        By tether's tag where the service keeps it (``find``), else in the
+        service's list: tagged with the record's id, or the only unclaimed
+        session the provider :meth:`~tether.abc.Provider.matches` to it.
+        """
+        provider = slot.provider
+        budget = _retry.AttemptBudget(total=self._retry.attempts)
+        if provider.capabilities.find:
+            return await self._call(
+                slot,
+                lambda: provider.find(record.id),
+                operation="find",
+                budget=budget,
+                session_id=record.id,
+            )
+        listed = await self._call(
+            slot, provider.list, operation="list", budget=budget, session_id=record.id
+        )
+        return await self._match_listed(slot, record, listed)
+
+    async def _match_listed(
+        self, slot: _Slot, record: Session, listed: Sequence[RemoteSession]
+    ) -> RemoteSession | None:
+        for remote in listed:
+            if remote.tether_id == record.id:
+                return remote
+        claimed = {
+            r.remote_id
+            for r in await self._store.list(provider=slot.name)
+            if r.remote_id
+        }
+        candidates = [
+            r
+            for r in listed
+            if r.tether_id is None
+            and r.id not in claimed
+            and slot.provider.matches(record, r)
+        ]
+        return candidates[0] if len(candidates) == 1 else None
+
     async def _abandon_create(
         self, record: Session, attempts: _CreateAttempts, log: Any
     ) -> None:
@@ -1306,15 +1349,19 @@ class SessionManager:
                     session_id=request.tether_id,
                 )
             except OutcomeUnknownError:
-                if not provider.capabilities.find or budget.exhausted:
+                caps = provider.capabilities
+                if not (caps.find or caps.list) or budget.exhausted:
                     raise
                 # The service may have made it: ask before trying again.
-                found = await self._call(
+                found = await self._locate(
                     slot,
-                    lambda: provider.find(request.tether_id),
-                    operation="find",
-                    budget=_retry.AttemptBudget(total=self._retry.attempts),
-                    session_id=request.tether_id,
+                    Session(
+                        id=request.tether_id,
+                        provider=slot.name,
+                        state=SessionState.CREATING,
+                        params=request.params,
+                        labels=request.labels,
+                    ),
                 )
                 if found is not None:
                     attempts.created = found
@@ -1908,13 +1955,9 @@ class SessionManager:
         target = closing
         if target.remote_id is None:
             # Created with an unknown outcome: find it, if the service can.
-            if slot.provider.capabilities.find:
-                found = await self._call(
-                    slot,
-                    lambda: slot.provider.find(session_id),
-                    operation="find",
-                    session_id=session_id,
-                )
+            caps = slot.provider.capabilities
+            if caps.find or caps.list:
+                found = await self._locate(slot, closing)
                 if found is not None:
                     target = attrs.evolve(closing, remote_id=found.id)
         if target.remote_id is not None:
@@ -2052,8 +2095,8 @@ class SessionManager:
             if remote_by_id is not None:
                 if record.remote_id is not None:
                     return remote_by_id.get(record.remote_id)
-                return next(
-                    (r for r in remote_by_id.values() if r.tether_id == record.id), None
+                return await self._match_listed(
+                    slot, record, list(remote_by_id.values())
                 )
             if record.remote_id is not None and caps.get:
                 return await self._call(

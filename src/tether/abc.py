@@ -377,6 +377,17 @@ class Provider(abc.ABC, Generic[ConfigT]):
         """
         raise self.not_supported("find")
 
+    def matches(self, session: Session, remote: RemoteSession) -> bool:
+        """
+        Whether the untagged *remote* could be *session*'s, by its content.
+
+        For services that keep no tag of tether's, so a create whose answer was
+        lost can still be found in :meth:`list`: the manager adopts a remote
+        session only when exactly one unclaimed candidate matches. The default
+        says no.
+        """
+        return False
+
     async def aclose(self) -> None:
         """
         Release what the provider holds besides the client (which the manager closes).

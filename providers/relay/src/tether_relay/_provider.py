@@ -503,6 +503,20 @@ class RelayProvider(Provider[RelayConfig]):
             body=response.text[:500],
         )
 
+    def matches(self, session: Session, remote: RemoteSession) -> bool:
+        """
+        An untagged relay session is *session*'s if it has exactly its users.
+
+        Relay sessions keep no client tag, so a create whose answer was lost
+        is recognised in the list by its users' IPs (the manager adopts only
+        when exactly one unclaimed session matches).
+        """
+        wanted = session.params.get("users")
+        users = remote.data.get("users")
+        if not isinstance(wanted, list) or not isinstance(users, list):
+            return False
+        return sorted(map(str, wanted)) == sorted(map(str, users))
+
     def _remote(self, payload: Mapping[str, Any]) -> RemoteSession:
         status = payload.get("status")
         return RemoteSession(

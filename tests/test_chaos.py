@@ -15,6 +15,10 @@ from typing import Any
 import anyio
 import attrs
 import pytest
+
+import tether
+from tether.exceptions import TetherError
+from tether.testing import ManualClock, serve_asgi
 from tether_morpheus import MorpheusProvider
 from tether_morpheus.emulator import MorpheusEmulator
 from tether_relay import RelayProvider
@@ -24,15 +28,11 @@ from tether_sandbox.emulator import SandboxEmulator
 from tether_sipher import SipherProvider
 from tether_sipher.emulator import PRO_KEY, SipherEmulator
 
-import tether
-from tether.exceptions import TetherError
-from tether.testing import Fault, ManualClock, serve_asgi
-
 
 S = tether.SessionState
 MORPHEUS_KEY = "sk-ChAoS1.0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab"
 SANDBOX_KEY = "instavm_sk_chaos_0123456789"
-RELAY_TOKEN = "relay-chaos-token-0123456789"  # noqa: S105
+RELAY_TOKEN = "relay-chaos-token-0123456789"
 LIFECYCLES = 8  # per provider and seed; `nox -s soak` runs more
 RATE = 0.2
 
@@ -165,7 +165,7 @@ async def test_chaos_all_providers(seed: int) -> None:
                     await lifecycle(manager, target)
                 except TetherError as exc:
                     errors[type(exc).__name__] += 1
-                except Exception as exc:  # noqa: BLE001 -- the assertion is the point
+                except Exception as exc:
                     untyped.append(exc)
         injected = 0
         for target in found:

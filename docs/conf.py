@@ -18,7 +18,7 @@ from sphinx.environment import BuildEnvironment
 
 project = "tether"
 author = "The tether developers"
-copyright = "2026, The tether developers"  # noqa: A001 -- Sphinx's name
+copyright = "2026, The tether developers"
 
 extensions = [
     "myst_parser",
@@ -102,10 +102,6 @@ nitpick_ignore = [("py:class", name) for name in _EXTERNAL_CLASSES] + [
     # Ours, but not public: the type variable of a provider's config.
     ("py:class", "tether.abc.ConfigT"),
     ("py:obj", "tether.abc.ConfigT"),
-    # XXX: docstrings name SessionManager.reconcile(), which does not exist
-    # yet. Remove these once it does.
-    ("py:meth", "reconcile"),
-    ("py:meth", "tether.SessionManager.reconcile"),
 ]
 
 
@@ -164,14 +160,14 @@ def _resolve_private(
 _PROSE: dict[str, list[str]] = {}
 
 
-def _keep_prose(
+def _keep_prose(  # noqa: PLR0917 -- Sphinx calls event handlers positionally
     app: Sphinx, what: str, name: str, obj: object, options: Any, lines: list[str]
 ) -> None:
     if what in ("attribute", "data"):
         _PROSE[name] = list(lines)
 
 
-def _restore_prose(
+def _restore_prose(  # noqa: PLR0917 -- Sphinx calls event handlers positionally
     app: Sphinx, what: str, name: str, obj: object, options: Any, lines: list[str]
 ) -> None:
     if name in _PROSE:

@@ -11,7 +11,8 @@ A block is runnable when it is a MyST ``code-block`` with the ``runnable`` class
     ```
 
 Each runnable block in ``docs/**/*.md`` and ``README.md`` runs on its own, once
-per anyio backend, as the body of a coroutine (top-level ``await``,
+per anyio backend (a block whose classes also hold ``continues`` runs after the
+runnable blocks before it on its page, in their namespace), as the body of a coroutine (top-level ``await``,
 ``async with`` and ``async for`` work), with a fresh namespace holding
 ``tether``, ``anyio``, ``clock`` (a :class:`~tether.testing.ManualClock`),
 ``backend`` (a :class:`~tether.testing.FakeBackend` on that clock) and
@@ -53,6 +54,7 @@ class Block:
     path: Path
     line: int
     source: str
+    prelude: tuple[Block, ...] = ()
 
     @property
     def id(self) -> str:
@@ -91,7 +93,12 @@ def _blocks(path: Path) -> list[Block]:
             first = start + next(
                 (n for n, line in enumerate(lines[start:i]) if line.strip()), 0
             )
-            found.append(Block(path=path, line=first + 1, source=source))
+            prelude: tuple[Block, ...] = ()
+            if "continues" in classes and found:
+                prelude = (*found[-1].prelude, found[-1])
+            found.append(
+                Block(path=path, line=first + 1, source=source, prelude=prelude)
+            )
         i += 1
     return found
 
@@ -118,20 +125,21 @@ async def test_example_runs(block: Block) -> None:
     """
     The example runs to its end, and its asserts hold, within ten real seconds.
     """
-    code = compile(
-        "\n" * (block.line - 1) + block.source,
-        str(block.path),
-        "exec",
-        flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
-        dont_inherit=True,
-    )
     namespace = _namespace()
 
     with anyio.fail_after(10):
-        # The documentation is ours: running it is the point.
-        result = eval(code, namespace)  # noqa: S307
-        if inspect.iscoroutine(result):
-            await result
+        for part in (*block.prelude, block):
+            code = compile(
+                "\n" * (part.line - 1) + part.source,
+                str(part.path),
+                "exec",
+                flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+                dont_inherit=True,
+            )
+            # The documentation is ours: running it is the point.
+            result = eval(code, namespace)  # noqa: S307
+            if inspect.iscoroutine(result):
+                await result
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])

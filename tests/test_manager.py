@@ -32,7 +32,7 @@ FAST = tether.RetryPolicy(attempts=3, wait_initial=0, wait_max=0)
 
 class NoUpdate(FakeProvider):
     capabilities: ClassVar[Capabilities] = attrs.evolve(
-        FakeProvider.capabilities, update=False, renew=False, find=False
+        FakeProvider.capabilities, update=False, renew=False, find=False, list=False
     )
 
 
@@ -455,7 +455,8 @@ async def test_create_outcome_unknown_without_find_keeps_intent(
     registry, tether_fake_backend, tether_clock
 ):
     """
-    Without find, an unknown outcome raises and the intent stays on record as CREATING.
+    Without find or list, an unknown outcome raises and the intent stays on
+    record as CREATING.
     """
     tether_fake_backend.fail("create", "timeout")
     async with manager_for(
@@ -555,3 +556,65 @@ async def test_cancel_while_backing_off_stops_retrying(registry, tether_clock):
     assert 1 == backend.calls["create"]
     assert [tether.SessionState.FAILED] == [r.state for r in records]
     assert set() == backend.live_ids()
+
+
+async def test_exceptions_in_the_block_propagate_unwrapped(registry, tether_clock):
+    """
+    An exception raised inside 'async with SessionManager()' comes out as itself,
+    not wrapped in an ExceptionGroup, and the sessions are still closed.
+    """
+    backend = FakeBackend(clock=tether_clock.time)
+    with pytest.raises(KeyError, match="boom"):
+        async with manager_for(registry, backend, tether_clock) as manager:
+            await manager.create("fake")
+            raise KeyError("boom")
+
+    assert set() == backend.live_ids()
+
+
+async def test_outer_cancellation_is_not_swallowed(registry, tether_clock):
+    """
+    Cancelling a scope around the manager cancels the block and still closes sessions.
+    """
+    backend = FakeBackend(clock=tether_clock.time)
+    reached = False
+    with anyio.CancelScope() as scope:
+        async with manager_for(registry, backend, tether_clock) as manager:
+            await manager.create("fake")
+            scope.cancel()
+            await anyio.sleep_forever()
+        reached = True
+
+    assert scope.cancelled_caught
+    assert not reached
+    assert set() == backend.live_ids()
+
+
+class ListOnly(FakeProvider):
+    capabilities: ClassVar[Capabilities] = attrs.evolve(
+        FakeProvider.capabilities, find=False
+    )
+
+
+async def test_create_outcome_unknown_found_in_list(registry, tether_clock):
+    """
+    Without find but with list, a create whose answer was lost is found by its
+    tag in the service's list and adopted, not repeated.
+    """
+    backend = FakeBackend(clock=tether_clock.time)
+    registry.register("listonly", ListOnly)
+    backend.fail("create", "timeout")
+    async with tether.SessionManager(
+        registry=registry,
+        config={"listonly": {"backend": backend}},
+        retry=FAST,
+        clock=tether_clock,
+        environ={},
+        on_exit="keep",
+    ) as manager:
+        s = await manager.create("listonly")
+
+    assert 1 == backend.calls["create"]
+    assert 0 == backend.calls["find"]
+    assert 1 == backend.calls["list"]
+    assert {s.remote_id} == backend.live_ids()

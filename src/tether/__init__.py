@@ -28,6 +28,7 @@ from tether._redact import Secret, redact, redact_secrets
 from tether._registry import ProviderInfo, ProviderRegistry, register_provider
 from tether._session import Health, HealthStatus, Session, SessionState
 from tether._store import MemoryStore
+from tether._sync import SyncSessionManager
 
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "SessionManager",
     "SessionSnapshot",
     "SessionState",
+    "SyncSessionManager",
     "SystemClock",
     "redact",
     "redact_secrets",

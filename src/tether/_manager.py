@@ -89,6 +89,8 @@ from tether.exceptions import (
     NotSupportedError,
     OutcomeUnknownError,
     ProviderError,
+    ProviderLoadError,
+    ProviderNotFoundError,
     ProviderUnavailableError,
     RemoteNotFoundError,
     SessionEndedError,
@@ -164,7 +166,8 @@ class ReconcileAction:
     Attributes:
         kind: ``"adopted"``, ``"lost"``, ``"failed"``, ``"closed"``, ``"orphan"``
             (reported only), ``"foreign"`` (not tether's, left alone) or
-            ``"unresolved"`` (the service cannot say).
+            ``"unresolved"`` (the service cannot say), ``"skipped"`` (a provider
+            this process cannot load).
         provider: The provider.
         session_id: tether's id, when there is a record.
         remote_id: The service's id, when known.
@@ -488,7 +491,11 @@ class SessionManager:
             for stream in self._subscribers:
                 stream.close()
             try:
-                await self._exit_stack.__aexit__(exc_type, exc, tb)
+                # The body's own exception is not the task group's business:
+                # passed in, it would come out wrapped in an ExceptionGroup.
+                # Background work never raises, so the group exits cleanly, and
+                # the body's exception (cancellation included) propagates as is.
+                await self._exit_stack.__aexit__(None, None, None)
             finally:
                 with (
                     anyio.CancelScope(shield=True),
@@ -766,6 +773,7 @@ class SessionManager:
             new = change(current)
             if new is None:
                 return current
+            new = attrs.evolve(new, updated_at=self._now())
             try:
                 stored = await self._store.update(new, fence=_fence.get())
             except LeaseLostError:
@@ -1034,6 +1042,9 @@ class SessionManager:
                     provider=candidate.provider,
                     operation="keepalive",
                 )
+            if keepalive and life is None:
+                msg = "keepalive needs a lifetime to renew (give lifetime=)"
+                raise InvalidParameterError(msg, field="keepalive", value=keepalive)
             plans.append((candidate, slot, parsed, life))
         budget = self._budget()
         per_candidate = (
@@ -1598,6 +1609,7 @@ class SessionManager:
                 provider=after.provider,
                 session=after,
                 detail=health.status.value,
+                data={"latency": health.latency},
             )
         if after.expires_at != before.expires_at:
             self._plan_expiry(after)
@@ -1921,7 +1933,10 @@ class SessionManager:
         record = await self._current(session)
         with anyio.CancelScope(shield=True), anyio.move_on_after(self._shield_timeout):
             return await self._close_by_id(record.id)
-        return await self._current(record.id)
+        msg = f"closing {record.id} did not finish within {self._shield_timeout}s"
+        raise ProviderUnavailableError(
+            msg, provider=record.provider, operation="close", session_id=record.id
+        )
 
     async def _close_by_id(self, session_id: str) -> Session:
         record = await self._current(session_id)
@@ -2039,10 +2054,30 @@ class SessionManager:
             names = {provider}
         else:
             # Every provider with records, configured, or in use here.
-            names = {r.provider for r in records} | set(self._config) | set(self._slots)
+            names = (
+                {r.provider for r in records}
+                | set(self._config)
+                | set(self._slots)
+                | self._env_configured()
+            )
         actions: list[ReconcileAction] = []
         for name in sorted(names):
             mine = [r for r in records if r.provider == name]
+            if provider is None:
+                try:
+                    self._slot(name)
+                except (ProviderNotFoundError, ProviderLoadError, ConfigError) as exc:
+                    # Another process's provider: report it, reconcile the rest.
+                    actions.append(
+                        ReconcileAction(
+                            kind="skipped",
+                            provider=name,
+                            session_id=None,
+                            remote_id=None,
+                            detail=f"{len(mine)} record(s); {type(exc).__name__}: {exc}",
+                        )
+                    )
+                    continue
             actions.extend(
                 await self._reconcile_provider(
                     name, mine, dry_run=dry_run, orphans=orphans, grace=grace
@@ -2055,6 +2090,17 @@ class SessionManager:
             **{kind: n for kind, n in report.counts.items() if n},
         )
         return report
+
+    def _env_configured(self) -> set[str]:
+        """
+        Installed providers that ``TETHER_<PROVIDER>_<FIELD>`` variables configure.
+        """
+        found = set()
+        for name in self._registry.names():
+            prefix = f"TETHER_{name.upper().replace('-', '_')}_"
+            if any(key.startswith(prefix) for key in self._environ):
+                found.add(name)
+        return found
 
     async def _reconcile_provider(
         self,

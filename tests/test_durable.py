@@ -1,0 +1,284 @@
+"""
+Durable and distributed state through the manager: restarts, several processes,
+a fleet of workers on Redis, and crashes.
+
+Worker processes (tests/_worker.py) talk to emulators served by the test over
+real sockets, and share a SQLite file or a Redis server with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import tether
+from tether.testing import FakeBackend, FakeProvider, Fault, ManualClock, serve_asgi
+from tether_morpheus.emulator import MorpheusEmulator
+from tether_sandbox import SandboxProvider
+from tether_sandbox.emulator import SandboxEmulator
+
+
+S = tether.SessionState
+WORKER = str(Path(__file__).parent / "_worker.py")
+SANDBOX_KEY = "instavm_sk_durable_0123456789"
+MORPHEUS_KEY = "sk-DuRa01.0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab"
+
+
+def fresh(redis_url: str) -> str:
+    """
+    The test's own key namespace on the shared Redis server.
+    """
+    return f"{redis_url}?namespace=t{os.urandom(4).hex()}"
+
+
+async def run_worker(args: dict[str, Any]) -> dict[str, Any]:
+    result = await anyio.run_process(
+        [sys.executable, WORKER, json.dumps(args)], check=False
+    )
+    assert 0 == result.returncode, result.stderr.decode()[-3000:]
+    return json.loads(result.stdout.decode().strip().splitlines()[-1])
+
+
+def sandbox_registry() -> tether.ProviderRegistry:
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("sandbox", SandboxProvider)
+    return registry
+
+
+async def test_restart_on_the_same_sqlite_file_and_attach(tmp_path):
+    """
+    A manager restarted on the same SQLite file sees every session it had, and
+    attach() takes one over (pings, then closes it on exit).
+    """
+    clock = ManualClock()
+    backend = FakeBackend(clock=clock.time)
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("fake", FakeProvider)
+    url = f"sqlite:///{tmp_path / 'sessions.db'}"
+
+    def manager(**kw: Any) -> tether.SessionManager:
+        return tether.SessionManager(
+            registry=registry,
+            config={"fake": {"backend": backend}},
+            store=url,
+            clock=clock,
+            environ={},
+            **kw,
+        )
+
+    async with manager(on_exit="keep") as first:
+        kept = [await first.create("fake", labels={"n": str(i)}) for i in range(3)]
+
+    async with manager() as second:
+        seen = await second.list()
+        attached = await second.attach(kept[0].id)
+        health = await second.ping(attached)
+
+    assert {s.id for s in kept} == {s.id for s in seen}
+    assert tether.HealthStatus.ALIVE == health.status
+    assert {kept[1].remote_id, kept[2].remote_id} == backend.live_ids()
+
+
+async def test_two_processes_share_one_sqlite_file(tmp_path):
+    """
+    Sessions created by one process are attached and closed by another, through
+    one SQLite file, against one emulator.
+    """
+    emulator = SandboxEmulator(api_keys=(SANDBOX_KEY,))
+    store = f"sqlite:///{tmp_path / 'shared.db'}"
+    async with serve_asgi(emulator.app) as server:
+        base = {"store": store, "sandbox_url": server.url, "sandbox_key": SANDBOX_KEY}
+        async with anyio.create_task_group() as tg:
+            results: list[dict[str, Any]] = []
+
+            async def create(worker: int) -> None:
+                results.append(
+                    await run_worker(
+                        {**base, "mode": "create", "count": 3, "worker": worker}
+                    )
+                )
+
+            for worker in range(2):
+                tg.start_soon(create, worker)
+        created = {sid for r in results for sid in r["created"]}
+        assert 6 == len(created)
+        assert 6 == len(emulator.live_sessions())
+
+        closed = await run_worker({**base, "mode": "attach-close", "backend": "trio"})
+
+    assert created == set(closed["closed"])
+    assert set() == emulator.live_sessions()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_fleet_of_four_workers_on_redis(redis_url, anyio_backend):
+    """
+    Four worker processes on one Redis hold 200 sessions: each session is
+    pinged by exactly one worker, about once per interval, and the one Morpheus
+    session per key is admitted once across the fleet. (asyncio only: redis-py
+    runs on asyncio.)
+    """
+    sandbox = SandboxEmulator(api_keys=(SANDBOX_KEY,))
+    morpheus = MorpheusEmulator(api_keys=[MORPHEUS_KEY])
+    seconds, interval = 4.0, 1.0
+    redis_url = fresh(redis_url)
+    async with (
+        serve_asgi(sandbox.app) as s_server,
+        serve_asgi(morpheus.app) as m_server,
+    ):
+        base = {
+            "store": redis_url,
+            "sandbox_url": s_server.url,
+            "sandbox_key": SANDBOX_KEY,
+            "morpheus_url": m_server.url,
+            "morpheus_key": MORPHEUS_KEY,
+            "mode": "fleet",
+            "count": 50,
+            "seconds": seconds,
+            "interval": interval,
+            "lease_ttl": 3 * interval,
+        }
+        results: list[dict[str, Any]] = []
+
+        async def work(worker: int) -> None:
+            results.append(await run_worker({**base, "worker": worker}))
+
+        async with anyio.create_task_group() as tg:
+            for worker in range(4):
+                tg.start_soon(work, worker)
+        modelsessions = [
+            r for r in morpheus.requests_log if r[1] == "/api/v1/session/modelsession"
+        ]
+        # Clean up what the fleet kept.
+        async with tether.SessionManager(
+            store=redis_url,
+            config={
+                "sandbox": {"base_url": s_server.url, "api_key": SANDBOX_KEY},
+                "morpheus": {"base_url": m_server.url, "api_key": MORPHEUS_KEY},
+            },
+            health_checks=False,
+            environ={},
+        ) as manager:
+            for record in await manager.list(state=[S.ACTIVE, S.DEGRADED]):
+                await manager.close(record)
+
+    owners: dict[str, set[int]] = {}
+    pings: Counter[str] = Counter()
+    for r in results:
+        for sid, n in r["pings"].items():
+            owners.setdefault(sid, set()).add(r["worker"])
+            pings[sid] += n
+    created = {sid for r in results for sid in r["created"]}
+    assert 200 == len(created)
+    assert created <= set(owners), "some sessions were never pinged"
+    assert all(1 == len(w) for w in owners.values()), (
+        "a session was pinged by two workers"
+    )
+    # About one ping per interval: never more than the intervals in the window.
+    assert max(pings.values()) <= seconds / interval + 1
+    assert ["created"] == [r["morpheus"] for r in results if r["morpheus"] == "created"]
+    assert 1 == len(modelsessions)
+    assert set() == sandbox.live_sessions()
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "redis"])
+async def test_sigkill_mid_create_then_reconcile_leaves_no_orphan(
+    tmp_path, request, store_kind, anyio_backend
+):
+    """
+    A worker killed with SIGKILL in the middle of creates leaves intents and
+    orphans; a restarted manager's reconcile leaves none on the emulator.
+    """
+    if store_kind == "redis":
+        if anyio_backend != "asyncio":
+            pytest.skip("redis-py runs on asyncio only")
+        store = fresh(request.getfixturevalue("redis_url"))
+    else:
+        store = f"sqlite:///{tmp_path / 'crash.db'}"
+    emulator = SandboxEmulator(api_keys=(SANDBOX_KEY,))
+    emulator.faults.rate = 1.0
+    emulator.faults.kinds = [Fault.LATENCY]
+    emulator.faults.latency = 0.05
+    async with serve_asgi(emulator.app) as server:
+        args = {
+            "store": store,
+            "sandbox_url": server.url,
+            "sandbox_key": SANDBOX_KEY,
+            "mode": "churn",
+        }
+        async with await anyio.open_process(
+            [sys.executable, WORKER, json.dumps(args)]
+        ) as process:
+            assert process.stdout is not None
+            await process.stdout.receive()  # started
+            with anyio.fail_after(30):
+                while len(emulator.live_sessions()) < 3:  # noqa: ASYNC110 -- polls another process's effect
+                    await anyio.sleep(0.02)
+            # Kill it while a create is in flight on the emulator.
+            await anyio.sleep(0.025)
+            os.kill(process.pid, signal.SIGKILL)
+            await process.wait()
+        emulator.faults.rate = 0.0
+
+        async with tether.SessionManager(
+            registry=sandbox_registry(),
+            store=store,
+            config={"sandbox": {"base_url": server.url, "api_key": SANDBOX_KEY}},
+            health_checks=False,
+            environ={},
+        ) as manager:
+            report = await manager.reconcile(grace=0)
+            for record in await manager.list(state=[S.ACTIVE, S.DEGRADED]):
+                await manager.close(record)
+            leftovers = await manager.list(state=[S.CREATING, S.CLOSING])
+
+    assert set() == emulator.live_sessions()
+    assert [] == leftovers
+    assert report.actions, (
+        "the crash left nothing to reconcile: the test tested nothing"
+    )
+
+
+async def test_takeover_after_a_worker_stops(tmp_path):
+    """
+    A session watched by a worker that stopped (keeping its sessions) is taken
+    over by another watching worker once the lease lapses, and pinged by it.
+    """
+    clock = ManualClock()
+    backend = FakeBackend(clock=clock.time)
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("fake", FakeProvider)
+    store = tether.MemoryStore(clock=clock.time)
+
+    def manager(**kw: Any) -> tether.SessionManager:
+        return tether.SessionManager(
+            registry=registry,
+            config={"fake": {"backend": backend}},
+            store=store,
+            clock=clock,
+            health=tether.HealthPolicy(interval=10, jitter=0, lease_ttl=30),
+            environ={},
+            **kw,
+        )
+
+    async with manager(on_exit="keep") as first:
+        s = await first.create("fake")
+        await clock.advance(10)  # first pings, and holds the lease
+    pings_by_first = backend.calls["ping"]
+
+    async with manager(watch=True) as second:
+        await clock.advance(10)
+        assert pings_by_first == backend.calls["ping"], "took over a live lease"
+        await clock.advance(40)
+        taken = [x.id for x in second.snapshot().sessions]
+
+    assert [s.id] == taken
+    assert backend.calls["ping"] > pings_by_first

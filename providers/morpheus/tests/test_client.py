@@ -520,6 +520,18 @@ async def test_auth_failures(server, header, detail):
         assert raw.headers["www-authenticate"] == "Bearer"
 
 
+async def test_key_without_user(emulator, client):
+    """
+    A key whose user is gone: 401 ``API key not associated with a valid user``.
+    """
+    emulator.drop_user("user@example.com")
+
+    with pytest.raises(AuthError) as info:
+        await client.ping_session()
+
+    assert "not associated with a valid user" in str(info.value)
+
+
 async def test_legacy_key_is_prefix_only(emulator, server):
     """
     A legacy key (no encrypted_key) authenticates by its 9-character prefix.

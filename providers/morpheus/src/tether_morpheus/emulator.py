@@ -346,6 +346,15 @@ class MorpheusEmulator:
         )
         return key
 
+    def drop_user(self, email: str) -> None:
+        """
+        Delete a user's row but keep its keys (a dangling key, as after a
+        partial cleanup): the keys then answer 401 ``API key not associated
+        with a valid user``.
+        """
+        user = next(u for u in self._users.values() if u.email == email)
+        del self._users[user.id]
+
     def issue_token(self, email: str = "user@example.com") -> str:
         """
         A valid access JWT for *email*, without logging in.

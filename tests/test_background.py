@@ -537,3 +537,42 @@ async def test_snapshot(registry, backend, clock):
     (one,) = snap.sessions
     assert (s.id, True, 0) == (one.id, one.last_ping_ok, one.consecutive_failures)
     assert 90 == pytest.approx(one.seconds_to_expiry)
+
+
+async def test_lost_sessions_are_closed_on_exit(registry, backend, clock):
+    """
+    A session LOST to failed pings may still run on the service: leaving the
+    manager asks the service to end it, and the record stays LOST.
+    """
+    async with make(registry, backend, clock) as manager:
+        s = await manager.create("fake")
+        backend.fail("ping", times=3)
+        for _ in range(3):
+            await clock.advance(10)
+        assert S.LOST == (await manager.get(s.id)).state
+        assert s.remote_id in backend.live_ids()
+        store = manager._store
+
+    assert set() == backend.live_ids()
+    assert S.LOST == (await store.get(s.id)).state
+
+
+async def test_failed_create_emits_an_event(registry, backend, clock):
+    """
+    A create that fails for good emits create_failed with the reason.
+    """
+    events: list[tether.Event] = []
+    async with (
+        make(registry, backend, clock) as manager,
+        anyio.create_task_group() as tg,
+    ):
+        await tg.start(collect, manager, events)
+        backend.fail("create", "auth")
+        with pytest.raises(tether.exceptions.AuthError):
+            await manager.create("fake")
+        await clock.advance(0)
+        tg.cancel_scope.cancel()
+
+    (failed,) = [e for e in events if e.kind is tether.EventKind.CREATE_FAILED]
+    assert S.FAILED == failed.session.state
+    assert "AuthError" in failed.detail

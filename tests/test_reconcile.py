@@ -138,7 +138,7 @@ async def test_tagged_orphan_is_closed(backend, clock, store):
     remote(backend, clock, "b" * 32, "fake-orphan")
     remote(backend, clock, "", "fake-foreign")
     async with manager(backend, clock, store) as m:
-        report = await m.reconcile()
+        report = await m.reconcile(grace=0)
 
     assert {"closed": 1, "foreign": 1} == report.counts
     assert {"fake-foreign"} == backend.live_ids()
@@ -167,7 +167,7 @@ async def test_orphans_can_be_adopted(backend, clock, store):
     """
     remote(backend, clock, "c" * 32, "fake-orphan")
     async with manager(backend, clock, store) as m:
-        report = await m.reconcile(orphans="adopt")
+        report = await m.reconcile(orphans="adopt", grace=0)
         adopted = await m.get("c" * 32)
 
     assert {"adopted": 1} == report.counts
@@ -183,7 +183,7 @@ async def test_dry_run_changes_nothing(backend, clock, store):
         s = await m.create("fake")
         del backend.sessions[s.remote_id]
 
-        report = await m.reconcile(dry_run=True)
+        report = await m.reconcile(dry_run=True, grace=0)
 
         assert S.ACTIVE == (await m.get(s.id)).state
     assert {"lost": 1, "closed": 1} == report.counts
@@ -200,3 +200,19 @@ async def test_bad_orphan_policy(backend, clock, store):
             await m.reconcile(orphans="burn")  # type: ignore[arg-type]
 
     assert 0 == backend.calls["list"]
+
+
+async def test_young_orphans_are_left_alone(backend, clock, store):
+    """
+    A tagged session without a record is closed only once it is older than the
+    grace period: it may be another deployment's, or a create racing reconcile.
+    """
+    remote(backend, clock, "b" * 32, "fake-orphan")
+    async with manager(backend, clock, store) as m:
+        young = await m.reconcile(grace=60)
+        await clock.advance(61)
+        old = await m.reconcile(grace=60)
+
+    assert {} == young.counts
+    assert {"closed": 1} == old.counts
+    assert set() == backend.live_ids()

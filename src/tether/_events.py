@@ -20,6 +20,7 @@ class EventKind(enum.StrEnum):
     """
 
     CREATED = "created"
+    CREATE_FAILED = "create_failed"
     UPDATED = "updated"
     PINGED = "pinged"
     DEGRADED = "degraded"

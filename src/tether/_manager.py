@@ -423,6 +423,7 @@ class SessionManager:
         self._slots: dict[str, _Slot] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._tracked: dict[str, _Tracked] = {}
+        self._lost: set[str] = set()
         self._tg: anyio.abc.TaskGroup | None = None
         self._heap: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
@@ -513,9 +514,35 @@ class SessionManager:
                 stacklevel=1,
             )
 
+    async def _close_lost(self, session_id: str) -> None:
+        """
+        Ask the service to end a LOST session, keeping the record LOST.
+        """
+        record = await self._store.get(session_id)
+        if (
+            record is None
+            or record.state is not SessionState.LOST
+            or not record.remote_id
+        ):
+            return
+        slot = self._slot(record.provider)
+        with (
+            contextlib.suppress(TetherError),
+            anyio.move_on_after(self._shield_timeout),
+        ):
+            await self._call(
+                slot,
+                functools.partial(slot.provider.close, record),
+                operation="close",
+                session_id=session_id,
+                budget=_retry.AttemptBudget(total=1),
+                breaker=False,
+            )
+
     async def _close_tracked(self) -> None:
+        lost = self._lost - set(self._tracked)
         ids = list(self._tracked)
-        if not ids:
+        if not ids and not lost:
             return
         limiter = anyio.CapacityLimiter(16)
 
@@ -535,6 +562,8 @@ class SessionManager:
         async with anyio.create_task_group() as tg:
             for session_id in ids:
                 tg.start_soon(close_one, session_id)
+            for session_id in lost:
+                tg.start_soon(self._close_lost, session_id)
 
     async def _close_providers(self) -> None:
         for slot in self._slots.values():
@@ -1221,7 +1250,7 @@ class SessionManager:
         try:
             try:
                 remote = await self._create_remote(slot, request, budget, attempts)
-            except (ProviderError, _retry.BudgetExhaustedError) as exc:
+            except Exception as exc:  # noqa: BLE001 -- settled, then re-raised
                 error = exc
             with anyio.CancelScope(shield=True):
                 record = await self._settle_create(record, remote, error, log)
@@ -1293,6 +1322,25 @@ class SessionManager:
                 current = await self._settle_create(
                     current, attempts.created, None, log
                 )
+            elif attempts.maybe_created and (
+                self._slot(record.provider).provider.capabilities.find
+                or self._slot(record.provider).provider.capabilities.list
+            ):
+                # The service may have it: look, and settle either way.
+                with contextlib.suppress(TetherError):
+                    found = await self._locate(self._slot(record.provider), current)
+                    current = await self._settle_create(
+                        current,
+                        found,
+                        None
+                        if found is not None
+                        else _CancelledCreateError(
+                            "cancelled; the service has no such session"
+                        ),
+                        log,
+                    )
+                if not current.state.is_live or current.state is SessionState.CREATING:
+                    return
             elif attempts.maybe_created:
                 # The service may have it: keep the intent for reconcile.
                 await self._settle_create(
@@ -1423,6 +1471,13 @@ class SessionManager:
         )
         stored = await self._store.update(failed)
         self._after_write(record, stored)
+        self._emit(
+            EventKind.CREATE_FAILED,
+            provider=record.provider,
+            session=stored,
+            previous=SessionState.CREATING,
+            detail=stored.error,
+        )
         log.warning(
             EVENT_SESSION_CREATE_FAILED,
             error=type(error).__name__,
@@ -1560,7 +1615,9 @@ class SessionManager:
         log = logger.bind(session_id=session_id)
         if health.status is HealthStatus.GONE:
             await self._mark_lost(
-                session_id, health.detail or "the service no longer has it"
+                session_id,
+                health.detail or "the service no longer has it",
+                raw_state=health.raw_state,
             )
             return
         if health.status is HealthStatus.EXPIRED:
@@ -1643,11 +1700,15 @@ class SessionManager:
                 detail=health.detail,
             )
 
-    async def _mark_lost(self, session_id: str, reason: str) -> None:
+    async def _mark_lost(
+        self, session_id: str, reason: str, raw_state: str | None = None
+    ) -> None:
         def lose(current: Session) -> Session | None:
             if not current.state.is_live:
                 return None
-            return current.transition(SessionState.LOST, error=reason)
+            return current.transition(
+                SessionState.LOST, error=reason, raw_state=raw_state
+            )
 
         before = await self._current(session_id)
         tracked = self._tracked.get(session_id)
@@ -1660,6 +1721,10 @@ class SessionManager:
             session_id=session_id,
             reason=reason,
         )
+        if tracked is not None:
+            # The service may hold it still (a partition, not a death): closed
+            # on exit with the others, best effort.
+            self._lost.add(session_id)
         self._emit(
             EventKind.LOST,
             provider=after.provider,
@@ -2140,7 +2205,10 @@ class SessionManager:
             """
             if remote_by_id is not None:
                 if record.remote_id is not None:
-                    return remote_by_id.get(record.remote_id)
+                    listed_remote = remote_by_id.get(record.remote_id)
+                    if listed_remote is not None and not listed_remote.state.is_live:
+                        return None  # listed, but dead on the service
+                    return listed_remote
                 return await self._match_listed(
                     slot, record, list(remote_by_id.values())
                 )
@@ -2238,7 +2306,20 @@ class SessionManager:
                 if owner is None and remote.tether_id is None:
                     act("foreign", None, remote.id, "not made by tether; left alone")
                     continue
-                why = "its owner ended" if owner is not None else "no owner of it"
+                why = "its record ended" if owner is not None else "no record of it"
+                if owner is None and grace > 0:
+                    # Perhaps another deployment's, or a create racing us: only
+                    # sessions known to be older than the grace period go.
+                    if remote.created_at is None:
+                        act(
+                            "orphan",
+                            None,
+                            remote.id,
+                            f"tagged by tether, {why}; age unknown",
+                        )
+                        continue
+                    if now - remote.created_at.timestamp() < grace:
+                        continue
                 if orphans == "adopt" and owner is None:
                     act("adopted", None, remote.id, f"tagged by tether, {why}")
                     if not dry_run:

@@ -58,10 +58,12 @@ class MemoryStore:
     atomic with respect to other tasks in the same event loop.
     """
 
-    _records: dict[str, Session] = attrs.field(factory=dict)
-    _clock: Callable[[], float] = attrs.field(default=time.monotonic, alias="clock")
+    _clock: Callable[[], float] = attrs.field(
+        default=time.monotonic, alias="clock", kw_only=True
+    )
+    _records: dict[str, Session] = attrs.field(factory=dict, init=False)
     # session id -> (owner, fencing token, lease deadline)
-    _leases: dict[str, tuple[str, int, float]] = attrs.field(factory=dict)
+    _leases: dict[str, tuple[str, int, float]] = attrs.field(factory=dict, init=False)
 
     async def insert(
         self, session: Session, *, credential_limit: int | None = None

@@ -176,6 +176,8 @@ class RemoteSession:
         expires_at: The deadline the service reports, if any.
         tether_id: tether's id, when the service keeps our tag (lists, find).
         data: Provider data to keep on the session (JSON-like, no secrets).
+        created_at: When the service made it, if it says (reconcile's grace
+            period for orphans needs it).
     """
 
     id: str
@@ -184,6 +186,7 @@ class RemoteSession:
     expires_at: datetime | None = attrs.field(default=None, converter=_to_utc)
     tether_id: str | None = None
     data: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+    created_at: datetime | None = attrs.field(default=None, converter=_to_utc)
 
 
 def parse_retry_after(value: str | None) -> float | None:

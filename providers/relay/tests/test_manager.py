@@ -223,8 +223,8 @@ async def test_cancelled_create_leaves_nothing(
     assert [] == emulator.live_sessions()
     assert 1 == len(emulator.deleted_sessions())
     assert 1 == len(records)
-    # The caller was cancelled, so the manager closes what it recorded.
-    assert tether.SessionState.CLOSED == records[0].state
+    # The caller was cancelled and the service holds nothing: the intent failed.
+    assert tether.SessionState.FAILED == records[0].state
 
 
 async def test_lost_relay_is_lost(

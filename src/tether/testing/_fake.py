@@ -91,10 +91,10 @@ class FakeBackend:
     clock: Callable[[], float] = time.time
     sessions: dict[str, FakeRemote] = attrs.field(factory=dict)
     calls: Counter[str] = attrs.field(factory=Counter)
-    _faults: dict[str, list[_Fault]] = attrs.field(factory=dict)
-    _gates: dict[str, anyio.Event] = attrs.field(factory=dict)
-    _entered: dict[str, anyio.Event] = attrs.field(factory=dict)
-    _scripts: dict[str, list[str]] = attrs.field(factory=dict)
+    _faults: dict[str, list[_Fault]] = attrs.field(factory=dict, init=False)
+    _gates: dict[str, anyio.Event] = attrs.field(factory=dict, init=False)
+    _entered: dict[str, anyio.Event] = attrs.field(factory=dict, init=False)
+    _scripts: dict[str, list[str]] = attrs.field(factory=dict, init=False)
 
     def fail(
         self,
@@ -129,6 +129,15 @@ class FakeBackend:
                 after=after or kind == "timeout",
             )
         )
+
+    def clear_faults(self, operation: str | None = None) -> None:
+        """
+        Forget queued faults, of *operation* or of all operations.
+        """
+        if operation is None:
+            self._faults.clear()
+        else:
+            self._faults.pop(operation, None)
 
     def gate(self, operation: str) -> tuple[anyio.Event, anyio.Event]:
         """
@@ -308,6 +317,7 @@ class FakeProvider(Provider[FakeConfig]):
             raw_state=remote.state,
             expires_at=_ts(remote.expires_at),
             tether_id=remote.tether_id or None,
+            created_at=_ts(remote.created_at),
             data={"params": dict(remote.params), **remote.data},
         )
 

@@ -527,6 +527,7 @@ class SandboxProvider(Provider[SandboxConfig]):
                     state=state,
                     expires_at=end_at if state is SessionState.ACTIVE else None,
                     tether_id=str(tether_id) if tether_id is not None else None,
+                    created_at=_naive_utc(row.get("started_at")),
                     data={
                         "template_id": row.get("template_id"),
                         "started_at": row.get("started_at"),

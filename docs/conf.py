@@ -98,6 +98,10 @@ nitpick_ignore = [("py:class", name) for name in _EXTERNAL_CLASSES] + [
     ("py:exc", "BaseException"),
     ("py:exc", "ValueError"),
     ("py:func", "anyio.sleep"),
+    ("py:func", "anyio.run"),
+    ("py:func", "functools.partial"),
+    ("py:class", "anyio.from_thread.BlockingPortal"),
+    ("py:class", "tether._sync.T"),
     ("py:meth", "httpx.AsyncClient.request"),
     # Ours, but not public: the type variable of a provider's config.
     ("py:class", "tether.abc.ConfigT"),

@@ -13,14 +13,9 @@ from typing import Any, Literal
 import attrs
 
 from tether._redact import Secret
+from tether._validators import boolean, number, one_of
 from tether.abc import ProviderConfig
 from tether.exceptions import ConfigError, InvalidParameterError
-
-
-def _positive_or_none(_instance: object, attribute: Any, value: float | None) -> None:
-    if value is not None and not value > 0:
-        msg = f"{attribute.name} must be positive or None, not {value!r}"
-        raise ValueError(msg)
 
 
 @attrs.frozen(kw_only=True)
@@ -44,11 +39,13 @@ class RetryPolicy:
     without waiting.
     """
 
-    attempts: int = attrs.field(default=4, validator=attrs.validators.ge(1))
-    wait_initial: float = attrs.field(default=0.2, validator=attrs.validators.ge(0))
-    wait_max: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
-    timeout: float | None = attrs.field(default=60.0, validator=_positive_or_none)
-    retry_after_max: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
+    attempts: int = attrs.field(default=4, validator=number(ge=1, integer=True))
+    wait_initial: float = attrs.field(default=0.2, validator=number(ge=0))
+    wait_max: float = attrs.field(default=5.0, validator=number(ge=0))
+    timeout: float | None = attrs.field(
+        default=60.0, validator=number(gt=0, optional=True)
+    )
+    retry_after_max: float = attrs.field(default=60.0, validator=number(ge=0))
 
 
 @attrs.frozen(kw_only=True)
@@ -68,16 +65,18 @@ class HealthPolicy:
             without renewal (on a shared store); by default three ping intervals.
     """
 
-    enabled: bool = True
+    enabled: bool = attrs.field(default=True, validator=boolean)
     interval: float | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
+        default=None, validator=number(gt=0, optional=True)
     )
-    jitter: float = attrs.field(
-        default=0.1, validator=[attrs.validators.ge(0), attrs.validators.le(1)]
+    jitter: float = attrs.field(default=0.1, validator=number(ge=0, le=1))
+    failures_before_lost: int = attrs.field(
+        default=3, validator=number(ge=1, integer=True)
     )
-    failures_before_lost: int = attrs.field(default=3, validator=attrs.validators.ge(1))
-    max_concurrent: int = attrs.field(default=64, validator=attrs.validators.ge(1))
-    lease_ttl: float | None = attrs.field(default=None, validator=_positive_or_none)
+    max_concurrent: int = attrs.field(default=64, validator=number(ge=1, integer=True))
+    lease_ttl: float | None = attrs.field(
+        default=None, validator=number(gt=0, optional=True)
+    )
 
 
 AdmissionMode = Literal["wait", "reject", "replace"]
@@ -96,9 +95,9 @@ class AdmissionPolicy:
     """
 
     mode: AdmissionMode = attrs.field(
-        default="wait", validator=attrs.validators.in_(("wait", "reject", "replace"))
+        default="wait", validator=one_of(("wait", "reject", "replace"))
     )
-    timeout: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
+    timeout: float = attrs.field(default=30.0, validator=number(ge=0))
 
 
 def _strip_optional(tp: Any) -> Any:
@@ -221,7 +220,7 @@ class Candidate:
             and its parameters.
     """
 
-    provider: str
+    provider: str = attrs.field(validator=attrs.validators.instance_of(str))
     params: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze, hash=False)
     key: str | None = None
 
@@ -236,7 +235,17 @@ class Candidate:
 
 
 def _candidates(value: Iterable[Candidate]) -> tuple[Candidate, ...]:
-    return tuple(value)
+    # Typed callers pass candidates; untyped ones get a ConfigError, not a crash.
+    raw: object = value
+    if isinstance(raw, str | bytes) or not isinstance(raw, Iterable):
+        msg = f"candidates must be a sequence of Candidate, not {raw!r}"
+        raise ConfigError(msg)
+    result: tuple[object, ...] = tuple(raw)
+    for item in result:
+        if not isinstance(item, Candidate):
+            msg = f"candidates must be Candidate values, not {item!r}"
+            raise ConfigError(msg)
+    return tuple(c for c in result if isinstance(c, Candidate))
 
 
 @attrs.frozen(kw_only=True)
@@ -258,9 +267,9 @@ class FailoverPolicy:
 
     candidates: tuple[Candidate, ...] = attrs.field(converter=_candidates)
     attempts_per_candidate: int = attrs.field(
-        default=2, validator=attrs.validators.ge(1)
+        default=2, validator=number(ge=1, integer=True)
     )
-    recreate_lost: bool = False
+    recreate_lost: bool = attrs.field(default=False, validator=boolean)
 
     @candidates.validator
     def _check(self, _attribute: object, value: tuple[Candidate, ...]) -> None:

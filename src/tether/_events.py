@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from tether._session import Session, SessionState, _frozen_mapping
+from tether._validators import number
 
 
 class EventKind(enum.StrEnum):
@@ -82,8 +83,10 @@ class BreakerPolicy:
         cooldown: Seconds an open breaker waits before letting one probe through.
     """
 
-    failure_threshold: int = attrs.field(default=5, validator=attrs.validators.ge(1))
-    cooldown: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
+    failure_threshold: int = attrs.field(
+        default=5, validator=number(ge=1, integer=True)
+    )
+    cooldown: float = attrs.field(default=30.0, validator=number(ge=0))
 
 
 @attrs.define

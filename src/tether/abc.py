@@ -29,6 +29,7 @@ import httpx
 
 from tether._redact import Secret
 from tether._session import Health, Session, SessionState, _frozen_mapping, _to_utc
+from tether._validators import number
 from tether.exceptions import (
     AuthError,
     ConflictError,
@@ -122,10 +123,10 @@ class ProviderConfig:
     """
 
     base_url: str
-    timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    timeout: float = attrs.field(default=30.0, validator=number(gt=0))
     ping_interval: float | None = attrs.field(
         default=None,
-        validator=attrs.validators.optional(attrs.validators.gt(0)),
+        validator=number(gt=0, optional=True),
     )
 
 

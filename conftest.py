@@ -4,8 +4,11 @@ Shared by the core's tests and every first-party provider's tests.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import structlog
+import structlog.testing
 
 
 @pytest.fixture(
@@ -27,6 +30,34 @@ def _reset_structlog() -> None:
     No test sees another's structlog configuration.
     """
     structlog.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_in_logs(
+    _reset_structlog: None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """
+    Every test's log events are scanned for every secret it made: none may appear.
+
+    Each ``tether.Secret`` built during the test is remembered (by wrapping its
+    constructor); every event logged through structlog is captured; after the
+    test, no secret's value may occur anywhere in them.
+    """
+    from tether import Secret  # noqa: PLC0415
+
+    made: list[str] = []
+    original = Secret.__init__
+
+    def remembering(self: Secret, value: str | Secret) -> None:
+        original(self, value)
+        made.append(self.reveal())
+
+    monkeypatch.setattr(Secret, "__init__", remembering)
+    with structlog.testing.capture_logs() as events:
+        yield
+    blob = repr(events)
+    leaked = {s for s in made if len(s) >= 8 and s in blob}
+    assert not leaked, f"{len(leaked)} secret(s) appeared in log events"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

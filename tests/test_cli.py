@@ -118,7 +118,8 @@ def _cli(tmp_path: Path, emulator_url: str) -> CLI:
     The CLI with its own XDG directories and the emulator's URL and key in the environment.
     """
     keep = ("PATH", "SYSTEMROOT", "LANG", "LC_ALL", "VIRTUAL_ENV", "PYTHONPATH")
-    env = {k: v for k, v in os.environ.items() if k in keep}
+    # COVERAGE_*: coverage measures the subprocesses too, when it runs the suite.
+    env = {k: v for k, v in os.environ.items() if k in keep or k.startswith("COVERAGE")}
     env.update(
         HOME=str(tmp_path),
         XDG_CONFIG_HOME=str(tmp_path / "config"),

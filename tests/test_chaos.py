@@ -8,6 +8,7 @@ every record is accounted for, and every failure reached the caller typed.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,7 +34,8 @@ S = tether.SessionState
 MORPHEUS_KEY = "sk-ChAoS1.0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab"
 SANDBOX_KEY = "instavm_sk_chaos_0123456789"
 RELAY_TOKEN = "relay-chaos-token-0123456789"
-LIFECYCLES = 8  # per provider and seed; `nox -s soak` runs more
+#: Lifecycles per provider and seed; `nox -s soak` runs many more.
+LIFECYCLES = int(os.environ.get("TETHER_SOAK_LIFECYCLES", "8"))
 RATE = 0.2
 
 #: Counts printed at the end of the test run (see conftest.py).

@@ -5,9 +5,12 @@ The public surface: __all__ and the names a module offers stay in step.
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import version
 from typing import TypeVar
 
 import pytest
+
+import tether
 
 
 @pytest.mark.parametrize(
@@ -41,8 +44,4 @@ def test_version_is_the_distribution_version() -> None:
     """
     tether.__version__ comes from the installed metadata.
     """
-    from importlib.metadata import version
-
-    import tether
-
     assert version("tether") == tether.__version__

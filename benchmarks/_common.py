@@ -147,7 +147,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def quiet_logs() -> None:
+def quiet_logs(level: int = logging.WARNING) -> None:
     """
     Drop tether's log events below WARNING, as a production app would.
 
@@ -155,7 +155,7 @@ def quiet_logs() -> None:
     would measure the terminal, not tether.
     """
     structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )

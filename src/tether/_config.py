@@ -184,8 +184,14 @@ def build_provider_config(
             )
     try:
         return cls(**values)
-    except ConfigError:
+    except InvalidParameterError as exc:
+        if exc.provider is None:
+            exc.provider = provider
         raise
+    except ConfigError as exc:
+        if exc.provider is not None:
+            raise
+        raise ConfigError(f"{provider}: {exc}", provider=provider) from None
     except TypeError as exc:
         missing = [
             n

@@ -4,6 +4,8 @@ Testing with tether: fakes, emulator plumbing, and the provider conformance suit
 Everything here is public API for people who embed tether and for provider authors.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from tether.testing._asgi import (
     ASGIApp,
     ASGIServer,
@@ -12,9 +14,15 @@ from tether.testing._asgi import (
     serve_asgi,
 )
 from tether.testing._clock import ManualClock
-from tether.testing._conformance import ConformanceTarget, ProviderConformanceTests
 from tether.testing._fake import FakeBackend, FakeConfig, FakeProvider, FakeRemote
 from tether.testing._faults import Fault, FaultInjector
+
+
+if TYPE_CHECKING:
+    from tether.testing._conformance import (
+        ConformanceTarget,
+        ProviderConformanceTests,
+    )
 
 
 __all__ = [
@@ -33,3 +41,13 @@ __all__ = [
     "RecordedRequest",
     "serve_asgi",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The conformance suite needs pytest; the rest of the kit does not.
+    if name in ("ConformanceTarget", "ProviderConformanceTests"):
+        from tether.testing import _conformance  # noqa: PLC0415
+
+        return getattr(_conformance, name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -234,6 +234,12 @@ def _main(quick: bool) -> Result:
             redis_proc.terminate()
             redis_proc.wait(timeout=10)
     violations = max(0, admitted - LIMIT)
+    if pings < 0.95 * expected:
+        result.notes.append(
+            f"MISSED: pinging fell behind ({pings} of {expected:.0f} expected pings): "
+            "sessions were pinged less than once per interval, so the duplicate "
+            "count is a lower bound"
+        )
     result.notes.append(
         "note: workers use RedisStore(client=Redis(BlockingConnectionPool(64))); with "
         "RedisStore(url=...) the watch phase crashed with redis MaxConnectionsError "

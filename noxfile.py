@@ -33,7 +33,11 @@ def _install(session: nox.Session, *groups: str, extras: str = "") -> None:
     Install tether and every first-party provider (with their emulators).
     """
     packages = [f".{extras}", *_providers()]
-    deps = [dep for group in groups for dep in nox.project.dependency_groups(PYPROJECT, group)]
+    deps = [
+        dep
+        for group in groups
+        for dep in nox.project.dependency_groups(PYPROJECT, group)
+    ]
     session.install(*packages, *deps)
 
 
@@ -47,6 +51,21 @@ def tests(session: nox.Session) -> None:
     session.run("coverage", "run", "-m", "pytest", *(session.posargs or ["-q"]))
     session.run("coverage", "combine", "--quiet", success_codes=[0, 1])
     session.run("coverage", "report", "--fail-under=90")
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """
+    The reliability suite's long form: many more lifecycles under chaos.
+    """
+    _install(session, "tests")
+    session.run(
+        "pytest",
+        "tests/test_chaos.py",
+        "-q",
+        *session.posargs,
+        env={"TETHER_SOAK_LIFECYCLES": "200"},
+    )
 
 
 @nox.session(python=PYTHON)
@@ -64,8 +83,19 @@ def lint(session: nox.Session) -> None:
     ruff, for lint and format.
     """
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
-    session.run("ruff", "check", "src", "tests", "providers", "benchmarks", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "providers", "benchmarks", "noxfile.py")
+    session.run(
+        "ruff", "check", "src", "tests", "providers", "benchmarks", "noxfile.py"
+    )
+    session.run(
+        "ruff",
+        "format",
+        "--check",
+        "src",
+        "tests",
+        "providers",
+        "benchmarks",
+        "noxfile.py",
+    )
 
 
 @nox.session(python=PYTHON)
@@ -84,7 +114,14 @@ def docs(session: nox.Session) -> None:
     """
     _install(session, "docs")
     session.run(
-        "sphinx-build", "-n", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
+        "sphinx-build",
+        "-n",
+        "-W",
+        "--keep-going",
+        "-b",
+        "html",
+        "docs",
+        "docs/_build/html",
     )
 
 
@@ -93,5 +130,5 @@ def bench(session: nox.Session) -> None:
     """
     The benchmarks: ratios measured side by side in one run.
     """
-    _install(session, "bench")
+    _install(session, "bench", extras="[fast,redis]")
     session.run("python", "-m", "benchmarks", *session.posargs)

@@ -428,7 +428,7 @@ class SessionManager:
         self._heap: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
         self._due: dict[tuple[str, str], int] = {}
-        self._wake = anyio.Event()
+        self._nap = anyio.CancelScope()
         self._slot_freed = anyio.Event()
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
         self._ping_limiter = anyio.CapacityLimiter(health.max_concurrent)
@@ -884,7 +884,8 @@ class SessionManager:
         self._due[(kind, session_id)] = seq
         heapq.heappush(self._heap, (at, seq, kind, session_id))
         if self._heap[0][1] == seq:
-            self._wake.set()
+            # Earlier than what the scheduler sleeps for: wake it up.
+            self._nap.cancel()
 
     def _track(
         self,
@@ -943,24 +944,14 @@ class SessionManager:
                 heapq.heappop(self._heap)
                 del self._due[(kind, session_id)]
                 self._tg.start_soon(self._run_job, kind, session_id)
-            self._wake = anyio.Event()
-            if not self._heap:
-                await self._wake.wait()
-                continue
-            delay = self._heap[0][0] - self._clock.time()
-            with anyio.CancelScope() as scope:
-                waker = self._wake
-
-                async def stop_on_wake(
-                    scope: anyio.CancelScope = scope, waker: anyio.Event = waker
-                ) -> None:
-                    await waker.wait()
-                    scope.cancel()
-
-                async with anyio.create_task_group() as inner:
-                    inner.start_soon(stop_on_wake)
+            # One cancel scope per nap, cancelled by _schedule when something
+            # earlier arrives: no helper task, whatever the clock.
+            delay = self._heap[0][0] - self._clock.time() if self._heap else math.inf
+            with anyio.CancelScope() as self._nap:
+                if delay == math.inf:
+                    await anyio.sleep_forever()
+                else:
                     await self._clock.sleep(delay)
-                    inner.cancel_scope.cancel()
 
     async def _run_job(self, kind: str, session_id: str) -> None:
         try:

@@ -4,6 +4,7 @@ Retrying provider calls: the only module that imports tenacity.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -62,17 +63,24 @@ def retryable(exc: BaseException, *, idempotent: bool) -> bool:
     return idempotent or not isinstance(exc, OutcomeUnknownError)
 
 
-def _wait(policy: RetryPolicy) -> Callable[[_t.RetryCallState], float]:
-    backoff = _t.wait_random_exponential(
-        multiplier=policy.wait_initial, max=policy.wait_max
-    )
+def _delay(policy: RetryPolicy, attempt: int, exc: BaseException | None) -> float:
+    """
+    The wait after failed attempt number *attempt*: full-jitter exponential
+    backoff (as ``tenacity.wait_random_exponential``), at least ``Retry-After``.
+    """
+    delay = 0.0
+    if policy.wait_max > 0:
+        high = min(policy.wait_max, policy.wait_initial * 2 ** (attempt - 1))
+        delay = random.uniform(0, max(0.0, high))  # noqa: S311 -- jitter
+    if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+        delay = max(delay, min(exc.retry_after, policy.retry_after_max))
+    return delay
 
+
+def _wait(policy: RetryPolicy, offset: int) -> Callable[[_t.RetryCallState], float]:
     def wait(state: _t.RetryCallState) -> float:
-        delay = float(backoff(state)) if policy.wait_max > 0 else 0.0
         exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-            delay = max(delay, min(exc.retry_after, policy.retry_after_max))
-        return delay
+        return _delay(policy, state.attempt_number + offset, exc)
 
     return wait
 
@@ -99,6 +107,31 @@ async def call(
         msg = f"{operation} on {provider}: no attempts left"
         raise BudgetExhaustedError(msg)
     started = time()
+    # Fast path: nearly every call succeeds at once, and needs none of
+    # tenacity's machinery (building it costs more than the rest of a call).
+    budget.spend()
+    try:
+        return await fn()
+    except Exception as exc:
+        if (
+            not retryable(exc, idempotent=idempotent)
+            or budget.left == 0
+            or (policy.timeout is not None and time() - started >= policy.timeout)
+        ):
+            raise
+        first = exc
+    delay = _delay(policy, 1, first)
+    logger.warning(
+        EVENT_RETRY_SCHEDULED,
+        provider=provider,
+        operation=operation,
+        attempt=1,
+        wait=round(delay, 3),
+        cause=type(first).__name__,
+        status_code=getattr(first, "status_code", None),
+        **(log_context or {}),
+    )
+    await sleep(delay)
 
     def stop(state: _t.RetryCallState) -> bool:
         if budget.exhausted:
@@ -111,7 +144,7 @@ async def call(
             EVENT_RETRY_SCHEDULED,
             provider=provider,
             operation=operation,
-            attempt=state.attempt_number,
+            attempt=state.attempt_number + 1,
             wait=round(state.upcoming_sleep, 3),
             cause=type(exc).__name__,
             status_code=getattr(exc, "status_code", None),
@@ -124,7 +157,7 @@ async def call(
     retrying = _t.AsyncRetrying(
         sleep=sleep,
         stop=stop,
-        wait=_wait(policy),
+        wait=_wait(policy, offset=1),
         retry=_t.retry_if_exception(lambda e: retryable(e, idempotent=idempotent)),
         before=before,
         before_sleep=before_sleep,

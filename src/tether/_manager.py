@@ -982,9 +982,11 @@ class SessionManager:
                 "tether.lease.lost", session_id=session_id, owner=self._owner
             )
             self._untrack(session_id)
-        except (TetherError, httpx.HTTPError) as exc:
+        except ManagerStateError:
+            return  # the manager is shutting down
+        except Exception as exc:  # noqa: BLE001
             # Background work reports through events and logs, never by crashing
-            # the manager.
+            # the manager (a store's own errors included).
             logger.warning(
                 "tether.background.failed",
                 job=kind,
@@ -1554,8 +1556,8 @@ class SessionManager:
                 session_id=session_id,
                 error=type(exc).__name__,
             )
-        current = await self._store.get(session_id)
-        if current is not None and current.state.is_live:
+        tracked = self._tracked.get(session_id)
+        if tracked is not None and tracked.state.is_live:
             self._reschedule_ping(session_id, slot)
 
     async def _ping_once(self, slot: _Slot, record: Session, *, retry: bool) -> Health:
@@ -1603,7 +1605,6 @@ class SessionManager:
         return health
 
     async def _apply_health(self, session_id: str, health: Health) -> None:
-        log = logger.bind(session_id=session_id)
         if health.status is HealthStatus.GONE:
             await self._mark_lost(
                 session_id,
@@ -1618,7 +1619,10 @@ class SessionManager:
             await self._mark_degraded(session_id, health)
             return
 
+        seen: list[Session] = []
+
         def alive(current: Session) -> Session | None:
+            seen.append(current)
             if not current.state.is_live or current.state is SessionState.CREATING:
                 return None
             changes: dict[str, Any] = {"data": {**current.data, **health.data}}
@@ -1636,10 +1640,12 @@ class SessionManager:
                 return None
             return attrs.evolve(current, **changes)
 
-        before = await self._current(session_id)
         after = await self._mutate(session_id, alive)
+        before = seen[-1]
         if before.state is SessionState.DEGRADED and after.state is SessionState.ACTIVE:
-            log.info(EVENT_SESSION_RECOVERED, provider=after.provider)
+            logger.info(
+                EVENT_SESSION_RECOVERED, provider=after.provider, session_id=session_id
+            )
             self._emit(
                 EventKind.RECOVERED,
                 provider=after.provider,
@@ -1647,9 +1653,10 @@ class SessionManager:
                 previous=SessionState.DEGRADED,
             )
         else:
-            log.debug(
+            logger.debug(
                 EVENT_SESSION_PINGED,
                 provider=after.provider,
+                session_id=session_id,
                 status=health.status.value,
             )
             self._emit(

@@ -115,8 +115,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_EMPTY: Final[Mapping[str, Any]] = types.MappingProxyType({})
+
+
 def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return types.MappingProxyType(dict(value or {}))
+    if not value:
+        # Most sessions have no labels: share one empty view (memory per session).
+        return _EMPTY
+    return types.MappingProxyType(dict(value))
 
 
 def _to_utc(value: datetime | None) -> datetime | None:

@@ -148,11 +148,16 @@ class _Tracked:
     state: SessionState = SessionState.ACTIVE
     expires_at: float | None = None
     failures: int = 0
-    last_health: Health | None = None
+    last_ok: bool | None = None
     last_ping_at: float | None = None
     failover: FailoverPolicy | None = None
     candidate: Candidate | None = None
-    scopes: set[anyio.CancelScope] = attrs.field(factory=set)
+    # Lazily made: most sessions never run a bound scope (memory per session).
+    scopes: set[anyio.CancelScope] | None = None
+    # The sequence number of each job's live heap entry (0: none scheduled).
+    ping_seq: int = 0
+    expire_seq: int = 0
+    renew_seq: int = 0
 
 
 OrphanPolicy = Literal["close", "adopt", "report"]
@@ -427,7 +432,7 @@ class SessionManager:
         self._tg: anyio.abc.TaskGroup | None = None
         self._heap: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
-        self._due: dict[tuple[str, str], int] = {}
+        self._sweep_seq = 0
         self._nap = anyio.CancelScope()
         self._slot_freed = anyio.Event()
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
@@ -830,7 +835,7 @@ class SessionManager:
         if after.state.is_terminal:
             tracked = self._tracked.get(after.id)
             if tracked is not None:
-                for scope in tracked.scopes:
+                for scope in tracked.scopes or ():
                     scope.cancel()
             if after.state is not SessionState.LOST or tracked is None:
                 self._untrack(after.id)
@@ -873,15 +878,32 @@ class SessionManager:
         return max(min(intervals), 1.0)
 
     def _untrack(self, session_id: str) -> None:
+        # Its heap entries go stale with it, and are skipped when they come due.
         self._tracked.pop(session_id, None)
-        for kind in ("ping", "expire", "renew"):
-            self._due.pop((kind, session_id), None)
 
     # -- scheduling ------------------------------------------------------------
 
+    def _due(self, kind: str, session_id: str) -> int:
+        if kind == "sweep":
+            return self._sweep_seq
+        tracked = self._tracked.get(session_id)
+        return getattr(tracked, f"{kind}_seq") if tracked is not None else 0
+
+    def _clear_due(self, kind: str, session_id: str) -> None:
+        if kind == "sweep":
+            self._sweep_seq = 0
+        elif (tracked := self._tracked.get(session_id)) is not None:
+            setattr(tracked, f"{kind}_seq", 0)
+
     def _schedule(self, kind: str, session_id: str, at: float) -> None:
         seq = next(self._seq)
-        self._due[(kind, session_id)] = seq
+        if kind == "sweep":
+            self._sweep_seq = seq
+        else:
+            tracked = self._tracked.get(session_id)
+            if tracked is None:
+                return  # only tracked sessions have background work
+            setattr(tracked, f"{kind}_seq", seq)
         heapq.heappush(self._heap, (at, seq, kind, session_id))
         if self._heap[0][1] == seq:
             # Earlier than what the scheduler sleeps for: wake it up.
@@ -935,14 +957,14 @@ class SessionManager:
         while True:
             while self._heap:
                 at, seq, kind, session_id = self._heap[0]
-                if self._due.get((kind, session_id)) != seq:
+                if self._due(kind, session_id) != seq:
                     heapq.heappop(self._heap)
                     continue
                 delay = at - self._clock.time()
                 if delay > 0:
                     break
                 heapq.heappop(self._heap)
-                del self._due[(kind, session_id)]
+                self._clear_due(kind, session_id)
                 self._tg.start_soon(self._run_job, kind, session_id)
             # One cancel scope per nap, cancelled by _schedule when something
             # earlier arrives: no helper task, whatever the clock.
@@ -1584,7 +1606,7 @@ class SessionManager:
             failures = (tracked.failures if tracked else 0) + 1
             if tracked is not None:
                 tracked.failures = failures
-                tracked.last_health = health
+                tracked.last_ok = health.ok
                 tracked.last_ping_at = self._clock.time()
             if failures >= self._health.failures_before_lost:
                 await self._mark_lost(
@@ -1597,7 +1619,7 @@ class SessionManager:
             health, latency=self._clock.time() - started, checked_at=self._now()
         )
         if tracked is not None:
-            tracked.last_health = health
+            tracked.last_ok = health.ok
             tracked.last_ping_at = self._clock.time()
             if health.ok:
                 tracked.failures = 0
@@ -2447,11 +2469,14 @@ class SessionManager:
             self._track(record)
         tracked = self._tracked[record.id]
         with anyio.CancelScope() as cancel_scope:
+            if tracked.scopes is None:
+                tracked.scopes = set()
             tracked.scopes.add(cancel_scope)
             try:
                 yield cancel_scope
             finally:
-                tracked.scopes.discard(cancel_scope)
+                if tracked.scopes is not None:
+                    tracked.scopes.discard(cancel_scope)
         if cancel_scope.cancelled_caught:
             (await self._current(record.id)).ensure_usable()
 
@@ -2465,7 +2490,6 @@ class SessionManager:
         sessions = []
         counts: dict[str, dict[str, int]] = {name: {} for name in self._slots}
         for tracked in self._tracked.values():
-            last = tracked.last_health
             sessions.append(
                 SessionSnapshot(
                     id=tracked.session_id,
@@ -2474,7 +2498,7 @@ class SessionManager:
                     last_ping_at=to_datetime(tracked.last_ping_at)
                     if tracked.last_ping_at
                     else None,
-                    last_ping_ok=last.ok if last else None,
+                    last_ping_ok=tracked.last_ok,
                     consecutive_failures=tracked.failures,
                     seconds_to_expiry=(
                         tracked.expires_at - now

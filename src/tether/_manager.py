@@ -436,7 +436,7 @@ class SessionManager:
         self._nap = anyio.CancelScope()
         self._slot_freed = anyio.Event()
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
-        self._ping_limiter = anyio.CapacityLimiter(health.max_concurrent)
+        self._jobs_send: MemoryObjectSendStream[tuple[str, str]] | None = None
         self._random = random.Random()  # noqa: S311 -- jitter, not security
 
     def __repr__(self) -> str:
@@ -463,6 +463,14 @@ class SessionManager:
             self._tg = await self._exit_stack.enter_async_context(
                 anyio.create_task_group()
             )
+            # Due jobs go to a fixed pool of workers: at most max_concurrent run
+            # at once, and a burst of due jobs waits in the heap, not as tasks.
+            send, receive = anyio.create_memory_object_stream[tuple[str, str]]()
+            self._exit_stack.push_async_callback(receive.aclose)
+            self._exit_stack.push_async_callback(send.aclose)
+            self._jobs_send = send
+            for _ in range(self._health.max_concurrent):
+                self._tg.start_soon(self._worker, receive)
             await self._tg.start(self._scheduler)
             if self._watch:
                 self._schedule("sweep", "*", self._clock.time())
@@ -965,7 +973,8 @@ class SessionManager:
                     break
                 heapq.heappop(self._heap)
                 self._clear_due(kind, session_id)
-                self._tg.start_soon(self._run_job, kind, session_id)
+                assert self._jobs_send is not None  # noqa: S101
+                await self._jobs_send.send((kind, session_id))
             # One cancel scope per nap, cancelled by _schedule when something
             # earlier arrives: no helper task, whatever the clock.
             delay = self._heap[0][0] - self._clock.time() if self._heap else math.inf
@@ -974,6 +983,10 @@ class SessionManager:
                     await anyio.sleep_forever()
                 else:
                     await self._clock.sleep(delay)
+
+    async def _worker(self, jobs: MemoryObjectReceiveStream[tuple[str, str]]) -> None:
+        async for kind, session_id in jobs:
+            await self._run_job(kind, session_id)
 
     async def _run_job(self, kind: str, session_id: str) -> None:
         try:
@@ -991,14 +1004,17 @@ class SessionManager:
             if token is None:
                 self._untrack(session_id)
                 return
-            _fence.set(token)
-            if kind == "ping":
-                async with self._ping_limiter:
+            # Workers run job after job: the fence must not outlive its job.
+            reset = _fence.set(token)
+            try:
+                if kind == "ping":
                     await self._background_ping(session_id)
-            elif kind == "expire":
-                await self._expire(session_id)
-            else:
-                await self._keepalive(session_id)
+                elif kind == "expire":
+                    await self._expire(session_id)
+                else:
+                    await self._keepalive(session_id)
+            finally:
+                _fence.reset(reset)
         except LeaseLostError:
             logger.warning(
                 "tether.lease.lost", session_id=session_id, owner=self._owner

@@ -815,7 +815,7 @@ class SessionManager:
             new = change(current)
             if new is None:
                 return current
-            new = attrs.evolve(new, updated_at=self._now())
+            new = new.evolve(updated_at=self._now())
             try:
                 stored = await self._store.update(new, fence=_fence.get())
             except LeaseLostError:
@@ -1495,7 +1495,7 @@ class SessionManager:
         if isinstance(error, OutcomeUnknownError):
             log.warning(EVENT_SESSION_OUTCOME_UNKNOWN, detail=str(error))
             return await self._store.update(
-                attrs.evolve(record, error=f"outcome unknown: {error}")
+                record.evolve(error=f"outcome unknown: {error}")
             )
         failed = record.transition(
             SessionState.FAILED, error=f"{type(error).__name__}: {error}"
@@ -1676,7 +1676,7 @@ class SessionManager:
                 and changes.get("expires_at", current.expires_at) == current.expires_at
             ):
                 return None
-            return attrs.evolve(current, **changes)
+            return current.evolve(**changes)
 
         after = await self._mutate(session_id, alive)
         before = seen[-1]
@@ -1811,7 +1811,7 @@ class SessionManager:
             )
             return
         await self._mutate(
-            lost.id, lambda s: attrs.evolve(s, data={**s.data, "replaced_by": new.id})
+            lost.id, lambda s: s.evolve(data={**s.data, "replaced_by": new.id})
         )
         logger.warning(
             EVENT_FAILOVER, provider=new.provider, previous=lost.id, next=new.id
@@ -1850,8 +1850,7 @@ class SessionManager:
 
         def apply(current: Session) -> Session | None:
             current.ensure_usable()
-            return attrs.evolve(
-                current,
+            return current.evolve(
                 remote_id=remote.id or current.remote_id,
                 raw_state=remote.raw_state or current.raw_state,
                 expires_at=remote.expires_at or current.expires_at,
@@ -1910,7 +1909,7 @@ class SessionManager:
             deadline = new_deadline
             if current.expires_at is not None and current.expires_at > deadline:
                 deadline = current.expires_at
-            return attrs.evolve(current, expires_at=deadline)
+            return current.evolve(expires_at=deadline)
 
         renewed = await self._mutate(record.id, extend)
         logger.info(
@@ -2075,7 +2074,7 @@ class SessionManager:
             if caps.find or caps.list:
                 found = await self._locate(slot, closing)
                 if found is not None:
-                    target = attrs.evolve(closing, remote_id=found.id)
+                    target = closing.evolve(remote_id=found.id)
         if target.remote_id is not None:
             try:
                 await self._call(

@@ -128,6 +128,8 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
 def _to_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
+    if value.tzinfo is UTC:
+        return value
     if value.tzinfo is None:
         msg = "datetimes must be timezone-aware"
         raise ValueError(msg)
@@ -231,7 +233,25 @@ class Session:
             changes["raw_state"] = raw_state
         if error is not None:
             changes["error"] = error
-        return attrs.evolve(self, state=target, updated_at=utcnow(), **changes)
+        return self.evolve(state=target, updated_at=utcnow(), **changes)
+
+    def evolve(self, **changes: Any) -> Session:
+        """
+        A copy with *changes*: ``attrs.evolve``, without re-checking the rest.
+
+        The manager changes sessions on every operation; converting only the
+        fields that change keeps that cheap.
+        """
+        new = object.__new__(Session)
+        for name in _FIELD_NAMES:
+            object.__setattr__(new, name, getattr(self, name))
+        for name, value in changes.items():
+            convert = _CONVERTERS.get(name)
+            if convert is None and name not in _FIELD_NAMES:
+                msg = f"Session has no field {name!r}"
+                raise TypeError(msg)
+            object.__setattr__(new, name, convert(value) if convert else value)
+        return new
 
     def ensure_usable(self) -> None:
         """
@@ -297,6 +317,12 @@ class Session:
             error=record.get("error"),
             version=int(record.get("version", 0)),
         )
+
+
+_FIELD_NAMES: Final = tuple(f.name for f in attrs.fields(Session))
+_CONVERTERS: Final[Mapping[str, Any]] = {
+    f.name: f.converter for f in attrs.fields(Session) if f.converter is not None
+}
 
 
 class HealthStatus(enum.StrEnum):

@@ -84,7 +84,7 @@ class MemoryStore:
                     credential=session.credential,
                     limit=credential_limit,
                 )
-        stored = attrs.evolve(session, version=1)
+        stored = session.evolve(version=1)
         self._records[session.id] = stored
         return stored
 
@@ -111,7 +111,7 @@ class MemoryStore:
                 expected=session.version,
                 actual=current.version,
             )
-        stored = attrs.evolve(session, version=session.version + 1)
+        stored = session.evolve(version=session.version + 1)
         self._records[session.id] = stored
         return stored
 

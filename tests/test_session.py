@@ -162,3 +162,35 @@ def test_health_ok() -> None:
     """
     assert tether.Health(status="alive").ok
     assert not tether.Health(status="degraded").ok
+
+
+def test_evolve_converts_what_changes() -> None:
+    """
+    Session.evolve copies the value, converting the changed fields as the
+    constructor would; an unknown field is a TypeError.
+    """
+    session = make(labels={"a": "b"})
+
+    changed = session.evolve(state="degraded", labels={"c": "d"})
+
+    assert S.DEGRADED is changed.state
+    assert {"c": "d"} == dict(changed.labels)
+    with pytest.raises(TypeError):
+        changed.labels["c"] = "e"  # type: ignore[index]
+    assert {"a": "b"} == dict(session.labels)
+    assert session.id == changed.id
+    with pytest.raises(TypeError, match="no field"):
+        session.evolve(colour="red")
+
+
+def test_evolve_matches_attrs_evolve() -> None:
+    """
+    The fast evolve gives the same value as attrs.evolve.
+    """
+    import attrs  # noqa: PLC0415
+
+    session = make(remote_id="r", data={"x": 1}, lifetime=5.0)
+
+    assert attrs.evolve(session, raw_state="up", version=7) == session.evolve(
+        raw_state="up", version=7
+    )

@@ -320,6 +320,10 @@ def _default_client(name: str, options: ClientOptions) -> httpx.AsyncClient:
 
 def _check_labels(labels: Mapping[Any, Any] | None) -> dict[str, str]:
     result: dict[str, str] = {}
+    raw: object = labels  # untyped callers get a typed error
+    if raw is not None and not isinstance(raw, Mapping):
+        msg = f"labels must be a mapping of strings to strings, not {labels!r}"
+        raise InvalidParameterError(msg, field="labels", value=labels)
     for k, v in (labels or {}).items():
         if not isinstance(k, str) or not isinstance(v, str):
             msg = f"labels must map strings to strings, got {k!r}: {v!r}"
@@ -1071,10 +1075,20 @@ class SessionManager:
         self._check_open()
         if isinstance(lifetime, timedelta):
             lifetime = lifetime.total_seconds()
-        if lifetime is not None and (not math.isfinite(lifetime) or lifetime <= 0):
+        life: object = lifetime  # untyped callers get a typed error
+        if life is not None and (
+            isinstance(life, bool)
+            or not isinstance(life, int | float)
+            or not math.isfinite(life)
+            or life <= 0
+        ):
             msg = f"lifetime must be a positive number of seconds, not {lifetime!r}"
             raise InvalidParameterError(msg, field="lifetime", value=lifetime)
         checked_labels = _check_labels(labels)
+        keep: object = keepalive
+        if not isinstance(keep, bool):
+            msg = f"keepalive must be True or False, not {keepalive!r}"
+            raise InvalidParameterError(msg, field="keepalive", value=keepalive)
         if isinstance(provider, FailoverPolicy):
             if params:
                 msg = "with a FailoverPolicy, give parameters on each Candidate"
@@ -1464,6 +1478,21 @@ class SessionManager:
                     return found
                 attempts.maybe_created = False
 
+    def _deadline(self, record: Session, remote: RemoteSession) -> datetime | None:
+        """
+        The session's deadline: the service's, else tether's own from its lifetime.
+
+        A service that ends sessions by itself (server TTL) but cannot say when
+        yet (a sandbox VM's lifetime starts with the VM) gets no tether deadline:
+        pings learn the real one. Guessing would close it early.
+        """
+        if remote.expires_at is not None or record.lifetime is None:
+            return remote.expires_at
+        slot = self._slots.get(record.provider)
+        if slot is not None and slot.provider.capabilities.server_ttl:
+            return None
+        return record.created_at + timedelta(seconds=record.lifetime)
+
     async def _settle_create(
         self,
         record: Session,
@@ -1472,9 +1501,7 @@ class SessionManager:
         log: Any,
     ) -> Session:
         if remote is not None:
-            expires = remote.expires_at
-            if expires is None and record.lifetime is not None:
-                expires = record.created_at + timedelta(seconds=record.lifetime)
+            expires = self._deadline(record, remote)
             state = remote.state if remote.state.is_live else SessionState.ACTIVE
             if state is SessionState.CREATING:
                 state = SessionState.ACTIVE
@@ -2384,9 +2411,7 @@ class SessionManager:
         def adopt(current: Session) -> Session | None:
             if current.state is not SessionState.CREATING:
                 return None
-            expires = remote.expires_at
-            if expires is None and current.lifetime is not None:
-                expires = current.created_at + timedelta(seconds=current.lifetime)
+            expires = self._deadline(current, remote)
             return current.transition(
                 SessionState.ACTIVE,
                 remote_id=remote.id,

@@ -8,6 +8,7 @@ import hashlib
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, Literal, overload
 
 import httpx
@@ -369,6 +370,7 @@ class MorpheusProvider(Provider[MorpheusConfig]):
             id=f"lease:{request.tether_id}",
             raw_state="lease",
             tether_id=request.tether_id,
+            expires_at=datetime.fromtimestamp(self.clock() + duration, UTC),
             data={
                 "mode": "lease",
                 "model": model.name,
@@ -447,6 +449,8 @@ class MorpheusProvider(Provider[MorpheusConfig]):
             id=opened.session_id,
             raw_state="active",
             tether_id=request.tether_id,
+            # The gateway ends it sessionDuration after opening it.
+            expires_at=datetime.fromtimestamp(self.clock() + duration, UTC),
             data=data,
         )
 

@@ -24,7 +24,7 @@ from tether._manager import (
     SessionManager,
     SessionSnapshot,
 )
-from tether._redact import Secret, redact, redact_secrets
+from tether._redact import Secret, redact, redact_secrets, redact_text
 from tether._registry import ProviderInfo, ProviderRegistry, register_provider
 from tether._session import Health, HealthStatus, Session, SessionState
 from tether._store import MemoryStore
@@ -61,6 +61,7 @@ __all__ = [
     "SystemClock",
     "redact",
     "redact_secrets",
+    "redact_text",
     "register_provider",
 ]
 

@@ -59,6 +59,7 @@ __all__ = [
     "RemoteSession",
     "Store",
     "parse_retry_after",
+    "send",
 ]
 
 #: The plugin API version this tether implements. A provider declares the version
@@ -188,6 +189,46 @@ class RemoteSession:
     tether_id: str | None = None
     data: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
     created_at: datetime | None = attrs.field(default=None, converter=_to_utc)
+
+
+async def send(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    operation: str,
+    session_id: str | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
+    """
+    Send one request, turning transport failures into tether's errors.
+
+    For clients of a service that are not a :class:`Provider` themselves (a
+    provider's typed API client); :meth:`Provider.request` builds on it and
+    maps error statuses too. Whether the request was sent decides the error:
+    a request that never left is safe to repeat, one without an answer is not.
+
+    Raises:
+        ProviderUnavailableError: The request was not sent (connect failure).
+        OutcomeUnknownError: It was sent but no answer came.
+    """
+    try:
+        return await client.request(method, url, **kwargs)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        msg = f"{provider} could not be reached: {type(exc).__name__}"
+        raise ProviderUnavailableError(
+            msg, provider=provider, operation=operation, session_id=session_id
+        ) from exc
+    except (
+        httpx.TimeoutException,
+        httpx.NetworkError,
+        httpx.RemoteProtocolError,
+    ) as exc:
+        msg = f"{provider} did not answer: {type(exc).__name__}"
+        raise OutcomeUnknownError(
+            msg, provider=provider, operation=operation, session_id=session_id
+        ) from exc
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -444,22 +485,15 @@ class Provider(abc.ABC, Generic[ConfigT]):
             OutcomeUnknownError: It was sent but no answer came.
             ProviderError: The status was an error; see :meth:`error_from_response`.
         """
-        try:
-            response = await self.client.request(method, url, **kwargs)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            msg = f"{self.name} could not be reached: {type(exc).__name__}"
-            raise ProviderUnavailableError(
-                msg, provider=self.name, operation=operation, session_id=session_id
-            ) from exc
-        except (
-            httpx.TimeoutException,
-            httpx.NetworkError,
-            httpx.RemoteProtocolError,
-        ) as exc:
-            msg = f"{self.name} did not answer: {type(exc).__name__}"
-            raise OutcomeUnknownError(
-                msg, provider=self.name, operation=operation, session_id=session_id
-            ) from exc
+        response = await send(
+            self.client,
+            method,
+            url,
+            provider=self.name,
+            operation=operation,
+            session_id=session_id,
+            **kwargs,
+        )
         if response.is_success or response.status_code in ok:
             return response
         raise self.error_from_response(

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 import structlog
 
-from tether import Secret
-from tether._redact import redact
+from tether import Secret, redact
+from tether.abc import send
 from tether.exceptions import (
     ConfigError,
     OutcomeUnknownError,
@@ -112,22 +112,15 @@ class MorpheusClient:
         ok: Sequence[int] = (),
         **kwargs: Any,
     ) -> httpx.Response:
-        try:
-            response = await self._http.request(method, url, **kwargs)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            msg = f"{self._provider} could not be reached: {type(exc).__name__}"
-            raise ProviderUnavailableError(
-                msg, provider=self._provider, operation=operation, session_id=session_id
-            ) from exc
-        except (
-            httpx.TimeoutException,
-            httpx.NetworkError,
-            httpx.RemoteProtocolError,
-        ) as exc:
-            msg = f"{self._provider} did not answer: {type(exc).__name__}"
-            raise OutcomeUnknownError(
-                msg, provider=self._provider, operation=operation, session_id=session_id
-            ) from exc
+        response = await send(
+            self._http,
+            method,
+            url,
+            provider=self._provider,
+            operation=operation,
+            session_id=session_id,
+            **kwargs,
+        )
         if not response.is_success and response.status_code not in ok:
             raise from_response(
                 response,

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import httpx
 
-from tether._redact import redact_text
+from tether import redact_text
 from tether.abc import parse_retry_after
 from tether.exceptions import (
     AuthError,

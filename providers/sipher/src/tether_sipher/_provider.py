@@ -17,11 +17,9 @@ import attrs
 import httpx
 import structlog
 
-from tether import Health, HealthStatus, Secret, Session
-
 # The core's redaction helpers are not public yet; they are what ProviderError
 # itself uses, so error bodies are masked the same way.
-from tether._redact import REDACTED, redact, redact_text
+from tether import Health, HealthStatus, Secret, Session, redact, redact_text
 from tether.abc import (
     Capabilities,
     ClientOptions,
@@ -41,6 +39,10 @@ from tether.exceptions import (
 )
 from tether_sipher._config import SipherConfig
 from tether_sipher._defaults import SESSION_ID_PATTERN, VIEWING_KEY, normalise_defaults
+
+
+#: How masked secrets read (the same mask as tether.redact).
+REDACTED = "***"
 
 
 __all__ = ["VIEWING_KEY_REF", "SipherProvider", "SipherSessionAuth"]

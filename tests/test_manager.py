@@ -618,3 +618,29 @@ async def test_create_outcome_unknown_found_in_list(registry, tether_clock):
     assert 0 == backend.calls["find"]
     assert 1 == backend.calls["list"]
     assert {s.remote_id} == backend.live_ids()
+
+
+async def test_block_error_wins_over_a_failed_close(
+    tether_manager, tether_fake_backend
+):
+    """
+    When the block raises and the close fails too, the block's error is the one
+    raised; the session stays on record as CLOSING for a later close.
+    """
+    with pytest.raises(RuntimeError, match="block"):
+        async with tether_manager.session("fake") as s:
+            tether_fake_backend.fail("close", "unavailable", times=10)
+            raise RuntimeError("block")
+
+    assert tether.SessionState.CLOSING == (await tether_manager.get(s.id)).state
+
+
+async def test_failed_close_after_a_clean_block_raises(
+    tether_manager, tether_fake_backend
+):
+    """
+    When the block succeeds but the close fails, the close's error is raised.
+    """
+    with pytest.raises(ProviderUnavailableError):
+        async with tether_manager.session("fake"):
+            tether_fake_backend.fail("close", "unavailable", times=10)

@@ -1564,12 +1564,21 @@ class SessionManager:
         )
         try:
             yield created
-        finally:
+        except BaseException:
+            # The block's own error wins; a failed close stays on record
+            # (CLOSING) for a later close or reconcile, and is logged.
             with (
                 anyio.CancelScope(shield=True),
                 anyio.move_on_after(self._shield_timeout),
+                contextlib.suppress(TetherError),
             ):
                 await self._close_by_id(created.id)
+            raise
+        with (
+            anyio.CancelScope(shield=True),
+            anyio.move_on_after(self._shield_timeout),
+        ):
+            await self._close_by_id(created.id)
 
     @_instrumented("ping")
     async def ping(self, session: Session | str) -> Health:

@@ -819,7 +819,12 @@ class SessionManager:
             new = change(current)
             if new is None:
                 return current
-            new = new.evolve(updated_at=self._now())
+            if new is current:
+                new = new.evolve(updated_at=self._now())
+            else:
+                # A value *change* just built and nobody else holds yet: stamp
+                # it in place rather than copy it again (the hot path).
+                object.__setattr__(new, "updated_at", self._now())
             try:
                 stored = await self._store.update(new, fence=_fence.get())
             except LeaseLostError:

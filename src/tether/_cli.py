@@ -27,7 +27,7 @@ import attrs
 from tether._config import build_provider_config, env_var
 from tether._redact import redact, redact_text
 from tether._registry import default_registry
-from tether._session import SessionState
+from tether._session import Session, SessionState
 from tether.exceptions import (
     AdmissionError,
     AuthError,
@@ -510,10 +510,7 @@ def _cmd_create(ctx: _Context) -> int:
             lifetime=args.lifetime,
             **dict(args.param or []),
         )
-        if ctx.json:
-            _print_json(_session_json(session))
-        else:
-            _show_session(session)
+        _show(ctx, session)
         return EXIT_OK
 
     return _run(ctx, create)
@@ -566,13 +563,20 @@ def _cmd_ls(ctx: _Context) -> int:
     return _run(ctx, ls)
 
 
+def _show(ctx: _Context, session: Session) -> None:
+    """
+    One session, as JSON for scripts or as a field list for people.
+    """
+    if ctx.json:
+        _print_json(_session_json(session))
+    else:
+        _show_session(session)
+
+
 def _cmd_inspect(ctx: _Context) -> int:
     async def inspect(manager: SessionManager) -> int:
         session = await _resolve(manager, ctx.args.id)
-        if ctx.json:
-            _print_json(_session_json(session))
-        else:
-            _show_session(session)
+        _show(ctx, session)
         return EXIT_OK
 
     return _run(ctx, inspect)
@@ -606,10 +610,7 @@ def _cmd_update(ctx: _Context) -> int:
     async def update(manager: SessionManager) -> int:
         session = await _resolve(manager, args.id)
         updated = await manager.update(session, **dict(args.param))
-        if ctx.json:
-            _print_json(_session_json(updated))
-        else:
-            _show_session(updated)
+        _show(ctx, updated)
         return EXIT_OK
 
     return _run(ctx, update)
@@ -619,10 +620,7 @@ def _cmd_renew(ctx: _Context) -> int:
     async def renew(manager: SessionManager) -> int:
         session = await _resolve(manager, ctx.args.id)
         renewed = await manager.renew(session, lifetime=ctx.args.lifetime)
-        if ctx.json:
-            _print_json(_session_json(renewed))
-        else:
-            _show_session(renewed)
+        _show(ctx, renewed)
         return EXIT_OK
 
     return _run(ctx, renew)

@@ -171,6 +171,22 @@ def _detail(
     return _Problem(status, {"detail": detail}, headers)
 
 
+def _int(raw: str, loc: list[Any]) -> int:
+    """
+    *raw* as an integer, or FastAPI's 422 ``int_parsing`` error at *loc*.
+    """
+    try:
+        return int(raw)
+    except ValueError:
+        error = {
+            "type": "int_parsing",
+            "loc": loc,
+            "msg": "Input should be a valid integer, unable to parse string as an integer",
+            "input": raw,
+        }
+        raise _Problem(422, {"detail": [error]}) from None
+
+
 def _missing(loc: list[Any]) -> dict[str, Any]:
     return {"type": "missing", "loc": loc, "msg": "Field required", "input": None}
 
@@ -872,22 +888,7 @@ class MorpheusEmulator:
         raw = request.query_params.get(name)
         if raw is None:
             raise _Problem(422, {"detail": [_missing(["query", name])]})
-        try:
-            return int(raw)
-        except ValueError:
-            raise _Problem(
-                422,
-                {
-                    "detail": [
-                        {
-                            "type": "int_parsing",
-                            "loc": ["query", name],
-                            "msg": "Input should be a valid integer, unable to parse string as an integer",
-                            "input": raw,
-                        }
-                    ]
-                },
-            ) from None
+        return _int(raw, ["query", name])
 
     async def _session_data(self, request: Request) -> dict[str, Any]:
         body = self._object_body(await self._json_body(request))
@@ -1524,22 +1525,7 @@ class MorpheusEmulator:
     async def _delete_key(self, request: Request) -> Any:
         user = self._jwt_user(request)
         raw = request.path_params["key_id"]
-        try:
-            key_id = int(raw)
-        except ValueError:
-            raise _Problem(
-                422,
-                {
-                    "detail": [
-                        {
-                            "type": "int_parsing",
-                            "loc": ["path", "key_id"],
-                            "msg": "Input should be a valid integer, unable to parse string as an integer",
-                            "input": raw,
-                        }
-                    ]
-                },
-            ) from None
+        key_id = _int(raw, ["path", "key_id"])
         key = self._keys.get(key_id)
         if key is None or key.user_id != user.id:
             raise _detail(404, "API key not found")
@@ -1625,22 +1611,7 @@ class MorpheusEmulator:
     async def _delete_delegation(self, request: Request) -> Any:
         user = self._jwt_user(request)
         raw = request.path_params["delegation_id"]
-        try:
-            delegation_id = int(raw)
-        except ValueError:
-            raise _Problem(
-                422,
-                {
-                    "detail": [
-                        {
-                            "type": "int_parsing",
-                            "loc": ["path", "delegation_id"],
-                            "msg": "Input should be a valid integer, unable to parse string as an integer",
-                            "input": raw,
-                        }
-                    ]
-                },
-            ) from None
+        delegation_id = _int(raw, ["path", "delegation_id"])
         record = self._delegations.get(delegation_id)
         if record is None or record["user_id"] != user.id:
             raise _detail(404, "Delegation not found")

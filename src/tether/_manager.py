@@ -70,7 +70,13 @@ from tether._log import (
     logger,
 )
 from tether._registry import ProviderRegistry, default_registry
-from tether._session import Health, HealthStatus, Session, SessionState
+from tether._session import (
+    Health,
+    HealthStatus,
+    Session,
+    SessionState,
+    stamp_health,
+)
 from tether._store import MemoryStore
 from tether._transport import build_client
 from tether.abc import (
@@ -135,6 +141,8 @@ class _Slot:
     ping_interval: float
     breaker: CircuitBreaker
     transport: str = "httpx"
+    # The credential's fingerprint: the config is frozen, so it is worked out once.
+    credential: str | None = None
 
 
 @attrs.define
@@ -438,7 +446,8 @@ class SessionManager:
         self._seq = itertools.count()
         self._sweep_seq = 0
         self._nap = anyio.CancelScope()
-        self._slot_freed = anyio.Event()
+        # Made by an admission that waits; set (and dropped) when a slot frees.
+        self._slot_freed: anyio.Event | None = None
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
         self._jobs_send: MemoryObjectSendStream[tuple[str, str]] | None = None
         self._random = random.Random()  # noqa: S311 -- jitter, not security
@@ -516,8 +525,7 @@ class SessionManager:
                 await self._exit_stack.__aexit__(None, None, None)
             finally:
                 with (
-                    anyio.CancelScope(shield=True),
-                    anyio.move_on_after(self._shield_timeout),
+                    self._shielded(),
                 ):
                     await self._close_providers()
                 logger.debug(EVENT_MANAGER_STOPPED)
@@ -598,6 +606,15 @@ class SessionManager:
             msg = "this SessionManager is closed"
             raise ManagerStateError(msg)
 
+    def _shielded(self) -> anyio.CancelScope:
+        """
+        A scope that outer cancellation cannot stop, but that gives up after
+        the shield timeout: for work that must not be abandoned half-way.
+        """
+        return anyio.CancelScope(
+            shield=True, deadline=anyio.current_time() + self._shield_timeout
+        )
+
     # -- providers -------------------------------------------------------------
 
     def provider(self, name: str) -> Provider[Any]:
@@ -652,6 +669,7 @@ class SessionManager:
             ping_interval=float(interval),
             breaker=self._breaker(name),
             transport=transport,
+            credential=provider.credential_id(),
         )
         self._slots[name] = slot
         return slot
@@ -807,15 +825,24 @@ class SessionManager:
         return record
 
     async def _mutate(
-        self, session_id: str, change: Callable[[Session], Session | None]
+        self,
+        session_id: str,
+        change: Callable[[Session], Session | None],
+        *,
+        known: Session | None = None,
     ) -> Session:
         """
         Apply *change* to the current record, re-reading when another writer won.
 
         *change* returns the new record, or ``None`` to leave it as it is.
+        *known* is the record as this task last read or wrote it: tried first,
+        since the store's version check catches it if it is out of date.
         """
         for _ in range(16):
-            current = await self._current(session_id)
+            if known is not None:
+                current, known = known, None
+            else:
+                current = await self._current(session_id)
             new = change(current)
             if new is None:
                 return current
@@ -847,8 +874,9 @@ class SessionManager:
             return
         if before.state.is_live and not after.state.is_live:
             # A credential slot may have freed up: wake waiting admissions.
-            self._slot_freed.set()
-            self._slot_freed = anyio.Event()
+            if self._slot_freed is not None:
+                self._slot_freed.set()
+                self._slot_freed = None
         if after.state.is_terminal:
             tracked = self._tracked.get(after.id)
             if tracked is not None:
@@ -1229,6 +1257,8 @@ class SessionManager:
         mode = self._admission.mode
         with anyio.move_on_after(self._admission.timeout) as scope:
             while True:
+                if self._slot_freed is None:
+                    self._slot_freed = anyio.Event()
                 freed = self._slot_freed
                 try:
                     return await self._store.insert(record, credential_limit=limit)
@@ -1259,7 +1289,7 @@ class SessionManager:
         if not live:
             return
         oldest = min(live, key=lambda s: s.created_at)
-        with anyio.CancelScope(shield=True), anyio.move_on_after(self._shield_timeout):
+        with self._shielded():
             await self._close_by_id(oldest.id)
 
     async def _create_on(
@@ -1283,7 +1313,7 @@ class SessionManager:
             updated_at=now,
             labels=labels,
             params=parsed,
-            credential=provider.credential_id(),
+            credential=slot.credential,
             lifetime=lifetime,
             keepalive=keepalive,
         )
@@ -1304,13 +1334,14 @@ class SessionManager:
                 error = exc
             with anyio.CancelScope(shield=True):
                 record = await self._settle_create(record, remote, error, log)
-            await anyio.lowlevel.checkpoint()
+            # A caller cancelled meanwhile gets its cancellation here (and the
+            # session closed, below); the others need no trip round the loop.
+            await anyio.lowlevel.checkpoint_if_cancelled()
         except anyio.get_cancelled_exc_class():
             # The caller gave up. Each attempt ran shielded, so we know what the
             # service made: record it, then close it, since nobody holds it.
             with (
-                anyio.CancelScope(shield=True),
-                anyio.move_on_after(self._shield_timeout),
+                self._shielded(),
             ):
                 await self._abandon_create(record, attempts, log)
             raise
@@ -1429,16 +1460,15 @@ class SessionManager:
             # Each attempt is shielded and bounded: a caller cancelled half-way
             # must not leave a remote session that nobody tracks. Between
             # attempts (while backing off) cancellation is delivered.
-            with anyio.CancelScope(shield=True):
-                with anyio.move_on_after(self._shield_timeout):
-                    try:
-                        created = await provider.create(request)
-                    except OutcomeUnknownError:
-                        attempts.maybe_created = True
-                        raise
-                    attempts.created = created
-                    return created
-                attempts.maybe_created = True
+            with self._shielded():
+                try:
+                    created = await provider.create(request)
+                except OutcomeUnknownError:
+                    attempts.maybe_created = True
+                    raise
+                attempts.created = created
+                return created
+            attempts.maybe_created = True
             msg = f"{slot.name} did not finish creating within {self._shield_timeout}s"
             raise OutcomeUnknownError(
                 msg,
@@ -1573,15 +1603,13 @@ class SessionManager:
             # The block's own error wins; a failed close stays on record
             # (CLOSING) for a later close or reconcile, and is logged.
             with (
-                anyio.CancelScope(shield=True),
-                anyio.move_on_after(self._shield_timeout),
+                self._shielded(),
                 contextlib.suppress(TetherError),
             ):
                 await self._close_by_id(created.id)
             raise
         with (
-            anyio.CancelScope(shield=True),
-            anyio.move_on_after(self._shield_timeout),
+            self._shielded(),
         ):
             await self._close_by_id(created.id)
 
@@ -1672,7 +1700,7 @@ class SessionManager:
             else:
                 await self._mark_degraded(record.id, health)
             return health
-        health = attrs.evolve(
+        health = stamp_health(
             health, latency=self._clock.time() - started, checked_at=self._now()
         )
         if tracked is not None:
@@ -1680,10 +1708,12 @@ class SessionManager:
             tracked.last_ping_at = self._clock.time()
             if health.ok:
                 tracked.failures = 0
-        await self._apply_health(record.id, health)
+        await self._apply_health(record.id, health, known=record)
         return health
 
-    async def _apply_health(self, session_id: str, health: Health) -> None:
+    async def _apply_health(
+        self, session_id: str, health: Health, *, known: Session | None = None
+    ) -> None:
         if health.status is HealthStatus.GONE:
             await self._mark_lost(
                 session_id,
@@ -1719,7 +1749,7 @@ class SessionManager:
                 return None
             return current.evolve(**changes)
 
-        after = await self._mutate(session_id, alive)
+        after = await self._mutate(session_id, alive, known=known)
         before = seen[-1]
         if before.state is SessionState.DEGRADED and after.state is SessionState.ACTIVE:
             logger.info(
@@ -2015,8 +2045,7 @@ class SessionManager:
                 return
             try:
                 with (
-                    anyio.CancelScope(shield=True),
-                    anyio.move_on_after(self._shield_timeout),
+                    self._shielded(),
                 ):
                     await self._call(
                         slot,
@@ -2072,15 +2101,18 @@ class SessionManager:
         """
         self._check_open()
         record = await self._current(session)
-        with anyio.CancelScope(shield=True), anyio.move_on_after(self._shield_timeout):
-            return await self._close_by_id(record.id)
+        with self._shielded():
+            return await self._close_by_id(record.id, record)
         msg = f"closing {record.id} did not finish within {self._shield_timeout}s"
         raise ProviderUnavailableError(
             msg, provider=record.provider, operation="close", session_id=record.id
         )
 
-    async def _close_by_id(self, session_id: str) -> Session:
-        record = await self._current(session_id)
+    async def _close_by_id(
+        self, session_id: str, record: Session | None = None
+    ) -> Session:
+        if record is None:
+            record = await self._current(session_id)
         if record.state in (
             SessionState.CLOSED,
             SessionState.EXPIRED,
@@ -2103,6 +2135,7 @@ class SessionManager:
                 )
                 else None
             ),
+            known=record,
         )
         if closing.state is not SessionState.CLOSING:
             return closing
@@ -2136,6 +2169,7 @@ class SessionManager:
                 if s.state is SessionState.CLOSING
                 else None
             ),
+            known=closing,
         )
         self._untrack(session_id)
         log.info(EVENT_SESSION_CLOSED)

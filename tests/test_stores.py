@@ -516,6 +516,36 @@ async def test_sqlite_new_file_has_current_schema_in_wal_mode(tmp_path: Path) ->
     assert "wal" == mode
 
 
+async def test_sqlite_waits_for_another_opener_to_switch_to_wal(
+    tmp_path: Path,
+) -> None:
+    """
+    Two processes opening a new file at once: the switch to WAL meets a lock
+    held by the other one, and SQLite does not wait on its own for that. The
+    store waits (within its busy timeout) instead of failing with "database is
+    locked".
+    """
+    path = tmp_path / "t.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE t (x)")
+    other.execute("BEGIN IMMEDIATE")  # what the other opener holds meanwhile
+    other.execute("INSERT INTO t VALUES (1)")
+
+    async def release_soon() -> None:
+        await anyio.sleep(0.2)
+        other.execute("ROLLBACK")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(release_soon)
+        with pytest.raises(ConfigError, match="not a tether store"):
+            # It got past the lock to the schema check (the file has a table).
+            async with SqliteStore(path, busy_timeout=5) as store:
+                await store.list()
+    other.close()
+    with sqlite3.connect(path) as conn:
+        assert "wal" == conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+
 async def test_sqlite_migrates_an_older_schema(tmp_path: Path) -> None:
     """
     A file at schema 1 (records, no leases) is upgraded in place and keeps its records.

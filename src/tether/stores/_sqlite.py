@@ -150,7 +150,10 @@ class SqliteStore:
                 if str(mode).lower() != "wal":
                     conn.execute("PRAGMA journal_mode=WAL")
             except sqlite3.OperationalError as exc:
-                busy = exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                busy = exc.sqlite_errorcode in (
+                    sqlite3.SQLITE_BUSY,
+                    sqlite3.SQLITE_LOCKED,
+                )
                 if not busy or time.monotonic() >= deadline:
                     raise
                 time.sleep(delay)

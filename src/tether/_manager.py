@@ -18,7 +18,7 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Final, Literal, ParamSpec, TypeVar
 
 import anyio
 import anyio.abc
@@ -272,6 +272,11 @@ class ManagerSnapshot:
 
 
 P = ParamSpec("P")
+
+# Stands for a key that is not there (None may be a value).
+_MISSING: Final = object()
+# A context manager that does nothing, reusable by any number of tasks at once.
+_NO_SHIELD: Final = contextlib.nullcontext()
 
 
 def _instrumented(
@@ -599,6 +604,8 @@ class SessionManager:
         self._slots.clear()
 
     def _check_open(self) -> None:
+        if self._state is _State.OPEN:
+            return
         if self._state is _State.UNOPENED:
             msg = "use the SessionManager inside 'async with' first"
             raise ManagerStateError(msg)
@@ -614,6 +621,15 @@ class SessionManager:
         return anyio.CancelScope(
             shield=True, deadline=anyio.current_time() + self._shield_timeout
         )
+
+    def _shield_writes(self) -> contextlib.AbstractContextManager[Any]:
+        """
+        A shield for store writes that must not be interrupted. The memory
+        store never suspends, so nothing can interrupt it: no scope needed.
+        """
+        if type(self._store) is MemoryStore:
+            return _NO_SHIELD
+        return anyio.CancelScope(shield=True)
 
     # -- providers -------------------------------------------------------------
 
@@ -705,7 +721,6 @@ class SessionManager:
         session_id: str | None = None,
         breaker: bool = True,
     ) -> T:
-        budget = budget or self._budget()
         try:
             result = await _retry.call(
                 fn,
@@ -716,13 +731,15 @@ class SessionManager:
                 operation=operation,
                 provider=slot.name,
                 idempotent=idempotent,
-                log_context={"session_id": session_id} if session_id else None,
+                session_id=session_id,
             )
         except TransientProviderError:
             if breaker:
                 self._breaker_failure(slot.breaker, slot.name)
             raise
-        if breaker:
+        if breaker and (
+            slot.breaker.failures or slot.breaker.state is not BreakerState.CLOSED
+        ):
             self._breaker_success(slot.breaker, slot.name)
         return result
 
@@ -1122,37 +1139,44 @@ class SessionManager:
         if not isinstance(keep, bool):
             msg = f"keepalive must be True or False, not {keepalive!r}"
             raise InvalidParameterError(msg, field="keepalive", value=keepalive)
-        if isinstance(provider, FailoverPolicy):
+        if isinstance(provider, str):
+            slot = self._slot(provider)
+            parsed, life = self._check_candidate(
+                slot, provider, params, lifetime, keepalive=keepalive
+            )
+            if slot.breaker.state is BreakerState.CLOSED:
+                # One provider with a closed breaker (nearly every create): what
+                # the failover loop below would do, without its bookkeeping.
+                return await self._create_on(
+                    slot,
+                    parsed,
+                    life,
+                    checked_labels,
+                    self._budget(),
+                    keepalive=keepalive,
+                )
+            policy: FailoverPolicy | None = None
+            plans = [(Candidate(provider=provider, params=params), slot, parsed, life)]
+        elif isinstance(provider, FailoverPolicy):
             if params:
                 msg = "with a FailoverPolicy, give parameters on each Candidate"
                 raise ConfigError(msg)
-            policy: FailoverPolicy | None = provider
-            candidates = list(provider.candidates)
-        elif isinstance(provider, str):
-            policy = None
-            candidates = [Candidate(provider=provider, params=params)]
+            policy = provider
+            # Validate every candidate before anything is sent anywhere.
+            plans = []
+            for candidate in provider.candidates:
+                slot = self._slot(candidate.provider)
+                parsed, life = self._check_candidate(
+                    slot,
+                    candidate.provider,
+                    candidate.params,
+                    lifetime,
+                    keepalive=keepalive,
+                )
+                plans.append((candidate, slot, parsed, life))
         else:  # untyped callers get a clear error
             msg = f"provider must be a name or a FailoverPolicy, not {type(provider).__name__}"  # type: ignore[unreachable]
             raise ConfigError(msg)
-        # Validate every candidate before anything is sent anywhere.
-        plans = []
-        for candidate in candidates:
-            slot = self._slot(candidate.provider)
-            parsed = slot.provider.parse_create(candidate.params)
-            life = slot.provider.lifetime_for(lifetime, parsed)
-            if keepalive and not (
-                slot.provider.capabilities.renew
-                or not slot.provider.capabilities.server_ttl
-            ):
-                raise NotSupportedError(
-                    f"{candidate.provider} cannot renew, so it cannot keep sessions alive",
-                    provider=candidate.provider,
-                    operation="keepalive",
-                )
-            if keepalive and life is None:
-                msg = "keepalive needs a lifetime to renew (give lifetime=)"
-                raise InvalidParameterError(msg, field="keepalive", value=keepalive)
-            plans.append((candidate, slot, parsed, life))
         budget = self._budget()
         per_candidate = (
             policy.attempts_per_candidate if policy else self._retry.attempts
@@ -1160,6 +1184,34 @@ class SessionManager:
         return await self._create_failover(
             plans, policy, budget, per_candidate, checked_labels, keepalive=keepalive
         )
+
+    def _check_candidate(
+        self,
+        slot: _Slot,
+        name: str,
+        params: Mapping[str, Any],
+        lifetime: float | None,
+        *,
+        keepalive: bool,
+    ) -> tuple[dict[str, Any], float | None]:
+        """
+        One candidate's parameters and lifetime, validated before any request.
+        """
+        parsed = slot.provider.parse_create(params)
+        life = slot.provider.lifetime_for(lifetime, parsed)
+        if keepalive and not (
+            slot.provider.capabilities.renew
+            or not slot.provider.capabilities.server_ttl
+        ):
+            raise NotSupportedError(
+                f"{name} cannot renew, so it cannot keep sessions alive",
+                provider=name,
+                operation="keepalive",
+            )
+        if keepalive and life is None:
+            msg = "keepalive needs a lifetime to renew (give lifetime=)"
+            raise InvalidParameterError(msg, field="keepalive", value=keepalive)
+        return parsed, life
 
     async def _create_failover(
         self,
@@ -1332,7 +1384,7 @@ class SessionManager:
                 remote = await self._create_remote(slot, request, budget, attempts)
             except Exception as exc:  # noqa: BLE001 -- settled, then re-raised
                 error = exc
-            with anyio.CancelScope(shield=True):
+            with self._shield_writes():
                 record = await self._settle_create(record, remote, error, log)
             # A caller cancelled meanwhile gets its cancellation here (and the
             # session closed, below); the others need no trip round the loop.
@@ -1700,13 +1752,14 @@ class SessionManager:
             else:
                 await self._mark_degraded(record.id, health)
             return health
+        now = self._clock.time()
         health = stamp_health(
-            health, latency=self._clock.time() - started, checked_at=self._now()
+            health, latency=now - started, checked_at=to_datetime(now)
         )
         if tracked is not None:
-            tracked.last_ok = health.ok
-            tracked.last_ping_at = self._clock.time()
-            if health.ok:
+            tracked.last_ok = ok = health.status is HealthStatus.ALIVE
+            tracked.last_ping_at = now
+            if ok:
                 tracked.failures = 0
         await self._apply_health(record.id, health, known=record)
         return health
@@ -1734,20 +1787,29 @@ class SessionManager:
             seen.append(current)
             if not current.state.is_live or current.state is SessionState.CREATING:
                 return None
-            changes: dict[str, Any] = {"data": {**current.data, **health.data}}
+            data = current.data
+            if any(data.get(k, _MISSING) != v for k, v in health.data.items()):
+                data = {**data, **health.data}
+            raw_state = current.raw_state
             if health.raw_state is not None:
-                changes["raw_state"] = health.raw_state
+                raw_state = health.raw_state
+            expires_at = current.expires_at
             if health.expires_at is not None:
-                changes["expires_at"] = health.expires_at
+                expires_at = health.expires_at
             if current.state is SessionState.DEGRADED:
-                return current.transition(SessionState.ACTIVE, **changes)
+                return current.transition(
+                    SessionState.ACTIVE,
+                    data=data,
+                    raw_state=raw_state,
+                    expires_at=expires_at,
+                )
             if (
-                changes["data"] == dict(current.data)
-                and changes.get("raw_state", current.raw_state) == current.raw_state
-                and changes.get("expires_at", current.expires_at) == current.expires_at
+                data is current.data
+                and raw_state == current.raw_state
+                and expires_at == current.expires_at
             ):
-                return None
-            return current.evolve(**changes)
+                return None  # nothing new: no write (most pings)
+            return current.evolve(data=data, raw_state=raw_state, expires_at=expires_at)
 
         after = await self._mutate(session_id, alive, known=known)
         before = seen[-1]

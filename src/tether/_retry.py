@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import attrs
 import tenacity as _t
@@ -89,37 +89,41 @@ async def call(
     fn: Callable[[], Awaitable[T]],
     *,
     policy: RetryPolicy,
-    budget: AttemptBudget,
+    budget: AttemptBudget | None,
     sleep: Callable[[float], Awaitable[None]],
     time: Callable[[], float],
     operation: str,
     provider: str,
     idempotent: bool = True,
-    log_context: dict[str, Any] | None = None,
+    session_id: str | None = None,
 ) -> T:
     """
     Call *fn*, retrying transient failures within *budget* and *policy*.
 
-    Cancellation is a :class:`BaseException` and is never retried. The last error
-    is re-raised as it was.
+    Without a *budget*, the operation gets its own of ``policy.attempts``.
+    Cancellation is a :class:`BaseException` and is never retried. The last
+    error is re-raised as it was.
     """
-    if budget.exhausted:
+    if budget is None:
+        budget = AttemptBudget(total=policy.attempts)
+    elif budget.exhausted:
         msg = f"{operation} on {provider}: no attempts left"
         raise BudgetExhaustedError(msg)
     started = time()
     # Fast path: nearly every call succeeds at once, and needs none of
     # tenacity's machinery (building it costs more than the rest of a call).
-    budget.spend()
+    budget.used += 1
     try:
         return await fn()
     except Exception as exc:
         if (
             not retryable(exc, idempotent=idempotent)
-            or budget.left == 0
+            or budget.used >= budget.total
             or (policy.timeout is not None and time() - started >= policy.timeout)
         ):
             raise
         first = exc
+    log_context = {"session_id": session_id} if session_id else {}
     delay = _delay(policy, 1, first)
     logger.warning(
         EVENT_RETRY_SCHEDULED,
@@ -129,7 +133,7 @@ async def call(
         wait=round(delay, 3),
         cause=type(first).__name__,
         status_code=getattr(first, "status_code", None),
-        **(log_context or {}),
+        **log_context,
     )
     await sleep(delay)
 
@@ -148,7 +152,7 @@ async def call(
             wait=round(state.upcoming_sleep, 3),
             cause=type(exc).__name__,
             status_code=getattr(exc, "status_code", None),
-            **(log_context or {}),
+            **log_context,
         )
 
     def before(state: _t.RetryCallState) -> None:

@@ -50,6 +50,34 @@ async def _manager(
         yield manager
 
 
+async def test_a_ping_that_finds_nothing_new_writes_nothing(
+    manager: tether.SessionManager,
+) -> None:
+    """
+    A new lazy session has no VM, and create says so: pings that find the same
+    leave the record as it is (no store write per ping), while one that finds
+    a VM records it.
+    """
+    session = await manager.create("sandbox", lifetime=60)
+    assert session.data["vm_assigned"] is False
+
+    for _ in range(3):
+        health = await manager.ping(session)
+        assert HealthStatus.ALIVE == health.status
+    unchanged = await manager.get(session.id)
+
+    sandbox = manager.provider("sandbox")
+    assert isinstance(sandbox, SandboxProvider)
+    await sandbox.execute(session, "x = 1")  # the service spawns the VM now
+    await manager.ping(session)
+    after = await manager.get(session.id)
+
+    assert session.version == unchanged.version
+    assert after.version > unchanged.version
+    assert after.data["vm_assigned"] is True
+    assert after.data["vm_id"] is not None
+
+
 async def test_create_ping_execute_close(
     manager: tether.SessionManager, emulator: SandboxEmulator
 ) -> None:

@@ -320,7 +320,11 @@ async def test_create_tags_metadata_and_sends_key_in_body_and_header(
     assert server.requests[-1].headers["x-api-key"] == KEY
     assert remote.tether_id == "abc123"
     assert remote.expires_at is None  # lazy VM: no deadline yet
-    assert remote.data == {"vm_id": None, "vm_lifetime_seconds": 60}
+    assert remote.data == {
+        "vm_id": None,
+        "vm_assigned": False,
+        "vm_lifetime_seconds": 60,
+    }
 
 
 async def test_create_with_env_knows_its_deadline(

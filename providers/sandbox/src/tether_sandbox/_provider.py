@@ -303,7 +303,14 @@ class SandboxProvider(Provider[SandboxConfig]):
             state=SessionState.ACTIVE,
             expires_at=expires_at,
             tether_id=request.tether_id,
-            data={"vm_id": None, "vm_lifetime_seconds": lifetime},
+            # With env the service spawns the VM at once; without, at the first
+            # execute. What is known now is kept, so a ping that finds the same
+            # has nothing to write.
+            data={
+                "vm_id": None,
+                "vm_assigned": spawned,
+                "vm_lifetime_seconds": lifetime,
+            },
         )
 
     async def status(self, session: Session) -> SandboxStatus:

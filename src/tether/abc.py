@@ -214,7 +214,7 @@ async def send(
         OutcomeUnknownError: It was sent but no answer came.
     """
     try:
-        return await client.request(method, url, **kwargs)
+        return await client.send(_build_request(client, method, url, kwargs))
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         msg = f"{provider} could not be reached: {type(exc).__name__}"
         raise ProviderUnavailableError(
@@ -229,6 +229,48 @@ async def send(
         raise OutcomeUnknownError(
             msg, provider=provider, operation=operation, session_id=session_id
         ) from exc
+
+
+# What the short way of building a request understands; anything else goes to
+# httpx's own build_request.
+_PLAIN_KWARGS: frozenset[str] = frozenset({"json", "content", "headers"})
+
+
+def _build_request(
+    client: httpx.AsyncClient, method: str, url: str, kwargs: dict[str, Any]
+) -> httpx.Request:
+    """
+    The request ``client.request(method, url, **kwargs)`` would send.
+
+    For the plain case (a path under the base URL, a body and headers, no
+    cookies), the request is built directly: httpx's ``build_request`` parses
+    and merges the URL three times and copies every default, which is a fifth
+    of what a request costs on the fast transport. Both ways make the same
+    request: the base URL joined with the path, the client's headers updated
+    by the call's, its timeout in the extensions (``tests/test_requests.py``).
+    """
+    base = client.base_url
+    if (
+        not url.startswith("/")
+        or url.startswith("//")
+        or not _PLAIN_KWARGS.issuperset(kwargs)
+        or base.query
+        or client.cookies
+    ):
+        return client.build_request(method, url, **kwargs)
+    headers = client.headers
+    if kwargs.get("headers"):
+        headers = httpx.Headers(headers)
+        headers.update(kwargs["headers"])
+    return httpx.Request(
+        method,
+        # httpx keeps the base URL with a trailing slash; the path brings its own.
+        str(base).removesuffix("/") + url,
+        headers=headers,
+        json=kwargs.get("json"),
+        content=kwargs.get("content"),
+        extensions={"timeout": client.timeout.as_dict()},
+    )
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -9,6 +9,7 @@ the same request: compared field by field, and as the server receives them.
 
 from __future__ import annotations
 
+import gc
 import json
 from typing import Any
 
@@ -146,3 +147,46 @@ async def test_the_server_receives_the_same_request() -> None:
         assert direct_seen == through_seen
     assert hooked[::2] == hooked[1::2]
     assert any((b"authorization", b"Basic dXNlcjpwYXNz") in s["headers"] for s in seen)
+
+
+async def test_responses_are_freed_without_the_garbage_collector() -> None:
+    """
+    httpx's response and its stream refer to each other; ``send`` cuts that
+    cycle once the body is read, so a response (and what the transport hung
+    off it) is freed as soon as it is dropped. The response stays whole.
+    """
+
+    async def app(scope: Any, receive: Any, send_: Any) -> None:
+        await receive()
+        await send_(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send_({"type": "http.response.body", "body": b'{"n": 1}'})
+
+    async with (
+        serve_asgi(app) as server,
+        httpx.AsyncClient(base_url=server.url) as client,
+    ):
+        kept = await send(client, "GET", "/one", provider="p", operation="op")
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for _ in range(5):
+                await send(client, "GET", "/x", provider="p", operation="op")
+            gc.collect()
+            cyclic = [o for o in gc.garbage if isinstance(o, httpx.Response)]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+
+    assert [] == cyclic
+    assert {"n": 1} == kept.json()
+    assert '{"n": 1}' == kept.text
+    assert kept.is_closed
+    assert kept.elapsed.total_seconds() >= 0

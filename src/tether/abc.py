@@ -214,7 +214,7 @@ async def send(
         OutcomeUnknownError: It was sent but no answer came.
     """
     try:
-        return await client.send(_build_request(client, method, url, kwargs))
+        response = await client.send(_build_request(client, method, url, kwargs))
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         msg = f"{provider} could not be reached: {type(exc).__name__}"
         raise ProviderUnavailableError(
@@ -229,6 +229,12 @@ async def send(
         raise OutcomeUnknownError(
             msg, provider=provider, operation=operation, session_id=session_id
         ) from exc
+    # The body is read and the stream closed. httpx's response and its stream
+    # refer to each other, a cycle only the garbage collector frees, and the
+    # transport's objects for the request hang off it: cut it, as httpx does
+    # for a closed response it unpickles, so they go as soon as the response.
+    response.stream = httpx.ByteStream(response.content)
+    return response
 
 
 # What the short way of building a request understands; anything else goes to

@@ -179,8 +179,10 @@ def _profile_summary(
 async def _main(quick: bool) -> Result:
     quiet_logs()
     result = Result(name="overhead")
-    rounds = 3 if quick else 5
-    counts = {1: 20 if quick else 50, 100: 200 if quick else 500}
+    # Concurrency 1 is cheap and the noisiest (each sequence waits on the
+    # server): more, shorter rounds there.
+    rounds = {1: 3 if quick else 9, 100: 3 if quick else 5}
+    counts = {1: 20 if quick else 60, 100: 200 if quick else 500}
     with serve_emulator() as url:
         options = ClientOptions(
             base_url=url,
@@ -227,7 +229,7 @@ async def _main(quick: bool) -> Result:
                 )
                 stats: dict[tuple[str, int], dict[str, list[float]]] = {}
                 for concurrency, count in counts.items():
-                    for r in range(rounds):
+                    for r in range(rounds[concurrency]):
                         # Rotate the order each round: no variant always goes first.
                         order = names[r % len(names) :] + names[: r % len(names)]
                         for name in order:
@@ -236,9 +238,16 @@ async def _main(quick: bool) -> Result:
                             )
                             entry = stats.setdefault(
                                 (name, concurrency),
-                                {"lat": [], "wall": [], "cpu": [], "n": []},
+                                {
+                                    "lat": [],
+                                    "wall": [],
+                                    "cpu": [],
+                                    "n": [],
+                                    "rounds": [],
+                                },
                             )
                             entry["lat"].extend(lat)
+                            entry["rounds"].append(median(lat))
                             entry["wall"].append(wall)
                             entry["cpu"].append(cpu)
                             entry["n"].append(len(lat))
@@ -265,6 +274,18 @@ async def _main(quick: bool) -> Result:
             cpu = sum(e["cpu"]) / n
             base = BASELINE.get(name)
             ratio = med / median(stats[(base, concurrency)]["lat"]) if base else None
+            # Round by round (each round runs every variant back to back), the
+            # ratio of medians: slow drifts of the machine's speed cancel out.
+            paired = (
+                sorted(
+                    mine / theirs
+                    for mine, theirs in zip(
+                        e["rounds"], stats[(base, concurrency)]["rounds"], strict=True
+                    )
+                )
+                if base
+                else []
+            )
             cpu_ratio = (
                 cpu
                 / (
@@ -285,6 +306,9 @@ async def _main(quick: bool) -> Result:
                     cpu * 1000,
                     base or "",
                     ratio,
+                    f"{median(paired):.3f} ({paired[0]:.2f}-{paired[-1]:.2f})"
+                    if paired
+                    else None,
                     cpu_ratio,
                 ]
             )
@@ -298,11 +322,14 @@ async def _main(quick: bool) -> Result:
                 "cpu_ms_per_seq": cpu * 1000,
                 "baseline": base,
                 "median_ratio": ratio,
+                "round_ratios": paired,
                 "cpu_ratio": cpu_ratio,
             }
     result.tables.append(
         "one sequence = 4 HTTP requests; latency per sequence, throughput in sequences/s,\n"
         "client-process CPU per sequence; ratio = tether / bare client on the same transport\n"
+        "(median ratio: of all sequences' medians; per round: the median of each round's\n"
+        "ratio, rounds run the variants back to back, with their spread)\n"
         f"(tether default picked transport: {default_transport})"
     )
     result.tables.append(
@@ -316,6 +343,7 @@ async def _main(quick: bool) -> Result:
                 "cpu ms/seq",
                 "baseline",
                 "median ratio",
+                "per round (min-max)",
                 "cpu ratio",
             ],
             rows,

@@ -576,3 +576,42 @@ async def test_failed_create_emits_an_event(registry, backend, clock):
     (failed,) = [e for e in events if e.kind is tether.EventKind.CREATE_FAILED]
     assert S.FAILED == failed.session.state
     assert "AuthError" in failed.detail
+
+
+async def test_ended_records_are_pruned_after_retain_ended(registry, backend, clock):
+    """
+    A long-running manager does not keep every session it ever ended: records
+    of closed, expired and failed sessions go from the store ``retain_ended``
+    seconds after they ended. Live and LOST ones stay (LOST may still need a
+    close), and so does everything with ``retain_ended=None``.
+    """
+    async with (
+        make(registry, backend, clock, retain_ended=100) as manager,
+        make(registry, backend, clock, retain_ended=None) as keeper,
+    ):
+        closed = await manager.close(await manager.create("fake"))
+        kept = await keeper.close(await keeper.create("fake"))
+        live = await manager.create("fake")
+        lost = await manager.create("fake")
+        backend.kill(lost.remote_id)
+        await manager.ping(lost)
+        assert S.LOST == (await manager.get(lost.id)).state
+
+        await clock.advance(60)
+        assert S.CLOSED == (await manager.get(closed.id)).state  # not yet
+        await clock.advance(100)
+
+        with pytest.raises(tether.exceptions.SessionNotFoundError):
+            await manager.get(closed.id)
+        assert S.ACTIVE == (await manager.get(live.id)).state
+        assert S.LOST == (await manager.get(lost.id)).state
+        assert S.CLOSED == (await keeper.get(kept.id)).state
+
+
+@pytest.mark.parametrize("retain_ended", [0, -1, float("nan"), "1h", True])
+def test_retain_ended_is_checked(retain_ended):
+    """
+    A retention that is not a positive number of seconds is refused at once.
+    """
+    with pytest.raises(tether.exceptions.ConfigError, match="retain_ended"):
+        tether.SessionManager(retain_ended=retain_ended)

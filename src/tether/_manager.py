@@ -67,6 +67,7 @@ from tether._log import (
     EVENT_SESSION_RECOVERED,
     EVENT_SESSION_RENEWED,
     EVENT_SESSION_UPDATED,
+    EVENT_STORE_PRUNED,
     logger,
 )
 from tether._registry import ProviderRegistry, default_registry
@@ -273,6 +274,9 @@ class ManagerSnapshot:
 
 P = ParamSpec("P")
 
+# Ended for good: their records may be deleted after retain_ended. (LOST and
+# CLOSING may still need a close on the service.)
+_PRUNABLE: Final = (SessionState.CLOSED, SessionState.EXPIRED, SessionState.FAILED)
 # Stands for a key that is not there (None may be a value).
 _MISSING: Final = object()
 # A context manager that does nothing, reusable by any number of tasks at once.
@@ -393,6 +397,11 @@ class SessionManager:
             live worker, and taken over when its worker dies.
         instrumentation: Tracing and metrics hooks, e.g.
             ``tether.otel.OpenTelemetryInstrumentation()``.
+        retain_ended: Seconds the record of a closed, expired or failed session
+            stays in the store (for :meth:`get`, :meth:`list` and
+            :meth:`reconcile`) before the manager deletes it, so a long-running
+            service's store does not grow without end. ``None`` keeps them all.
+            LOST and CLOSING records are kept: they may still need a close.
     """
 
     def __init__(
@@ -413,6 +422,7 @@ class SessionManager:
         environ: Mapping[str, str] | None = None,
         instrumentation: Instrumentation | None = None,
         watch: bool = False,
+        retain_ended: float | None = 3600.0,
     ) -> None:
         if on_exit not in ("close", "keep"):
             msg = f"on_exit must be 'close' or 'keep', not {on_exit!r}"
@@ -420,6 +430,19 @@ class SessionManager:
         if shield_timeout <= 0:
             msg = "shield_timeout must be positive"
             raise ConfigError(msg)
+        retain: object = retain_ended  # untyped callers get a typed error
+        if retain is not None and (
+            isinstance(retain, bool)
+            or not isinstance(retain, int | float)
+            or not math.isfinite(retain)
+            or retain <= 0
+        ):
+            msg = (
+                "retain_ended must be a positive number of seconds or None, "
+                f"not {retain_ended!r}"
+            )
+            raise ConfigError(msg)
+        self._retain_ended = retain_ended
         self._config = dict(config or {})
         self._registry = registry if registry is not None else default_registry()
         self._store_url = store if isinstance(store, str) else None
@@ -449,7 +472,8 @@ class SessionManager:
         self._tg: anyio.abc.TaskGroup | None = None
         self._heap: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
-        self._sweep_seq = 0
+        # The live heap entry of each manager-wide job (0: none scheduled).
+        self._global_seq = {"sweep": 0, "prune": 0}
         self._nap = anyio.CancelScope()
         # Made by an admission that waits; set (and dropped) when a slot frees.
         self._slot_freed: anyio.Event | None = None
@@ -492,6 +516,10 @@ class SessionManager:
             await self._tg.start(self._scheduler)
             if self._watch:
                 self._schedule("sweep", "*", self._clock.time())
+            if self._retain_ended is not None:
+                self._schedule(
+                    "prune", "*", self._clock.time() + self._prune_interval()
+                )
         except BaseException:
             self._state = _State.CLOSED
             await self._exit_stack.__aexit__(None, None, None)
@@ -939,6 +967,30 @@ class SessionManager:
         intervals = [slot.ping_interval for slot in self._slots.values()] or [30.0]
         return max(min(intervals), 1.0)
 
+    def _prune_interval(self) -> float:
+        assert self._retain_ended is not None  # noqa: S101
+        return min(max(self._retain_ended / 2, 1.0), 300.0)
+
+    async def _prune(self) -> None:
+        """
+        Delete the records of sessions that ended over ``retain_ended`` ago.
+        """
+        assert self._retain_ended is not None  # noqa: S101
+        try:
+            cutoff = self._clock.time() - self._retain_ended
+            pruned = 0
+            for record in await self._store.list(states=list(_PRUNABLE)):
+                if (
+                    record.updated_at.timestamp() <= cutoff
+                    and record.id not in self._tracked
+                ):
+                    await self._store.delete(record.id)
+                    pruned += 1
+            if pruned:
+                logger.debug(EVENT_STORE_PRUNED, sessions=pruned)
+        finally:
+            self._schedule("prune", "*", self._clock.time() + self._prune_interval())
+
     def _untrack(self, session_id: str) -> None:
         # Its heap entries go stale with it, and are skipped when they come due.
         self._tracked.pop(session_id, None)
@@ -946,21 +998,21 @@ class SessionManager:
     # -- scheduling ------------------------------------------------------------
 
     def _due(self, kind: str, session_id: str) -> int:
-        if kind == "sweep":
-            return self._sweep_seq
+        if kind in self._global_seq:
+            return self._global_seq[kind]
         tracked = self._tracked.get(session_id)
         return getattr(tracked, f"{kind}_seq") if tracked is not None else 0
 
     def _clear_due(self, kind: str, session_id: str) -> None:
-        if kind == "sweep":
-            self._sweep_seq = 0
+        if kind in self._global_seq:
+            self._global_seq[kind] = 0
         elif (tracked := self._tracked.get(session_id)) is not None:
             setattr(tracked, f"{kind}_seq", 0)
 
     def _schedule(self, kind: str, session_id: str, at: float) -> None:
         seq = next(self._seq)
-        if kind == "sweep":
-            self._sweep_seq = seq
+        if kind in self._global_seq:
+            self._global_seq[kind] = seq
         else:
             tracked = self._tracked.get(session_id)
             if tracked is None:
@@ -1046,6 +1098,9 @@ class SessionManager:
         try:
             if kind == "sweep":
                 await self._sweep()
+                return
+            if kind == "prune":
+                await self._prune()
                 return
             tracked = self._tracked.get(session_id)
             if tracked is None:

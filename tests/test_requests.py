@@ -76,11 +76,16 @@ def test_built_request_is_httpx_own(
             httpx.AsyncClient(base_url="http://svc", cookies={"sid": "s1"}),
             id="client-cookies",
         ),
+        pytest.param(
+            httpx.AsyncClient(base_url="http://svc", params={"tenant": "1"}),
+            id="client-params",
+        ),
     ],
 )
 def test_unusual_clients_get_httpx_own_building(client: httpx.AsyncClient) -> None:
     """
-    A base URL with a query, or a client holding cookies: httpx builds it.
+    A base URL with a query, a client holding cookies or default query
+    parameters: httpx builds the request.
     """
     _same(
         client.build_request("GET", "/status"),

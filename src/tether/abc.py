@@ -249,7 +249,7 @@ def _build_request(
     The request ``client.request(method, url, **kwargs)`` would send.
 
     For the plain case (a path under the base URL, a body and headers, no
-    cookies), the request is built directly: httpx's ``build_request`` parses
+    cookies or default query parameters), the request is built directly: httpx's ``build_request`` parses
     and merges the URL three times and copies every default, which is a fifth
     of what a request costs on the fast transport. Both ways make the same
     request: the base URL joined with the path, the client's headers updated
@@ -261,6 +261,7 @@ def _build_request(
         or url.startswith("//")
         or not _PLAIN_KWARGS.issuperset(kwargs)
         or base.query
+        or client.params
         or client.cookies
     ):
         return client.build_request(method, url, **kwargs)

@@ -557,9 +557,7 @@ class SessionManager:
                 # the body's exception (cancellation included) propagates as is.
                 await self._exit_stack.__aexit__(None, None, None)
             finally:
-                with (
-                    self._shielded(),
-                ):
+                with self._shielded():
                     await self._close_providers()
                 logger.debug(EVENT_MANAGER_STOPPED)
         return None
@@ -1447,9 +1445,7 @@ class SessionManager:
         except anyio.get_cancelled_exc_class():
             # The caller gave up. Each attempt ran shielded, so we know what the
             # service made: record it, then close it, since nobody holds it.
-            with (
-                self._shielded(),
-            ):
+            with self._shielded():
                 await self._abandon_create(record, attempts, log)
             raise
         if error is not None:
@@ -1715,9 +1711,7 @@ class SessionManager:
             ):
                 await self._close_by_id(created.id)
             raise
-        with (
-            self._shielded(),
-        ):
+        with self._shielded():
             await self._close_by_id(created.id)
 
     @_instrumented("ping")
@@ -2161,9 +2155,7 @@ class SessionManager:
             if closing.state is not SessionState.CLOSING:
                 return
             try:
-                with (
-                    self._shielded(),
-                ):
+                with self._shielded():
                     await self._call(
                         slot,
                         lambda: slot.provider.close(closing),

@@ -501,6 +501,46 @@ async def test_admission_wait_times_out(registry, backend, clock):
     assert 1 == backend.calls["create"]
 
 
+async def test_admission_wait_sees_a_slot_freed_by_another_manager(
+    registry, backend, clock
+):
+    """
+    Two managers share one store (two workers of a service): a create waiting
+    for the key's one slot in the second is admitted when the first frees it,
+    though the first cannot tell the second. It looks again every
+    ``poll_interval`` seconds.
+    """
+    store = tether.MemoryStore()
+    waiting = tether.AdmissionPolicy(mode="wait", timeout=10, poll_interval=0.01)
+    async with (
+        make(registry, backend, clock, store=store) as first,
+        make(registry, backend, clock, store=store, admission=waiting) as second,
+    ):
+        held = await first.create("one")
+        admitted: list[tether.Session] = []
+
+        async def wait_for_the_slot() -> None:
+            admitted.append(await second.create("one"))
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait_for_the_slot)
+                await anyio.sleep(0.05)
+                assert [] == admitted  # still waiting
+                await first.close(held)
+
+    assert S.ACTIVE == admitted[0].state
+    assert 2 == backend.calls["create"]
+
+
+def test_admission_poll_interval_is_checked():
+    """
+    A poll interval that is not a positive number of seconds is refused.
+    """
+    with pytest.raises(tether.exceptions.ConfigError, match="poll_interval"):
+        tether.AdmissionPolicy(poll_interval=0)
+
+
 async def test_scope_is_cancelled_when_session_is_lost(registry, backend, clock):
     """
     Work in manager.scope(s) is cancelled the moment the session is LOST, and

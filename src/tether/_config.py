@@ -92,12 +92,16 @@ class AdmissionPolicy:
             :class:`~tether.exceptions.AdmissionError`, or ``"replace"``: close
             the oldest live session of that credential, then create.
         timeout: Seconds to wait in ``"wait"`` mode.
+        poll_interval: Seconds between looks at the store while waiting. A
+            slot freed by this manager wakes the wait at once; one freed by
+            another manager on a shared store is seen at the next look.
     """
 
     mode: AdmissionMode = attrs.field(
         default="wait", validator=one_of(("wait", "reject", "replace"))
     )
     timeout: float = attrs.field(default=30.0, validator=number(ge=0))
+    poll_interval: float = attrs.field(default=0.5, validator=number(gt=0))
 
 
 def _strip_optional(tp: Any) -> Any:

@@ -1373,7 +1373,10 @@ class SessionManager:
                     if mode == "replace":
                         await self._replace_oldest(record, slot)
                         continue
-                await freed.wait()
+                # Slots this manager frees set the event; other managers on a
+                # shared store cannot, so look again now and then.
+                with anyio.move_on_after(self._admission.poll_interval):
+                    await freed.wait()
         assert scope.cancelled_caught  # noqa: S101
         msg = (
             f"{record.provider}: waited {self._admission.timeout}s for a free session "

@@ -283,6 +283,16 @@ _MISSING: Final = object()
 _NO_SHIELD: Final = contextlib.nullcontext()
 
 
+def _new_id() -> str:
+    """
+    A new session id: ``uuid.uuid4().hex``, without building a UUID object.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    return raw.hex()
+
+
 def _instrumented(
     name: str,
 ) -> Callable[
@@ -674,10 +684,10 @@ class SessionManager:
         return self._slot(name).provider
 
     def _slot(self, name: str) -> _Slot:
-        self._check_open()
         slot = self._slots.get(name)
-        if slot is not None:
+        if slot is not None and self._state is _State.OPEN:
             return slot
+        self._check_open()
         cls = self._registry.load(name)
         config = build_provider_config(
             cls.config_class, name, self._config.get(name), self._environ
@@ -1414,7 +1424,7 @@ class SessionManager:
         caps = provider.capabilities
         now = self._now()
         record = Session(
-            id=uuid.uuid4().hex,
+            id=_new_id(),
             provider=slot.name,
             state=SessionState.CREATING,
             created_at=now,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import enum
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
@@ -145,7 +145,9 @@ def _to_utc_required(value: datetime) -> datetime:
     return result
 
 
-@attrs.frozen(kw_only=True)
+# Not slotted: a record is copied on every change, and copying an instance
+# dict is one C call where slots take one call per field.
+@attrs.frozen(kw_only=True, slots=False)
 class Session:
     """
     What tether knows about one remote session: a frozen value.
@@ -232,14 +234,16 @@ class Session:
             raise InvalidTransitionError(
                 msg, session_id=self.id, source=self.state.value, target=target.value
             )
-        new = _copy_session(self)
-        _SETTERS["state"](new, target)
-        _SETTERS["updated_at"](new, utcnow())
+        new = _copy(self)
+        fields = new.__dict__
+        fields["state"] = target
+        fields["updated_at"] = utcnow()
         if raw_state is not None:
-            _SETTERS["raw_state"](new, raw_state)
+            fields["raw_state"] = raw_state
         if error is not None:
-            _SETTERS["error"](new, error)
-        _apply(new, changes)
+            fields["error"] = error
+        if changes:
+            _apply(fields, changes)
         return new
 
     def evolve(self, **changes: Any) -> Session:
@@ -249,8 +253,8 @@ class Session:
         The manager changes sessions on every operation; converting only the
         fields that change keeps that cheap.
         """
-        new = _copy_session(self)
-        _apply(new, changes)
+        new = _copy(self)
+        _apply(new.__dict__, changes)
         return new
 
     def ensure_usable(self) -> None:
@@ -319,43 +323,28 @@ class Session:
         )
 
 
-_FIELD_NAMES: Final = tuple(f.name for f in attrs.fields(Session))
 _CONVERTERS: Final[Mapping[str, Any]] = {
     f.name: f.converter for f in attrs.fields(Session) if f.converter is not None
 }
-# Each slot's own setter: it writes a frozen instance the way attrs' __init__ does.
-_SETTERS: Final[Mapping[str, Callable[[Session, Any], None]]] = {
-    name: getattr(Session, name).__set__ for name in _FIELD_NAMES
-}
 
 
-def _make_copier(cls: type[T], names: tuple[str, ...]) -> Callable[[T], T]:
+def _copy(value: T) -> T:
     """
-    A function copying every field of a slotted *cls*, written out as attrs
-    writes its ``__init__``: one line per field, no loop (three times faster).
+    A copy of a frozen attrs value, for changing before anyone else holds it.
     """
-    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    lines = ["def copy(self):", "    new = _new(_cls)"]
-    for name in names:
-        namespace[f"_set_{name}"] = getattr(cls, name).__set__
-        lines.append(f"    _set_{name}(new, self.{name})")
-    lines.append("    return new")
-    exec("\n".join(lines), namespace)  # noqa: S102 -- names are attrs fields
-    return namespace["copy"]  # type: ignore[no-any-return]
+    new = object.__new__(type(value))
+    new.__dict__.update(value.__dict__)
+    return new
 
 
-_copy_session: Final = _make_copier(Session, _FIELD_NAMES)
-
-
-def _apply(new: Session, changes: Mapping[str, Any]) -> None:
-    # Only for a copy nobody else holds yet.
+def _apply(fields: dict[str, Any], changes: Mapping[str, Any]) -> None:
+    # Only on the fields of a copy nobody else holds yet.
     for name, value in changes.items():
-        set_field = _SETTERS.get(name)
-        if set_field is None:
+        if name not in fields:
             msg = f"Session has no field {name!r}"
             raise TypeError(msg)
         convert = _CONVERTERS.get(name)
-        set_field(new, convert(value) if convert else value)
+        fields[name] = convert(value) if convert else value
 
 
 class HealthStatus(enum.StrEnum):
@@ -373,7 +362,7 @@ class HealthStatus(enum.StrEnum):
     EXPIRED = "expired"
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, slots=False)
 class Health:
     """
     The result of one ping.
@@ -406,18 +395,10 @@ class Health:
         return self.status is HealthStatus.ALIVE
 
 
-_HEALTH_FIELDS: Final = tuple(f.name for f in attrs.fields(Health))
-_copy_health: Final = _make_copier(Health, _HEALTH_FIELDS)
-_HEALTH_SETTERS: Final[Mapping[str, Callable[[Health, Any], None]]] = {
-    name: getattr(Health, name).__set__ for name in _HEALTH_FIELDS
-}
-
-
 def stamp_health(health: Health, *, latency: float, checked_at: datetime) -> Health:
     """
     *health* as the manager measured it: ``attrs.evolve`` without re-validating.
     """
-    new = _copy_health(health)
-    _HEALTH_SETTERS["latency"](new, latency)
-    _HEALTH_SETTERS["checked_at"](new, _to_utc_required(checked_at))
+    new = _copy(health)
+    new.__dict__.update(latency=latency, checked_at=_to_utc_required(checked_at))
     return new

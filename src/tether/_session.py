@@ -337,6 +337,15 @@ def _copy(value: T) -> T:
     return new
 
 
+def with_version(session: Session, version: int) -> Session:
+    """
+    *session* at *version*: what a store returns for the record it wrote.
+    """
+    new = _copy(session)
+    new.__dict__["version"] = version
+    return new
+
+
 def _apply(fields: dict[str, Any], changes: Mapping[str, Any]) -> None:
     # Only on the fields of a copy nobody else holds yet.
     for name, value in changes.items():

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
-from tether._session import Session, SessionState
+from tether._session import Session, SessionState, with_version
 from tether.exceptions import (
     AdmissionError,
     LeaseLostError,
@@ -84,7 +84,7 @@ class MemoryStore:
                     credential=session.credential,
                     limit=credential_limit,
                 )
-        stored = session.evolve(version=1)
+        stored = with_version(session, 1)
         self._records[session.id] = stored
         return stored
 
@@ -111,7 +111,7 @@ class MemoryStore:
                 expected=session.version,
                 actual=current.version,
             )
-        stored = session.evolve(version=session.version + 1)
+        stored = with_version(session, session.version + 1)
         self._records[session.id] = stored
         return stored
 

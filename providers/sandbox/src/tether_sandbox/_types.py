@@ -4,6 +4,7 @@ Values the sandbox provider returns for work inside a session.
 
 from __future__ import annotations
 
+import types
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -17,8 +18,6 @@ __all__ = ["Execution", "ExecutionResult", "SandboxStatus"]
 
 
 def _frozen(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    import types  # noqa: PLC0415
-
     return types.MappingProxyType(dict(value or {}))
 
 

@@ -283,6 +283,16 @@ _MISSING: Final = object()
 _NO_SHIELD: Final = contextlib.nullcontext()
 
 
+def _positive_seconds(value: object) -> bool:
+    # Typed callers pass numbers; untyped ones get a typed error, not a crash.
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
 def _new_id() -> str:
     """
     A new session id: ``uuid.uuid4().hex``, without building a UUID object.
@@ -440,13 +450,7 @@ class SessionManager:
         if shield_timeout <= 0:
             msg = "shield_timeout must be positive"
             raise ConfigError(msg)
-        retain: object = retain_ended  # untyped callers get a typed error
-        if retain is not None and (
-            isinstance(retain, bool)
-            or not isinstance(retain, int | float)
-            or not math.isfinite(retain)
-            or retain <= 0
-        ):
+        if retain_ended is not None and not _positive_seconds(retain_ended):
             msg = (
                 "retain_ended must be a positive number of seconds or None, "
                 f"not {retain_ended!r}"
@@ -1188,13 +1192,7 @@ class SessionManager:
         self._check_open()
         if isinstance(lifetime, timedelta):
             lifetime = lifetime.total_seconds()
-        life: object = lifetime  # untyped callers get a typed error
-        if life is not None and (
-            isinstance(life, bool)
-            or not isinstance(life, int | float)
-            or not math.isfinite(life)
-            or life <= 0
-        ):
+        if lifetime is not None and not _positive_seconds(lifetime):
             msg = f"lifetime must be a positive number of seconds, not {lifetime!r}"
             raise InvalidParameterError(msg, field="lifetime", value=lifetime)
         checked_labels = _check_labels(labels)

@@ -96,7 +96,8 @@ def test_unusual_clients_get_httpx_own_building(client: httpx.AsyncClient) -> No
 async def test_the_server_receives_the_same_request() -> None:
     """
     Over a real socket: the same request line, headers and body either way,
-    with the client's event hooks and auth applied as ``send`` applies them.
+    with the client's event hooks and auth applied as ``send`` applies them, and
+    what ``client.request`` takes besides (params, a timeout, auth per call).
     """
     seen: list[dict[str, Any]] = []
 
@@ -126,6 +127,11 @@ async def test_the_server_receives_the_same_request() -> None:
         await send_({"type": "http.response.body", "body": b'{"ok": true}'})
 
     hooked: list[str] = []
+    calls = [
+        *CALLS[:5],
+        ("/p", {"params": {"a": "1"}, "timeout": 3.0}),
+        ("/auth", {"auth": ("other", "secret"), "follow_redirects": True}),
+    ]
 
     async def on_request(request: httpx.Request) -> None:
         hooked.append(request.url.path)
@@ -139,7 +145,7 @@ async def test_the_server_receives_the_same_request() -> None:
             event_hooks={"request": [on_request]},
         ) as client,
     ):
-        for url, kwargs in CALLS[:5]:
+        for url, kwargs in calls:
             direct = await client.request("POST", url, **kwargs)
             through = await send(
                 client, "POST", url, provider="p", operation="op", **kwargs
@@ -147,7 +153,7 @@ async def test_the_server_receives_the_same_request() -> None:
             assert direct.status_code == through.status_code == 200
             assert {"ok": True} == json.loads(through.content)
 
-    assert len(seen) == 10
+    assert len(seen) == 2 * len(calls)
     for direct_seen, through_seen in zip(seen[::2], seen[1::2], strict=True):
         assert direct_seen == through_seen
     assert hooked[::2] == hooked[1::2]

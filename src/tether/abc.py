@@ -213,8 +213,15 @@ async def send(
         ProviderUnavailableError: The request was not sent (connect failure).
         OutcomeUnknownError: It was sent but no answer came.
     """
+    # What client.request() takes for sending rather than building.
+    auth = kwargs.pop("auth", httpx.USE_CLIENT_DEFAULT)
+    follow_redirects = kwargs.pop("follow_redirects", httpx.USE_CLIENT_DEFAULT)
     try:
-        response = await client.send(_build_request(client, method, url, kwargs))
+        response = await client.send(
+            _build_request(client, method, url, kwargs),
+            auth=auth,
+            follow_redirects=follow_redirects,
+        )
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         msg = f"{provider} could not be reached: {type(exc).__name__}"
         raise ProviderUnavailableError(

@@ -50,6 +50,17 @@ def _create_body() -> dict[str, Any]:
     }
 
 
+def client_options(url: str) -> ClientOptions:
+    """
+    What the sandbox provider gives its client: the bare clients get the same.
+    """
+    return ClientOptions(
+        base_url=url,
+        headers={"X-API-Key": KEY, "Accept": "application/json"},
+        timeout=30,
+    )
+
+
 def _httpx_sequence(client: httpx.AsyncClient) -> Sequence_:
     async def run() -> None:
         r = await client.post("/v1/sessions/session", json=_create_body())
@@ -184,11 +195,7 @@ async def _main(quick: bool) -> Result:
     rounds = {1: 3 if quick else 9, 100: 3 if quick else 5}
     counts = {1: 20 if quick else 60, 100: 200 if quick else 500}
     with serve_emulator() as url:
-        options = ClientOptions(
-            base_url=url,
-            headers={"X-API-Key": KEY, "Accept": "application/json"},
-            timeout=30,
-        )
+        options = client_options(url)
         raw_httpx, _ = build_client(options, transport="httpx")
         raw_aio, _ = build_client(options, transport="aiohttp")
         native = aiohttp.ClientSession()

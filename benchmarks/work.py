@@ -24,9 +24,13 @@ import anyio
 import tether
 from benchmarks._common import Result, Target, quiet_logs, table
 from benchmarks._server import KEY, serve_emulator
-from benchmarks.overhead import Sequence_, _httpx_sequence, _tether_sequence
+from benchmarks.overhead import (
+    Sequence_,
+    _httpx_sequence,
+    _tether_sequence,
+    client_options,
+)
 from tether._transport import build_client
-from tether.abc import ClientOptions
 
 
 _GROUPS = (
@@ -74,12 +78,7 @@ async def _main(quick: bool) -> Result:
     result = Result(name="work")
     lifecycles = 10 if quick else 50
     with serve_emulator() as url:
-        options = ClientOptions(
-            base_url=url,
-            headers={"X-API-Key": KEY, "Accept": "application/json"},
-            timeout=30,
-        )
-        raw, _ = build_client(options, transport="aiohttp")
+        raw, _ = build_client(client_options(url), transport="aiohttp")
         manager = tether.SessionManager(
             config={"sandbox": {"api_key": KEY, "base_url": url, "timeout": 30}},
             health_checks=False,

@@ -1,0 +1,350 @@
+"""
+Reconcile: the store against what each service reports, and the repairs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import uuid
+from typing import Literal
+
+import attrs
+
+from tether._lifecycle.calls import Calls
+from tether._lifecycle.closing import Closer
+from tether._lifecycle.creation import deadline
+from tether._lifecycle.health import HealthMonitor
+from tether._lifecycle.locate import Locator
+from tether._lifecycle.records import Records
+from tether._lifecycle.reports import ReconcileAction, ReconcileReport
+from tether._lifecycle.runtime import ENDED, Runtime
+from tether._lifecycle.scheduler import Scheduler
+from tether._lifecycle.slots import Slot, Slots
+from tether._log import EVENT_SESSION_ADOPTED, logger
+from tether._session import Session, SessionState
+from tether.abc import RemoteSession
+from tether.exceptions import (
+    ConfigError,
+    ProviderLoadError,
+    ProviderNotFoundError,
+    RemoteNotFoundError,
+    TetherError,
+)
+
+
+OrphanPolicy = Literal["close", "adopt", "report"]
+
+
+@attrs.define
+class _Pass:
+    """
+    One provider's reconcile: its options and what it found.
+    """
+
+    slot: Slot
+    dry_run: bool
+    orphans: OrphanPolicy
+    grace: float
+    now: float
+    #: What the service listed, by remote id (None: it cannot list).
+    listed: dict[str, RemoteSession] | None = None
+    actions: list[ReconcileAction] = attrs.Factory(list)
+
+    def act(
+        self, kind: str, record: Session | None, remote_id: str | None, detail: str
+    ) -> None:
+        self.actions.append(
+            ReconcileAction(
+                kind=kind,
+                provider=self.slot.name,
+                session_id=record.id if record else None,
+                remote_id=remote_id,
+                detail=detail,
+            )
+        )
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        runtime: Runtime,
+        slots: Slots,
+        calls: Calls,
+        records: Records,
+        scheduler: Scheduler,
+        locator: Locator,
+        closer: Closer,
+        health: HealthMonitor,
+    ) -> None:
+        self._runtime = runtime
+        self._slots = slots
+        self._calls = calls
+        self._records = records
+        self._scheduler = scheduler
+        self._locator = locator
+        self._closer = closer
+        self._health = health
+
+    async def reconcile(
+        self,
+        *,
+        provider: str | None,
+        dry_run: bool,
+        orphans: OrphanPolicy,
+        grace: float,
+    ) -> ReconcileReport:
+        """
+        What :meth:`SessionManager.reconcile` does.
+        """
+        if orphans not in ("close", "adopt", "report"):
+            msg = f"orphans must be 'close', 'adopt' or 'report', not {orphans!r}"
+            raise ConfigError(msg)
+        records = await self._runtime.store.list(provider=provider)
+        if provider is not None:
+            names = {provider}
+        else:
+            # Every provider with records, configured, or in use here.
+            names = (
+                {r.provider for r in records}
+                | set(self._slots.config)
+                | set(self._slots.names())
+                | self._env_configured()
+            )
+        actions: list[ReconcileAction] = []
+        for name in sorted(names):
+            mine = [r for r in records if r.provider == name]
+            try:
+                slot = self._slots.get(name)
+            except (ProviderNotFoundError, ProviderLoadError, ConfigError) as exc:
+                if provider is not None:
+                    raise
+                # Another process's provider: report it, reconcile the rest.
+                actions.append(
+                    ReconcileAction(
+                        kind="skipped",
+                        provider=name,
+                        session_id=None,
+                        remote_id=None,
+                        detail=f"{len(mine)} record(s); {type(exc).__name__}: {exc}",
+                    )
+                )
+                continue
+            state = _Pass(
+                slot=slot,
+                dry_run=dry_run,
+                orphans=orphans,
+                grace=grace,
+                now=self._runtime.clock.time(),
+            )
+            await self._provider(state, mine)
+            actions.extend(state.actions)
+        report = ReconcileReport(dry_run=dry_run, actions=tuple(actions))
+        logger.info(
+            "tether.reconciled",
+            dry_run=dry_run,
+            **{kind: n for kind, n in report.counts.items() if n},
+        )
+        return report
+
+    def _env_configured(self) -> set[str]:
+        """
+        Installed providers that ``TETHER_<PROVIDER>_<FIELD>`` variables configure.
+        """
+        found = set()
+        environ = self._slots.environ
+        for name in self._slots.registry.names():
+            prefix = f"TETHER_{name.upper().replace('-', '_')}_"
+            if any(key.startswith(prefix) for key in environ):
+                found.add(name)
+        return found
+
+    async def _provider(self, state: _Pass, records: list[Session]) -> None:
+        slot = state.slot
+        if slot.provider.capabilities.list:
+            listed = await self._calls.call(slot, slot.provider.list, operation="list")
+            state.listed = {r.id: r for r in listed}
+        for record in records:
+            if record.state not in ENDED:
+                await self._record(state, record)
+        if state.listed is not None:
+            await self._orphans(state, records)
+
+    async def _lookup(
+        self, state: _Pass, record: Session
+    ) -> RemoteSession | bool | None:
+        """
+        The remote session of *record*, None when gone, False when unknowable.
+        """
+        slot = state.slot
+        caps = slot.provider.capabilities
+        if state.listed is not None:
+            if record.remote_id is not None:
+                listed_remote = state.listed.get(record.remote_id)
+                if listed_remote is not None and not listed_remote.state.is_live:
+                    return None  # listed, but dead on the service
+                return listed_remote
+            return await self._locator.match_listed(
+                slot, record, list(state.listed.values())
+            )
+        if record.remote_id is not None and caps.get:
+            return await self._calls.call(
+                slot,
+                lambda: slot.provider.get(record),
+                operation="get",
+                session_id=record.id,
+            )
+        if record.remote_id is None and caps.find:
+            return await self._calls.call(
+                slot,
+                lambda: slot.provider.find(record.id),
+                operation="find",
+                session_id=record.id,
+            )
+        return False
+
+    async def _record(self, state: _Pass, record: Session) -> None:
+        """
+        One record that has not ended, against what the service says.
+        """
+        current = record.state
+        age = state.now - record.created_at.timestamp()
+        remote = await self._lookup(state, record)
+        if remote is False:
+            if current is SessionState.CREATING:
+                state.act(
+                    "unresolved",
+                    record,
+                    None,
+                    "the service cannot say whether it exists",
+                )
+            return
+        if current is SessionState.CREATING:
+            if isinstance(remote, RemoteSession):
+                state.act(
+                    "adopted", record, remote.id, "created before the answer was lost"
+                )
+                if not state.dry_run:
+                    await self._adopt(record, remote)
+            elif age >= state.grace:
+                state.act("failed", record, None, "never created on the service")
+                if not state.dry_run:
+                    await self._records.mutate(
+                        record.id,
+                        lambda s: (
+                            s.transition(
+                                SessionState.FAILED, error="reconcile: never created"
+                            )
+                            if s.state is SessionState.CREATING
+                            else None
+                        ),
+                    )
+            return
+        if current is SessionState.CLOSING or (
+            current is SessionState.LOST and isinstance(remote, RemoteSession)
+        ):
+            state.act(
+                "closed", record, record.remote_id, f"was {current.value}; closed again"
+            )
+            if not state.dry_run:
+                with contextlib.suppress(TetherError):
+                    await self._closer.close(record.id)
+            return
+        if current.is_live and remote is None:
+            state.act("lost", record, record.remote_id, "the service no longer has it")
+            if not state.dry_run:
+                await self._health.mark_lost(
+                    record.id, "reconcile: the service no longer has it"
+                )
+
+    async def _orphans(self, state: _Pass, records: list[Session]) -> None:
+        """
+        Listed sessions that carry tether's tag but that no live record owns.
+        """
+        assert state.listed is not None  # noqa: S101
+        slot = state.slot
+        by_remote = {r.remote_id: r for r in records if r.remote_id}
+        by_id = {r.id: r for r in records}
+        for remote in state.listed.values():
+            owner: Session | None = by_remote.get(remote.id)
+            if owner is None and remote.tether_id is not None:
+                owner = by_id.get(remote.tether_id)
+            if owner is not None and not owner.state.is_terminal:
+                continue  # live, or handled above
+            if owner is not None and owner.state is SessionState.LOST:
+                continue  # closed above
+            if owner is None and remote.tether_id is None:
+                state.act("foreign", None, remote.id, "not made by tether; left alone")
+                continue
+            why = "its record ended" if owner is not None else "no record of it"
+            if owner is None and state.grace > 0:
+                # Perhaps another deployment's, or a create racing us: only
+                # sessions known to be older than the grace period go.
+                if remote.created_at is None:
+                    state.act(
+                        "orphan",
+                        None,
+                        remote.id,
+                        f"tagged by tether, {why}; age unknown",
+                    )
+                    continue
+                if state.now - remote.created_at.timestamp() < state.grace:
+                    continue
+            if state.orphans == "adopt" and owner is None:
+                state.act("adopted", None, remote.id, f"tagged by tether, {why}")
+                if not state.dry_run:
+                    await self._adopt_orphan(slot.name, remote)
+                continue
+            kind = "orphan" if state.orphans == "report" else "closed"
+            state.act(kind, owner, remote.id, f"tagged by tether, but {why}")
+            if state.dry_run or state.orphans == "report":
+                continue
+            target = Session(
+                id=remote.tether_id or remote.id,
+                provider=slot.name,
+                state=SessionState.LOST,
+                remote_id=remote.id,
+                data=remote.data,
+            )
+            with contextlib.suppress(RemoteNotFoundError):
+                await self._calls.call(
+                    slot,
+                    functools.partial(slot.provider.close, target),
+                    operation="close",
+                    session_id=target.id,
+                )
+
+    async def _adopt(self, record: Session, remote: RemoteSession) -> None:
+        def adopt(current: Session) -> Session | None:
+            if current.state is not SessionState.CREATING:
+                return None
+            return current.transition(
+                SessionState.ACTIVE,
+                remote_id=remote.id,
+                raw_state=remote.raw_state,
+                expires_at=deadline(self._slots, current, remote),
+                data=remote.data,
+                error=None,
+            )
+
+        adopted = await self._records.mutate(record.id, adopt)
+        logger.info(
+            EVENT_SESSION_ADOPTED,
+            provider=record.provider,
+            session_id=record.id,
+            remote_id=remote.id,
+        )
+        self._scheduler.track(adopted)
+
+    async def _adopt_orphan(self, name: str, remote: RemoteSession) -> None:
+        now = self._runtime.now()
+        record = Session(
+            id=remote.tether_id or uuid.uuid4().hex,
+            provider=name,
+            state=SessionState.CREATING,
+            created_at=now,
+            updated_at=now,
+        )
+        stored = await self._runtime.store.insert(record)
+        await self._adopt(stored, remote)

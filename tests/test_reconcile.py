@@ -216,3 +216,105 @@ async def test_young_orphans_are_left_alone(backend, clock, store):
     assert {} == young.counts
     assert {"closed": 1} == old.counts
     assert set() == backend.live_ids()
+
+
+async def test_a_truncated_listing_is_not_taken_for_gone(backend, clock, store):
+    """
+    A service that lists only its newest sessions (or stops after a page
+    limit) leaves live sessions out: reconcile confirms each by ``get`` and
+    marks none LOST, and marks one LOST only once ``get`` says it is gone.
+    """
+    async with manager(backend, clock, store) as m:
+        sessions = []
+        for _ in range(3):
+            sessions.append(await m.create("fake"))
+            await clock.advance(1)
+        backend.list_limit = 1
+
+        report = await m.reconcile()
+
+        assert {} == report.counts
+        assert [S.ACTIVE] * 3 == [(await m.get(s.id)).state for s in sessions]
+        assert 2 == backend.calls["get"]
+
+        del backend.sessions[sessions[0].remote_id]
+        report = await m.reconcile()
+
+    assert {"lost": 1} == report.counts
+    assert S.LOST == (await store.get(sessions[0].id)).state
+
+
+async def test_a_second_reconcile_sends_and_reports_nothing(backend, clock, store):
+    """
+    Reconcile is idempotent: sessions it closed, and sessions closed the
+    normal way, which the service still lists as ended, are neither closed
+    again nor reported again.
+    """
+    backend.list_ended = True
+    async with manager(backend, clock, store) as m:
+        closed = await m.create("fake")
+        await m.close(closed)
+        await m.create("fake")
+        remote(backend, clock, "b" * 32, "fake-orphan")
+        await clock.advance(600)
+
+        first = await m.reconcile()
+        closes = backend.calls["close"]
+        second = await m.reconcile(orphans="adopt", grace=0)
+
+    assert {"closed": 1} == first.counts
+    assert "fake-orphan" not in backend.live_ids()
+    assert () == second.actions
+    assert closes == backend.calls["close"]
+
+
+async def test_an_adopted_orphan_names_its_new_record(backend, clock, store):
+    """
+    The ``adopted`` action of an orphan carries the id of the record made for
+    it; an orphan the service lists as ended is not adopted.
+    """
+    backend.list_ended = True
+    remote(backend, clock, "c" * 32, "fake-orphan")
+    remote(backend, clock, "d" * 32, "fake-dead")
+    backend.kill("fake-dead")
+    async with manager(backend, clock, store) as m:
+        report = await m.reconcile(orphans="adopt", grace=0)
+
+    [action] = report.actions
+    assert ("adopted", "c" * 32, "fake-orphan") == (
+        action.kind,
+        action.session_id,
+        action.remote_id,
+    )
+    assert None is await store.get("d" * 32)
+
+
+async def test_an_adopted_create_is_not_reported_foreign(backend, clock, store):
+    """
+    A crashed create found untagged in the listing (by its content) is
+    reported once, as adopted, not also as a foreign session.
+    """
+    await store.insert(intent(clock))
+    backend.sessions["fake-r1"] = FakeRemote(
+        id="fake-r1", tether_id="", params={}, created_at=clock.time(), expires_at=None
+    )
+
+    class Matching(FakeProvider):
+        def matches(self, session, remote):
+            return True
+
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("fake", Matching)
+    async with tether.SessionManager(
+        registry=registry,
+        config={"fake": {"backend": backend}},
+        store=store,
+        retry=FAST,
+        clock=clock,
+        health_checks=False,
+        on_exit="keep",
+        environ={},
+    ) as m:
+        report = await m.reconcile(grace=0)
+
+    assert {"adopted": 1} == report.counts

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import uuid
 from typing import Literal
 
 import attrs
 
 from tether._lifecycle.calls import Calls
 from tether._lifecycle.closing import Closer
-from tether._lifecycle.creation import deadline
+from tether._lifecycle.creation import deadline, new_id
 from tether._lifecycle.health import HealthMonitor
 from tether._lifecycle.locate import Locator
 from tether._lifecycle.records import Records
@@ -49,6 +48,8 @@ class _Pass:
     now: float
     #: What the service listed, by remote id (None: it cannot list).
     listed: dict[str, RemoteSession] | None = None
+    #: Remote ids this pass gave a record (adopted): no orphans, not foreign.
+    claimed: set[str] = attrs.Factory(set)
     actions: list[ReconcileAction] = attrs.Factory(list)
 
     def act(
@@ -176,33 +177,48 @@ class Reconciler:
     ) -> RemoteSession | bool | None:
         """
         The remote session of *record*, None when gone, False when unknowable.
+
+        A listing may be partial (the newest sessions only, or a page limit):
+        "not listed" is confirmed by ``get`` where the service has it, never
+        taken as gone on its own.
         """
         slot = state.slot
         caps = slot.provider.capabilities
         if state.listed is not None:
             if record.remote_id is not None:
                 listed_remote = state.listed.get(record.remote_id)
+                if listed_remote is None and caps.get:
+                    listed_remote = await self._get(slot, record)
                 if listed_remote is not None and not listed_remote.state.is_live:
                     return None  # listed, but dead on the service
                 return listed_remote
-            return await self._locator.match_listed(
+            found = await self._locator.match_listed(
                 slot, record, list(state.listed.values())
             )
+            if found is None and caps.find:
+                found = await self._find(slot, record)
+            return found
         if record.remote_id is not None and caps.get:
-            return await self._calls.call(
-                slot,
-                lambda: slot.provider.get(record),
-                operation="get",
-                session_id=record.id,
-            )
+            return await self._get(slot, record)
         if record.remote_id is None and caps.find:
-            return await self._calls.call(
-                slot,
-                lambda: slot.provider.find(record.id),
-                operation="find",
-                session_id=record.id,
-            )
+            return await self._find(slot, record)
         return False
+
+    async def _get(self, slot: Slot, record: Session) -> RemoteSession | None:
+        return await self._calls.call(
+            slot,
+            lambda: slot.provider.get(record),
+            operation="get",
+            session_id=record.id,
+        )
+
+    async def _find(self, slot: Slot, record: Session) -> RemoteSession | None:
+        return await self._calls.call(
+            slot,
+            lambda: slot.provider.find(record.id),
+            operation="find",
+            session_id=record.id,
+        )
 
     async def _record(self, state: _Pass, record: Session) -> None:
         """
@@ -225,6 +241,7 @@ class Reconciler:
                 state.act(
                     "adopted", record, remote.id, "created before the answer was lost"
                 )
+                state.claimed.add(remote.id)
                 if not state.dry_run:
                     await self._adopt(record, remote)
             elif age >= state.grace:
@@ -267,6 +284,10 @@ class Reconciler:
         by_remote = {r.remote_id: r for r in records if r.remote_id}
         by_id = {r.id: r for r in records}
         for remote in state.listed.values():
+            if remote.id in state.claimed or not remote.state.is_live:
+                # Adopted above, or ended on the service already: nothing to
+                # do, and nothing to report again on the next reconcile.
+                continue
             owner: Session | None = by_remote.get(remote.id)
             if owner is None and remote.tether_id is not None:
                 owner = by_id.get(remote.tether_id)
@@ -292,9 +313,18 @@ class Reconciler:
                 if state.now - remote.created_at.timestamp() < state.grace:
                     continue
             if state.orphans == "adopt" and owner is None:
-                state.act("adopted", None, remote.id, f"tagged by tether, {why}")
+                session_id = remote.tether_id or new_id()
+                state.actions.append(
+                    ReconcileAction(
+                        kind="adopted",
+                        provider=slot.name,
+                        session_id=session_id,
+                        remote_id=remote.id,
+                        detail=f"tagged by tether, {why}",
+                    )
+                )
                 if not state.dry_run:
-                    await self._adopt_orphan(slot.name, remote)
+                    await self._adopt_orphan(slot.name, session_id, remote)
                 continue
             kind = "orphan" if state.orphans == "report" else "closed"
             state.act(kind, owner, remote.id, f"tagged by tether, but {why}")
@@ -337,10 +367,12 @@ class Reconciler:
         )
         self._scheduler.track(adopted)
 
-    async def _adopt_orphan(self, name: str, remote: RemoteSession) -> None:
+    async def _adopt_orphan(
+        self, name: str, session_id: str, remote: RemoteSession
+    ) -> None:
         now = self._runtime.now()
         record = Session(
-            id=remote.tether_id or uuid.uuid4().hex,
+            id=session_id,
             provider=name,
             state=SessionState.CREATING,
             created_at=now,

@@ -15,7 +15,7 @@ import anyio
 import attrs
 
 from tether._redact import Secret
-from tether._session import Health, HealthStatus, Session
+from tether._session import Health, HealthStatus, Session, SessionState
 from tether.abc import (
     Capabilities,
     ClientOptions,
@@ -86,11 +86,17 @@ class FakeBackend:
     Attributes:
         sessions: Every session it ever created, by remote id.
         calls: How many times each operation was called.
+        list_limit: List at most this many sessions, the newest first, as
+            services that cap or page their listings do (``None``: all).
+        list_ended: List ended sessions too (as ended), as services that keep
+            killed sessions in their listings do.
     """
 
     clock: Callable[[], float] = time.time
     sessions: dict[str, FakeRemote] = attrs.field(factory=dict)
     calls: Counter[str] = attrs.field(factory=Counter)
+    list_limit: int | None = None
+    list_ended: bool = False
     _faults: dict[str, list[_Fault]] = attrs.field(factory=dict, init=False)
     _gates: dict[str, anyio.Event] = attrs.field(factory=dict, init=False)
     _entered: dict[str, anyio.Event] = attrs.field(factory=dict, init=False)
@@ -401,8 +407,20 @@ class FakeProvider(Provider[FakeConfig]):
         return self._remote(remote)
 
     async def list(self) -> Sequence[RemoteSession]:
-        await self.backend._enter("list", provider=self.name)  # noqa: SLF001
-        return [self._remote(r) for r in self.backend.live()]
+        backend = self.backend
+        await backend._enter("list", provider=self.name)  # noqa: SLF001
+        live = backend.live()
+        rows = list(backend.sessions.values()) if backend.list_ended else live
+        if backend.list_limit is not None:
+            rows = sorted(rows, key=lambda r: r.created_at, reverse=True)
+            rows = rows[: backend.list_limit]
+        live_ids = {r.id for r in live}
+        return [
+            self._remote(r)
+            if r.id in live_ids
+            else attrs.evolve(self._remote(r), state=SessionState.CLOSED)
+            for r in rows
+        ]
 
     async def find(self, tether_id: str) -> RemoteSession | None:
         await self.backend._enter("find", provider=self.name)  # noqa: SLF001

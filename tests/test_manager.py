@@ -644,3 +644,39 @@ async def test_failed_close_after_a_clean_block_raises(
     with pytest.raises(ProviderUnavailableError):
         async with tether_manager.session("fake"):
             tether_fake_backend.fail("close", "unavailable", times=10)
+
+
+@pytest.mark.parametrize("bad", [None, {"id": "x"}, 42, b"id"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m, s: m.ping(s),
+        lambda m, s: m.close(s),
+        lambda m, s: m.get(s),
+        lambda m, s: m.renew(s, lifetime=60),
+        lambda m, s: m.attach(s),
+        lambda m, s: m.update(s, note="x"),
+    ],
+    ids=["ping", "close", "get", "renew", "attach", "update"],
+)
+async def test_a_wrong_type_of_session_is_a_typed_error(
+    tether_manager, tether_fake_backend, call, bad
+):
+    """
+    Anything but a Session or an id is refused with InvalidParameterError (a
+    TetherError and a ValueError), before anything is sent.
+    """
+    with pytest.raises(tether.exceptions.InvalidParameterError) as info:
+        await call(tether_manager, bad)
+
+    assert "session" == info.value.field
+    assert 0 == sum(tether_fake_backend.calls.values())
+
+
+async def test_a_wrong_type_of_session_in_scope_is_a_typed_error(tether_manager):
+    """
+    scope() refuses a wrong type the same way.
+    """
+    with pytest.raises(tether.exceptions.InvalidParameterError):
+        async with tether_manager.scope(None):
+            pass

@@ -430,3 +430,38 @@ def test_serves_as_instrumentation_protocol(
     typed: Instrumentation = instrumentation
 
     assert typed is instrumentation
+
+
+async def test_closes_at_the_end_of_a_block_and_on_exit_have_spans(
+    instrumentation: OpenTelemetryInstrumentation,
+    backend: FakeBackend,
+    clock: ManualClock,
+    exporter: InMemorySpanExporter,
+) -> None:
+    """
+    The close at the end of ``session()`` and the closes the manager does on
+    exit each leave a tether.close span, like a close asked for by hand.
+    """
+    registry = ProviderRegistry(entry_points=False)
+    registry.register("fake", FakeProvider)
+    async with SessionManager(
+        registry=registry,
+        config={"fake": {"backend": backend}},
+        health_checks=False,
+        clock=clock,
+        environ={},
+        instrumentation=instrumentation,
+    ) as manager:
+        async with manager.session("fake") as in_block:
+            pass
+        left_open = await manager.create("fake")
+
+    closes = spans_named(exporter, "tether.close")
+
+    assert {in_block.id, left_open.id} == {
+        span.attributes["tether.session_id"] for span in closes if span.attributes
+    }
+    assert all(
+        span.attributes and "ok" == span.attributes["tether.outcome"] for span in closes
+    )
+    assert set() == backend.live_ids()

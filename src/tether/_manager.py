@@ -484,14 +484,20 @@ class SessionManager:
         except BaseException:
             # The block's own error wins; a failed close stays on record
             # (CLOSING) for a later close or reconcile, and is logged.
-            with (
-                self._runtime.shielded(),
-                contextlib.suppress(TetherError),
-            ):
-                await self._closer.close(created.id)
+            with contextlib.suppress(TetherError):
+                await self._close_at_exit(created)
             raise
-        with self._runtime.shielded():
-            await self._closer.close(created.id)
+        await self._close_at_exit(created)
+
+    async def _close_at_exit(self, session: Session) -> None:
+        # A close of its own, in the instrumentation too.
+        with (
+            self._bus.operation(
+                "close", provider=session.provider, session_id=session.id
+            ),
+            self._runtime.shielded(),
+        ):
+            await self._closer.close(session.id)
 
     @_instrumented("ping")
     async def ping(self, session: Session | str) -> Health:

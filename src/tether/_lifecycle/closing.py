@@ -156,10 +156,16 @@ class Closer:
         limiter = anyio.CapacityLimiter(16)
 
         async def close_one(session_id: str) -> None:
+            tracked = runtime.tracked.get(session_id)
             async with limiter:
                 with anyio.move_on_after(runtime.shield_timeout):
                     try:
-                        await self.close(session_id)
+                        with self._bus.operation(
+                            "close",
+                            provider=tracked.provider if tracked else None,
+                            session_id=session_id,
+                        ):
+                            await self.close(session_id)
                     except TetherError as exc:
                         logger.warning(
                             EVENT_SESSION_CLOSE_FAILED,

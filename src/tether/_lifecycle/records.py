@@ -14,7 +14,12 @@ import anyio
 
 from tether._lifecycle.runtime import Runtime
 from tether._session import Session, SessionState
-from tether.exceptions import LeaseLostError, SessionNotFoundError, StaleRecordError
+from tether.exceptions import (
+    InvalidParameterError,
+    LeaseLostError,
+    SessionNotFoundError,
+    StaleRecordError,
+)
 
 
 #: The fencing token of the lease the current background job holds, if any.
@@ -56,7 +61,24 @@ class Records:
         return self._slot_freed
 
     async def current(self, session: Session | str) -> Session:
-        session_id = session if isinstance(session, str) else session.id
+        """
+        The current record of *session* (a record or its id).
+
+        Raises:
+            InvalidParameterError: *session* is neither (nothing was read).
+            SessionNotFoundError: No such record.
+        """
+        raw: object = session  # untyped callers get a typed error
+        if isinstance(raw, str):
+            session_id = raw
+        elif isinstance(raw, Session):
+            session_id = raw.id
+        else:
+            msg = (
+                "expected a tether.Session or a session id (str), "
+                f"not {type(raw).__name__}"
+            )
+            raise InvalidParameterError(msg, field="session")
         record = await self._runtime.store.get(session_id)
         if record is None:
             msg = f"tether tracks no session {session_id}"

@@ -96,3 +96,68 @@ def test_processor_masks_events() -> None:
     assert "***" == result["token"]
     assert KEY not in result["msg"]
     assert 3 == result["n"]
+
+
+QUOTED = "instavm_sk_quoted_0123456789"
+
+
+def test_a_key_the_service_quotes_back_is_masked_by_value() -> None:
+    """
+    A key held as a Secret is masked wherever it appears in a provider error
+    (its str, repr and body), whatever its shape.
+    """
+    key = tether.Secret(QUOTED)
+    error = AuthError(
+        f"Invalid API key {key.reveal()}",
+        provider="sandbox",
+        body={"detail": f"Invalid API key {key.reveal()}"},
+    )
+
+    for text in (str(error), repr(error), repr(error.body), repr(error.args)):
+        assert QUOTED not in text
+    assert "Invalid API key ***" in str(error)
+
+
+def test_a_password_in_a_url_is_masked() -> None:
+    """
+    ``scheme://user:password@host`` keeps the user, masks the password.
+    """
+    assert "redis://me:***@db:6379/0" == tether.redact_text(
+        "redis://me:hunter2-long@db:6379/0"
+    )
+
+
+async def test_a_quoted_key_never_reaches_the_stored_record() -> None:
+    """
+    A create refused with a message quoting the provider's key leaves a
+    FAILED record whose error has the key masked.
+    """
+    from tether.testing import FakeBackend, FakeProvider  # noqa: PLC0415
+
+    class Quoting(FakeProvider):
+        async def create(self, request):
+            raise AuthError(
+                f"Invalid API key {self.config.api_key.reveal()}",
+                provider=self.name,
+                operation="create",
+            )
+
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("fake", Quoting)
+    store = tether.MemoryStore()
+    async with tether.SessionManager(
+        registry=registry,
+        config={"fake": {"backend": FakeBackend(), "api_key": QUOTED}},
+        store=store,
+        health_checks=False,
+        environ={},
+    ) as manager:
+        with pytest.raises(AuthError) as info:
+            await manager.create("fake")
+        [record] = await manager.list()
+
+    assert tether.SessionState.FAILED == record.state
+    assert record.error is not None
+    assert "***" in record.error
+    assert QUOTED not in record.error
+    assert QUOTED not in str(info.value)

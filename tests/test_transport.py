@@ -377,3 +377,33 @@ async def test_env_proxy(transport: str, monkeypatch: pytest.MonkeyPatch) -> Non
 
     assert 204 == response.status_code
     assert ["http://service.invalid/v1/ping"] == targets
+
+
+async def test_a_password_in_the_base_url_becomes_basic_auth(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """
+    ``http://user:password@host`` is sent as Basic auth, and the password is
+    neither in the client's base URL nor in httpx's own request log lines.
+    """
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = dict(scope["headers"])
+        seen.append(headers.get(b"authorization", b"").decode())
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    password = "pw-in-url-0123456789"
+    async with serve_asgi(app) as server:
+        url = server.url.replace("http://", f"http://me:{password}@")
+        client, _ = build_client(ClientOptions(base_url=url), transport="httpx")
+        with caplog.at_level("INFO", logger="httpx"):
+            async with client:
+                await client.get("/x")
+
+    assert seen == [httpx.BasicAuth("me", password)._auth_header]
+    assert password not in str(client.base_url)
+    assert password not in caplog.text

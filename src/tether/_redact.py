@@ -5,7 +5,8 @@ Keeping secrets out of reprs, logs, exceptions and stored state.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, MutableMapping
+import weakref
+from collections.abc import Collection, Mapping, MutableMapping
 from typing import Any, Final, final
 
 
@@ -39,6 +40,16 @@ _SECRET_PATTERNS: Final = (
     # Hex private keys.
     re.compile(r"\b0x[0-9a-fA-F]{64}\b"),
 )
+# A password in a URL's userinfo: scheme://user:password@host
+_URL_PASSWORD: Final = re.compile(r"(?<=://)([^/\s:@]*):[^/\s@]+@")
+
+# Shorter values would mask ordinary words: they are masked only where a key
+# or a Secret says so, not by value in free text.
+_MIN_BY_VALUE: Final = 8
+
+# Every Secret alive in this process: their values are masked wherever
+# redaction runs (a key the service quotes back in an error, say).
+_LIVE: weakref.WeakValueDictionary[int, Secret] = weakref.WeakValueDictionary()
 
 
 @final
@@ -56,7 +67,7 @@ class Secret:
     'sk-abcdef.very-secret'
     """
 
-    __slots__ = ("_value",)
+    __slots__ = ("__weakref__", "_value")
 
     def __init__(self, value: str | Secret) -> None:
         raw: object = value.reveal() if isinstance(value, Secret) else value
@@ -64,6 +75,8 @@ class Secret:
             msg = f"a secret must be a string, not {type(raw).__name__}"
             raise TypeError(msg)
         self._value = raw
+        if len(raw) >= _MIN_BY_VALUE:
+            _LIVE[id(self)] = self
 
     def reveal(self) -> str:
         """
@@ -99,11 +112,45 @@ def _is_secret_key(key: object) -> bool:
 
 def redact_text(text: str) -> str:
     """
-    Mask every secret-shaped substring of *text*.
+    Mask every secret in *text*: the value of every live :class:`Secret`,
+    secret-shaped substrings, and passwords in URLs.
     """
+    for secret in list(_LIVE.values()):
+        value = secret.reveal()
+        if value in text:
+            text = text.replace(value, REDACTED)
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(REDACTED, text)
-    return text
+    return _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
+
+
+def redact_params(params: Mapping[str, Any], secret: Collection[str]) -> dict[str, Any]:
+    """
+    *params* as they may be stored: the values of the *secret* parameters
+    masked (a mapping keeps its keys, so the names stay known), and so are
+    :class:`Secret` values and the values of secret keys (``api_key``, ...)
+    anywhere inside. Other values stay as they are (ids may look like keys).
+    """
+    result: dict[str, Any] = {}
+    for key, value in params.items():
+        if (key in secret or _is_secret_key(key)) and value not in (None, ""):
+            if isinstance(value, Mapping):
+                result[key] = dict.fromkeys(value, REDACTED)
+            else:
+                result[key] = REDACTED
+        else:
+            result[key] = _mask_secrets(value)
+    return result
+
+
+def _mask_secrets(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return REDACTED
+    if isinstance(value, Mapping):
+        return redact_params(value, ())
+    if isinstance(value, list | tuple):
+        return type(value)(_mask_secrets(v) for v in value)
+    return value
 
 
 def redact(value: Any) -> Any:

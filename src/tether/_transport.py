@@ -61,8 +61,16 @@ def build_client(
         from tether._aiohttp import AiohttpClient  # noqa: PLC0415
 
         cls = AiohttpClient
+    # A password in the URL would show in every request line httpx logs:
+    # it goes into the client's auth instead.
+    base_url = httpx.URL(options.base_url)
+    auth: httpx.BasicAuth | None = None
+    if base_url.userinfo:
+        auth = httpx.BasicAuth(base_url.username, base_url.password)
+        base_url = base_url.copy_with(username=None, password=None)
     client = cls(
-        base_url=options.base_url,
+        base_url=base_url,
+        auth=auth,
         headers=dict(options.headers),
         timeout=options.timeout,
         limits=limits,

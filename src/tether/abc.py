@@ -326,6 +326,10 @@ class Provider(abc.ABC, Generic[ConfigT]):
     api_version: ClassVar[int] = API_VERSION
     #: What the service can do.
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: Create parameters whose values are secrets (an environment, a key): the
+    #: session's stored record keeps their names only, never their values.
+    #: Values that are :class:`~tether.Secret` are masked whatever their name.
+    secret_params: ClassVar[frozenset[str]] = frozenset()
     #: The provider's config class.
     config_class: ClassVar[type[ProviderConfig]] = ProviderConfig
 

@@ -311,15 +311,16 @@ class ProviderError(TetherError):
         body: Any = None,
         code: str | None = None,
     ) -> None:
-        super().__init__(message)
+        # Imported here: the redaction helpers live with logging, which imports us.
+        from tether._redact import redact, redact_text  # noqa: PLC0415
+
+        # A service may quote a key back in its message: masked by value.
+        super().__init__(redact_text(message))
         self.provider = provider
         self.operation = operation
         self.session_id = session_id
         self.status_code = status_code
         self.code = code
-        # Imported here: the redaction helpers live with logging, which imports us.
-        from tether._redact import redact  # noqa: PLC0415
-
         self.body = redact(body)
 
     def __str__(self) -> str:

@@ -38,6 +38,7 @@ from tether._log import (
     EVENT_SESSION_OUTCOME_UNKNOWN,
     logger,
 )
+from tether._redact import redact_params
 from tether._session import Session, SessionState
 from tether.abc import CreateRequest, RemoteSession
 from tether.exceptions import (
@@ -461,7 +462,8 @@ class Creator:
             created_at=now,
             updated_at=now,
             labels=labels,
-            params=parsed,
+            # The record is stored: secret parameters keep their names only.
+            params=redact_params(parsed, slot.provider.secret_params),
             credential=slot.credential,
             lifetime=lifetime,
             keepalive=keepalive,

@@ -114,6 +114,8 @@ class SandboxProvider(Provider[SandboxConfig]):
     Do not instantiate directly: the manager builds it from :class:`SandboxConfig`.
     """
 
+    #: Environment values are secrets: the stored record keeps only their names.
+    secret_params: ClassVar[frozenset[str]] = frozenset({"env"})
     capabilities: ClassVar[Capabilities] = Capabilities(
         update=False,
         renew=False,

@@ -102,9 +102,12 @@ class MorpheusProvider(Provider[MorpheusConfig]):
       ``failover`` (v1.14.0 ignores both on model sessions).
 
     tether's ``lifetime=`` is sent as ``sessionDuration`` (60 to 86400 s, default
-    3600). One API key holds one session, so tether never sends a second create
-    on a key whose session is live. Against today's gateway (no session routes)
-    a session is a client-side lease over key + model.
+    3600). On a gateway with session routes one API key holds one session, so
+    tether never sends a second create on a key whose session is live. Against
+    today's gateway (no session routes) a session is a client-side lease over
+    key + model: create checks the key and its credit, the lease's health comes
+    from its chats, and one key may hold many leases (this instance's
+    ``capabilities`` then have no per-key limit).
 
     Provider-specific operations: :meth:`chat`, :meth:`candidates`,
     :meth:`failover_candidates`, :meth:`resolve_model`, :meth:`mode`, and
@@ -118,7 +121,8 @@ class MorpheusProvider(Provider[MorpheusConfig]):
         min_lifetime=60.0,
         max_lifetime=86400.0,
         max_sessions_per_credential=1,
-        # A ping spends a real inference and queues behind live requests.
+        # A session-mode ping spends a real inference and queues behind live
+        # requests (a lease ping is a cheap model-list read).
         ping_interval=900.0,
     )
 

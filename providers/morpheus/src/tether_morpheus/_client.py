@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
@@ -33,6 +33,7 @@ from tether_morpheus._models import (
     AutomationSettings,
     ChatChunk,
     ChatCompletion,
+    CreditBalance,
     Delegation,
     Model,
     NewApiKey,
@@ -235,6 +236,24 @@ class MorpheusClient:
             ok=(400, 401, 403, 404, 405, 422),
         )
         return response.status_code not in (404, 405)
+
+    async def balance(self) -> CreditBalance | None:
+        """
+        ``GET /api/v1/billing/balance``: the credits behind the API key.
+
+        Today's gateway answers it for an API key (and checks the key's secret:
+        a wrong one is 401), so it is the cheap way to check a key without an
+        inference. ``None`` when the gateway has no billing (v1.14.x and older).
+
+        Raises:
+            AuthError: The key is wrong or revoked.
+        """
+        response = await self._send(
+            "GET", f"{API}/billing/balance", operation="balance", ok=(404,)
+        )
+        if response.status_code == 404:  # noqa: PLR2004
+            return None
+        return CreditBalance.from_json(self._object(response, operation="balance"))
 
     # -- models ------------------------------------------------------------------
 
@@ -496,6 +515,7 @@ class MorpheusClient:
         session_id: str | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
+        on_outcome: Callable[[ProviderError | None], None] | None = None,
         **options: Any,
     ) -> ChatStream:
         """
@@ -503,6 +523,17 @@ class MorpheusClient:
 
         The request is sent and its status checked before this returns; iterate
         the :class:`ChatStream` (ideally ``async with`` it) for typed chunks.
+
+        Args:
+            messages: OpenAI messages.
+            model: The model name or id.
+            session_id: Use this session as-is.
+            tools: OpenAI tool definitions.
+            tool_choice: ``"auto"``, ``"none"`` or ``{"type", "function"}``.
+            on_outcome: Called once when the stream ends: with ``None`` after
+                ``[DONE]``, or with the error it raises (in-band errors, a
+                truncated or dropped stream).
+            **options: Chat options, as for :meth:`chat_completions`.
         """
         body = self._chat_body(
             messages,
@@ -548,7 +579,12 @@ class MorpheusClient:
                 operation="chat",
                 session_id=session_id,
             )
-        return ChatStream(response, provider=self._provider, session_id=session_id)
+        return ChatStream(
+            response,
+            provider=self._provider,
+            session_id=session_id,
+            on_outcome=on_outcome,
+        )
 
     # -- automation ------------------------------------------------------------------
 
@@ -922,9 +958,15 @@ class ChatStream:
     """
 
     def __init__(
-        self, response: httpx.Response, *, provider: str, session_id: str | None
+        self,
+        response: httpx.Response,
+        *,
+        provider: str,
+        session_id: str | None,
+        on_outcome: Callable[[ProviderError | None], None] | None = None,
     ) -> None:
         self._response = response
+        self._on_outcome = on_outcome
         self._provider = provider
         self._session_id = session_id
         self._lines: AsyncIterator[str] | None = None
@@ -960,13 +1002,23 @@ class ChatStream:
     async def __anext__(self) -> ChatChunk:
         try:
             chunk = await self._next_chunk()
+        except ProviderError as exc:
+            self._report(exc)
+            await self.aclose()
+            raise
         except BaseException:
             await self.aclose()
             raise
         if chunk is None:
+            self._report(None)
             await self.aclose()
             raise StopAsyncIteration
         return chunk
+
+    def _report(self, error: ProviderError | None) -> None:
+        callback, self._on_outcome = self._on_outcome, None
+        if callback is not None:
+            callback(error)
 
     def _error(
         self, message: str, *, code: str, cls: type[ProviderError]

@@ -66,6 +66,15 @@ def _validate_mode(_instance: object, _attribute: object, value: str) -> None:
         raise ConfigError(msg, provider="morpheus")
 
 
+def _check_failures(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        msg = (
+            "morpheus: lease_failures_before_lost must be a positive integer, "
+            f"not {value!r}"
+        )
+        raise ConfigError(msg, provider="morpheus")
+
+
 @attrs.frozen(kw_only=True)
 class MorpheusConfig(ProviderConfig):
     """
@@ -82,6 +91,11 @@ class MorpheusConfig(ProviderConfig):
             v1.14.x), ``"lease"`` for today's gateway (no session routes: a
             tether session is a client-side lease over key + model), or
             ``"auto"`` to detect it once from the OpenAPI document.
+        lease_failures_before_lost: In lease mode, consecutive failed chats
+            (the gateway's pool failing the model: 5xx, ``proxy_error``,
+            ``session not found``, truncated streams) after which the lease
+            pings ``GONE``; fewer ping ``DEGRADED``. Like the manager's
+            ``HealthPolicy.failures_before_lost`` for failed pings.
     """
 
     base_url: str = DEFAULT_BASE_URL
@@ -90,3 +104,6 @@ class MorpheusConfig(ProviderConfig):
         default=None, converter=_to_optional_secret
     )
     mode: Mode = attrs.field(default="auto", validator=_validate_mode)
+    lease_failures_before_lost: int = attrs.field(
+        default=3, validator=lambda _i, _a, v: _check_failures(v)
+    )

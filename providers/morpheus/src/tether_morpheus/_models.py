@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import attrs
@@ -231,6 +232,46 @@ class Approval:
 
     tx: str | None
     note: str | None = None
+
+
+def _decimal(value: Any) -> Decimal:
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return Decimal(0)
+
+
+@attrs.frozen(kw_only=True)
+class CreditBalance:
+    """
+    ``GET /api/v1/billing/balance`` on today's gateway (credits, e.g. USD).
+
+    Attributes:
+        total_available: Paid plus staking credits available now.
+        paid_available: The paid bucket, net of pending holds.
+        staking_available: Today's staking allowance left.
+        currency: The currency code (``"USD"``).
+        raw: The gateway's JSON.
+    """
+
+    total_available: Decimal
+    paid_available: Decimal
+    staking_available: Decimal
+    currency: str = "USD"
+    raw: dict[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CreditBalance:
+        """
+        Read the gateway's body (decimals arrive as strings).
+        """
+        return cls(
+            total_available=_decimal(data.get("total_available")),
+            paid_available=_decimal(_mapping(data.get("paid")).get("available")),
+            staking_available=_decimal(_mapping(data.get("staking")).get("available")),
+            currency=str(data.get("currency") or "USD"),
+            raw=dict(data),
+        )
 
 
 @attrs.frozen(kw_only=True)

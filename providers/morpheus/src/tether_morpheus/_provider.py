@@ -11,10 +11,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, Literal, overload
 
+import attrs
 import httpx
 import structlog
 
-from tether import Health, HealthStatus, Session
+from tether import Health, HealthStatus, Session, SessionState
 from tether.abc import (
     Capabilities,
     ClientOptions,
@@ -24,9 +25,15 @@ from tether.abc import (
 )
 from tether.exceptions import (
     InvalidParameterError,
+    PermanentProviderError,
     ProviderError,
+    ProviderUnavailableError,
     RemoteNotFoundError,
     RequestRejectedError,
+    SessionClosedError,
+    SessionEndedError,
+    SessionExpiredError,
+    SessionLostError,
     TransientProviderError,
 )
 from tether_morpheus._client import ChatStream, MorpheusClient
@@ -52,6 +59,32 @@ _PING: Final[Mapping[PingStatus, HealthStatus]] = {
 
 GatewayMode = Literal["sessions", "lease"]
 
+#: Chat errors that say the gateway's pool is failing the lease's model (and
+#: count towards a lease's health); auth, input, balance and rate limits do not.
+_POOL_GONE_CODES: Final = frozenset({"session_expired", "session_not_found"})
+_ENDED: Final[Mapping[SessionState, type[SessionEndedError]]] = {
+    SessionState.EXPIRED: SessionExpiredError,
+    SessionState.LOST: SessionLostError,
+}
+
+
+def _pool_failure(error: ProviderError) -> bool:
+    return isinstance(error, ProviderUnavailableError) or (
+        isinstance(error, RemoteNotFoundError) and error.code in _POOL_GONE_CODES
+    )
+
+
+@attrs.define
+class _Lease:
+    """
+    What the provider knows of a lease: there is no remote state to ask.
+    """
+
+    deadline: float | None
+    failures: int = 0
+    last_error: str | None = None
+    ended: SessionState | None = None
+
 
 class MorpheusProvider(Provider[MorpheusConfig]):
     """
@@ -69,9 +102,12 @@ class MorpheusProvider(Provider[MorpheusConfig]):
       ``failover`` (v1.14.0 ignores both on model sessions).
 
     tether's ``lifetime=`` is sent as ``sessionDuration`` (60 to 86400 s, default
-    3600). One API key holds one session, so tether never sends a second create
-    on a key whose session is live. Against today's gateway (no session routes)
-    a session is a client-side lease over key + model.
+    3600). On a gateway with session routes one API key holds one session, so
+    tether never sends a second create on a key whose session is live. Against
+    today's gateway (no session routes) a session is a client-side lease over
+    key + model: create checks the key and its credit, the lease's health comes
+    from its chats, and one key may hold many leases (this instance's
+    ``capabilities`` then have no per-key limit).
 
     Provider-specific operations: :meth:`chat`, :meth:`candidates`,
     :meth:`failover_candidates`, :meth:`resolve_model`, :meth:`mode`, and
@@ -85,7 +121,8 @@ class MorpheusProvider(Provider[MorpheusConfig]):
         min_lifetime=60.0,
         max_lifetime=86400.0,
         max_sessions_per_credential=1,
-        # A ping spends a real inference and queues behind live requests.
+        # A session-mode ping spends a real inference and queues behind live
+        # requests (a lease ping is a cheap model-list read).
         ping_interval=900.0,
     )
 
@@ -97,9 +134,12 @@ class MorpheusProvider(Provider[MorpheusConfig]):
         self.api = MorpheusClient(
             client, provider=name, access_token=config.access_token
         )
-        self._mode: GatewayMode | None = None if config.mode == "auto" else config.mode
+        self._mode: GatewayMode | None = None
+        if config.mode != "auto":
+            self._set_mode(config.mode, detected=False)
         self._failed_providers: set[str] = set()
         self._bid_providers: dict[str, str] = {}
+        self._leases: dict[str, _Lease] = {}
 
     @classmethod
     def client_options(cls, config: MorpheusConfig) -> ClientOptions:
@@ -235,11 +275,25 @@ class MorpheusProvider(Provider[MorpheusConfig]):
         side-effect-free probe of ``/session/modelsession``.
         """
         if self._mode is None:
-            self._mode = "sessions" if await self.api.has_session_routes() else "lease"
-            logger.info(
-                "tether.morpheus.mode_detected", provider=self.name, mode=self._mode
+            self._set_mode(
+                "sessions" if await self.api.has_session_routes() else "lease"
             )
+        assert self._mode is not None  # noqa: S101
         return self._mode
+
+    def _set_mode(self, mode: GatewayMode, *, detected: bool = True) -> None:
+        self._mode = mode
+        if mode == "lease":
+            # Today's gateway has no per-key session: a key may hold leases on
+            # several models at once. The manager reads provider.capabilities
+            # per instance, so the one-per-key limit stays with the session era.
+            self.__dict__["capabilities"] = attrs.evolve(
+                type(self).capabilities, max_sessions_per_credential=None
+            )
+        else:
+            self.__dict__.pop("capabilities", None)
+        if detected:
+            logger.info("tether.morpheus.mode_detected", provider=self.name, mode=mode)
 
     # -- models and bids -----------------------------------------------------------
 
@@ -299,9 +353,17 @@ class MorpheusProvider(Provider[MorpheusConfig]):
         """
         :class:`tether.Candidate` values: *model*'s bids best first, then the
         fallback models by name; pass them to :class:`tether.FailoverPolicy`.
+
+        In lease mode there are no bid sessions: *model*, then the fallback
+        models, all by name.
         """
         from tether import Candidate  # noqa: PLC0415
 
+        if await self.mode() == "lease":
+            return [
+                Candidate(provider=self.name, params={"model": m, **params})
+                for m in (model, *fallback_models)
+            ]
         bids = await self.candidates(model)
         result = [
             Candidate(provider=self.name, params={"bid_id": b, **params}) for b in bids
@@ -332,10 +394,7 @@ class MorpheusProvider(Provider[MorpheusConfig]):
                 # A gateway that lost its session routes (auto mode only).
                 if self.config.mode != "auto" or exc.status_code != 404:  # noqa: PLR2004
                     raise
-                self._mode = "lease"
-                logger.info(
-                    "tether.morpheus.mode_detected", provider=self.name, mode="lease"
-                )
+                self._set_mode("lease")
         if params.get("bid_id") is not None or params.get("approve"):
             msg = (
                 f"{self.name}: this gateway has no session routes, so bid sessions "
@@ -356,10 +415,38 @@ class MorpheusProvider(Provider[MorpheusConfig]):
                 str(exc), provider=self.name, operation="create", code="model_not_found"
             ) from exc
 
+    async def _check_credit(self) -> None:
+        """
+        Check the key (and that it has credit) without an inference.
+
+        The model list needs no auth; the balance does, and a wrong secret is
+        refused there with 401 (:class:`~tether.exceptions.AuthError`).
+        """
+        balance = await self.api.balance()
+        if balance is None:
+            # A session-less gateway without billing: the first chat checks the key.
+            logger.info("tether.morpheus.balance_unavailable", provider=self.name)
+            return
+        if balance.total_available <= 0:
+            msg = (
+                f"{self.name}: the API key's account has no credit "
+                f"({balance.total_available} {balance.currency} available)"
+            )
+            raise PermanentProviderError(
+                msg,
+                provider=self.name,
+                operation="create",
+                code="insufficient_balance",
+            )
+
     async def _create_lease(
         self, request: CreateRequest, duration: int
     ) -> RemoteSession:
+        await self._check_credit()
         model = await self._model_for_create(str(request.params["model"]))
+        self._prune_leases()
+        deadline = self.clock() + duration
+        self._leases[request.tether_id] = _Lease(deadline=deadline)
         logger.info(
             "tether.morpheus.lease_opened",
             provider=self.name,
@@ -370,7 +457,7 @@ class MorpheusProvider(Provider[MorpheusConfig]):
             id=f"lease:{request.tether_id}",
             raw_state="lease",
             tether_id=request.tether_id,
-            expires_at=datetime.fromtimestamp(self.clock() + duration, UTC),
+            expires_at=datetime.fromtimestamp(deadline, UTC),
             data={
                 "mode": "lease",
                 "model": model.name,
@@ -474,19 +561,94 @@ class MorpheusProvider(Provider[MorpheusConfig]):
         return Health(status=status, raw_state=result.raw_status or None, detail=detail)
 
     async def _ping_lease(self, session: Session) -> Health:
-        # Cheap: a model list read, no inference.
+        # Cheap: a model list read, no inference, no auth. What the lease's
+        # chats saw says the rest: the gateway routes each through its pool.
         model_id = str(session.data.get("model_id", ""))
         models = await self.api.models()
-        if any(m.blockchain_id.lower() == model_id.lower() for m in models):
+        lease = self._lease(session)
+        if not any(m.blockchain_id.lower() == model_id.lower() for m in models):
+            lease.ended = SessionState.LOST
+            return Health(
+                status=HealthStatus.GONE,
+                raw_state="model_unlisted",
+                detail=f"model {session.data.get('model')!r} is no longer offered",
+            )
+        if not lease.failures:
             return Health(status=HealthStatus.ALIVE, raw_state="lease")
+        detail = f"{lease.failures} chats failed in a row: {lease.last_error}"
+        if lease.failures >= self.config.lease_failures_before_lost:
+            lease.ended = SessionState.LOST
+            return Health(
+                status=HealthStatus.GONE, raw_state="chats_failing", detail=detail
+            )
         return Health(
-            status=HealthStatus.GONE,
-            raw_state="model_unlisted",
-            detail=f"model {session.data.get('model')!r} is no longer offered",
+            status=HealthStatus.DEGRADED, raw_state="chats_failing", detail=detail
         )
 
+    # -- leases: the provider keeps their state ------------------------------------
+
+    def _lease(self, session: Session) -> _Lease:
+        lease = self._leases.get(session.id)
+        if lease is None:
+            # A lease made elsewhere (another process, a restored store).
+            deadline = session.expires_at.timestamp() if session.expires_at else None
+            lease = self._leases[session.id] = _Lease(deadline=deadline)
+        return lease
+
+    def _prune_leases(self) -> None:
+        # A lease past its deadline is refused by the deadline alone.
+        now = self.clock()
+        for tether_id, lease in list(self._leases.items()):
+            if lease.deadline is not None and lease.deadline <= now:
+                del self._leases[tether_id]
+
+    def _ensure_lease_usable(self, session: Session) -> None:
+        """
+        Refuse a lease that ended, before anything is sent.
+
+        The object a caller holds may predate the end (a lease has no remote
+        state that would refuse a chat), so the provider's own record decides.
+        """
+        lease = self._leases.get(session.id)
+        state = lease.ended if lease is not None else None
+        deadline = (
+            session.expires_at.timestamp()
+            if session.expires_at is not None
+            else (lease.deadline if lease is not None else None)
+        )
+        if state is None and deadline is not None and self.clock() >= deadline:
+            state = SessionState.EXPIRED
+        if state is None:
+            return
+        cls = _ENDED.get(state, SessionClosedError)
+        msg = f"session {session.id} ({self.name}) is {state.value}"
+        if lease is not None and state is SessionState.LOST and lease.last_error:
+            msg = f"{msg}: {lease.last_error}"
+        raise cls(msg, session_id=session.id, provider=self.name, state=state.value)
+
+    def _chat_outcome(self, session: Session, error: ProviderError | None) -> None:
+        lease = self._lease(session)
+        if error is None:
+            lease.failures, lease.last_error = 0, None
+        elif _pool_failure(error):
+            lease.failures += 1
+            lease.last_error = str(error)
+            logger.info(
+                "tether.morpheus.lease_chat_failed",
+                provider=self.name,
+                session_id=session.id,
+                failures=lease.failures,
+                error=type(error).__name__,
+            )
+
     async def close(self, session: Session) -> None:
-        if session.data.get("mode") == "lease" or session.remote_id is None:
+        if session.data.get("mode") == "lease":
+            lease = self._lease(session)
+            if lease.ended is None:
+                lease.ended = SessionState.CLOSED
+            self._prune_leases()
+            return
+        if session.remote_id is None:
             return
         try:
             result = await self.api.close_session(session_id=session.id)
@@ -562,10 +724,17 @@ class MorpheusProvider(Provider[MorpheusConfig]):
             **options: ``temperature``, ``top_p``, ``n``, ``stop``, ``max_tokens``,
                 ``presence_penalty``, ``frequency_penalty``.
 
+        On a lease, each outcome is recorded: failed chats (the pool failing
+        the model) make the lease's next ping ``DEGRADED``, then ``GONE``
+        (``lease_failures_before_lost``), so failover can move it.
+
         Raises:
-            SessionEndedError: The session is closed, expired or lost.
+            SessionEndedError: The session is closed, expired or lost (for a
+                lease, as this provider knows it, whatever the object says).
             RemoteNotFoundError: The node no longer serves the session
-                (``code`` ``session_expired`` or ``session_not_found``): ping it.
+                (``code`` ``session_expired`` or ``session_not_found``): in
+                sessions mode ping it; on a lease retry after the gateway's
+                cleanup, or fail over to another model.
             ProviderError: Any other failure, in-band SSE errors included.
         """
         session.ensure_usable()
@@ -573,17 +742,26 @@ class MorpheusProvider(Provider[MorpheusConfig]):
             msg = f"{self.name}: session {session.id} belongs to {session.provider!r}"
             raise InvalidParameterError(msg, field="session", provider=self.name)
         kwargs: dict[str, Any] = {"tools": tools, "tool_choice": tool_choice, **options}
-        if session.data.get("mode") == "lease":
+        lease = session.data.get("mode") == "lease"
+        if lease:
+            self._ensure_lease_usable(session)
             kwargs["model"] = session.data.get("model")
         else:
             kwargs["session_id"] = session.remote_id
         try:
             if stream:
+                if lease:
+                    kwargs["on_outcome"] = lambda e: self._chat_outcome(session, e)
                 return await self.api.stream_chat_completions(messages, **kwargs)
-            return await self.api.chat_completions(messages, **kwargs)
+            reply = await self.api.chat_completions(messages, **kwargs)
         except ProviderError as exc:
             exc.session_id = session.id
+            if lease:
+                self._chat_outcome(session, exc)
             raise
+        if lease:
+            self._chat_outcome(session, None)
+        return reply
 
 
 def _find_model(models: Sequence[Model], wanted: str) -> Model | None:

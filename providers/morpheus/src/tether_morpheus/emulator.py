@@ -25,7 +25,8 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from decimal import Decimal
+from typing import Any, Final, Literal
 
 import attrs
 from starlette.applications import Starlette
@@ -40,10 +41,22 @@ from tether.testing import FaultInjector
 __all__ = ["DEFAULT_MODELS", "MorpheusEmulator", "model_id_for"]
 
 VERSION: Final = "1.14.0"
+#: What today's gateway (no session routes) says in its OpenAPI document.
+HEAD_OPENAPI: Final = ("3.0.2", "0.0.0-dev")
 API: Final = "/api/v1"
 FALLBACK_NOTE: Final = "Private Key not set, using fallback key (FOR DEBUGGING ONLY)"
 ACCESS_TTL: Final = 30 * 60
 REFRESH_TTL: Final = 7 * 24 * 3600
+#: Routes only v1.14.0 (and the seed era) has, and routes only today's has.
+SESSIONS_ONLY: Final = (
+    f"{API}/session/",
+    f"{API}/auth/login",
+    f"{API}/auth/refresh",
+    f"{API}/auth/private-key",
+    f"{API}/auth/delegation",
+    f"{API}/automation/",
+)
+HEAD_ONLY: Final = (f"{API}/billing/",)
 
 
 def model_id_for(name: str) -> str:
@@ -101,6 +114,27 @@ class _User:
     private_key_at: tuple[float, float] | None = None
     automation: dict[str, Any] | None = None
     allowance: int = 0
+    credits: Decimal = Decimal(100)
+
+
+#: Faults that make chat fail for one model on today's gateway (see
+#: :meth:`MorpheusEmulator.fail_model`).
+ModelFault = Literal[
+    "provider_closed_connection", "proxy_error", "session_not_found", "session_expired"
+]
+MODEL_FAULTS: Final = (
+    "provider_closed_connection",
+    "proxy_error",
+    "session_not_found",
+    "session_expired",
+)
+
+
+@attrs.define
+class _Fault:
+    kind: str
+    times: int | None
+    until: float | None
 
 
 @attrs.define
@@ -191,6 +225,48 @@ def _missing(loc: list[Any]) -> dict[str, Any]:
     return {"type": "missing", "loc": loc, "msg": "Field required", "input": None}
 
 
+def _int_field(value: Any, loc: list[Any]) -> dict[str, Any] | None:
+    """
+    Pydantic's (lax) error for *value* in an ``int`` field, or ``None``.
+    """
+    if value is None or isinstance(value, int):
+        return None
+    if isinstance(value, str):
+        try:
+            int(value.strip())
+        except ValueError:
+            return {
+                "type": "int_parsing",
+                "loc": loc,
+                "msg": "Input should be a valid integer, unable to parse string as an integer",
+                "input": value,
+            }
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return None
+    if isinstance(value, float):
+        return {
+            "type": "int_from_float",
+            "loc": loc,
+            "msg": "Input should be a valid integer, got a number with a fractional part",
+            "input": value,
+        }
+    return {
+        "type": "int_type",
+        "loc": loc,
+        "msg": "Input should be a valid integer",
+        "input": value,
+    }
+
+
+def _money(value: Decimal) -> str:
+    """
+    A decimal as the gateway writes it: fixed point, no trailing zeros.
+    """
+    text = format(value.normalize(), "f")
+    return text if text != "-0" else "0"
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -211,7 +287,13 @@ class MorpheusEmulator:
         default_model: The silent fallback for unknown models (the real
             ``DEFAULT_FALLBACK_MODEL`` is ``mistral-31-24b``).
         session_endpoints: ``False`` behaves like today's gateway: no
-            ``/api/v1/session/*`` routes and a shared pool behind chat.
+            ``/api/v1/session/*`` routes and a shared pool behind chat; no
+            seed-era account routes (``/auth/login``, ``/auth/refresh``,
+            ``/auth/private-key``, ``/auth/delegation*``) and no
+            ``/automation/settings``; credit billing instead
+            (``/api/v1/billing/balance``, 402 ``insufficient_balance``),
+            ``x-request-id`` and ``x-ratelimit-*`` headers, and per-model chat
+            faults (:meth:`fail_model`).
         serve_openapi: Serve ``/openapi.json`` and ``/api/v1/openapi.json``.
         automation_feature_enabled: The system-wide ``AUTOMATION_FEATURE_ENABLED``.
         require_approval: Opening a session needs an approved allowance of
@@ -225,6 +307,8 @@ class MorpheusEmulator:
         faults: The same injector, to set ``rate``/``kinds``/``seed``.
         inference_count: Inferences run (chat and pings).
         requests_log: ``(method, path, query, json body)`` of every request.
+        pool_renewals: Pool sessions today's gateway renewed after the node
+            said ``session expired`` (each one retried the chat once).
     """
 
     def __init__(
@@ -255,7 +339,9 @@ class MorpheusEmulator:
         #: Make closing on chain fail ("Error closing session: 500: ...").
         self.close_fails = False
         self.inference_count = 0
+        self.pool_renewals = 0
         self.requests_log: list[tuple[str, str, str, Any]] = []
+        self._model_faults: dict[str, _Fault] = {}
         self._secret = hashlib.sha256(f"jwt:{seed}".encode()).digest()
         self._counter = seed * 1000
         self._users: dict[int, _User] = {}
@@ -445,6 +531,68 @@ class MorpheusEmulator:
         """
         return next(u.allowance for u in self._users.values() if u.email == email)
 
+    def set_balance(
+        self, amount: Decimal | str | float, email: str = "user@example.com"
+    ) -> None:
+        """
+        Set *email*'s credit balance (today's gateway; USD, default 100).
+
+        At zero or below, chat answers 402 ``insufficient_balance``.
+        """
+        user = next(u for u in self._users.values() if u.email == email)
+        user.credits = Decimal(str(amount))
+
+    def fail_model(
+        self,
+        model: str,
+        fault: ModelFault,
+        *,
+        times: int | None = None,
+        until: float | None = None,
+    ) -> None:
+        """
+        Make today's gateway fail chats on *model* (a name or hex id).
+
+        Faults, as the real gateway shows them:
+
+        * ``"provider_closed_connection"``: 502 ``{"error": {"message":
+          "provider closed connection", "type": "proxy_error", "status": 502}}``
+          (JSON, for streams too: the gateway fails before the first byte);
+        * ``"proxy_error"``: the same error in-band: HTTP 200 with one SSE event
+          ``data: {"error": {...}}`` and no ``[DONE]`` for streams (JSON 502
+          otherwise);
+        * ``"session_not_found"``: the pool session was lost on the node; every
+          chat answers 500 ``session not found`` (in-band for streams), as the
+          gateway neither renews nor fails over on it;
+        * ``"session_expired"``: the node says ``session expired``; the gateway
+          renews the pool session and retries once, so the chat succeeds (see
+          :attr:`pool_renewals`). Defaults to ``times=1``.
+
+        Args:
+            model: The model.
+            fault: One of the above.
+            times: How many chats fail (``None``: until cleared).
+            until: The clock time at which the fault clears (the gateway's own
+                cleanup), or ``None``.
+        """
+        if fault not in MODEL_FAULTS:
+            msg = f"unknown fault {fault!r}; one of {', '.join(MODEL_FAULTS)}"
+            raise ValueError(msg)
+        if fault == "session_expired" and times is None:
+            times = 1
+        self._model_faults[self._resolve(model)] = _Fault(
+            kind=fault, times=times, until=until
+        )
+
+    def clear_model_faults(self, model: str | None = None) -> None:
+        """
+        Clear the chat faults of *model*, or of every model.
+        """
+        if model is None:
+            self._model_faults.clear()
+        else:
+            self._model_faults.pop(self._resolve(model), None)
+
     # -- plumbing ----------------------------------------------------------------
 
     async def _app(self, scope: Any, receive: Any, send: Any) -> None:
@@ -495,8 +643,13 @@ class MorpheusEmulator:
             ),
             r(f"{API}/chat/completions", self._handler(self._chat), methods=["POST"]),
             r(
+                f"{API}/billing/balance",
+                self._handler(self._balance, era="head"),
+                methods=["GET"],
+            ),
+            r(
                 f"{API}/automation/settings",
-                self._handler(self._automation),
+                self._handler(self._automation, era="sessions"),
                 methods=["GET", "PUT"],
             ),
             r(
@@ -504,8 +657,16 @@ class MorpheusEmulator:
                 self._handler(self._register),
                 methods=["POST", "DELETE"],
             ),
-            r(f"{API}/auth/login", self._handler(self._login), methods=["POST"]),
-            r(f"{API}/auth/refresh", self._handler(self._refresh), methods=["POST"]),
+            r(
+                f"{API}/auth/login",
+                self._handler(self._login, era="sessions"),
+                methods=["POST"],
+            ),
+            r(
+                f"{API}/auth/refresh",
+                self._handler(self._refresh, era="sessions"),
+                methods=["POST"],
+            ),
             r(f"{API}/auth/me", self._handler(self._me), methods=["GET"]),
             r(
                 f"{API}/auth/keys",
@@ -519,30 +680,53 @@ class MorpheusEmulator:
             ),
             r(
                 f"{API}/auth/private-key",
-                self._handler(self._private_key),
+                self._handler(self._private_key, era="sessions"),
                 methods=["GET", "POST", "DELETE"],
             ),
             r(
                 f"{API}/auth/delegation",
-                self._handler(self._delegation),
+                self._handler(self._delegation, era="sessions"),
                 methods=["GET", "POST"],
             ),
             r(
                 f"{API}/auth/delegation/active",
-                self._handler(self._active_delegation),
+                self._handler(self._active_delegation, era="sessions"),
                 methods=["GET"],
             ),
             r(
                 f"{API}/auth/delegation/{{delegation_id}}",
-                self._handler(self._delete_delegation),
+                self._handler(self._delete_delegation, era="sessions"),
                 methods=["DELETE"],
             ),
         ]
 
     def _handler(
-        self, fn: Callable[[Request], Any], *, session: bool = False
+        self,
+        fn: Callable[[Request], Any],
+        *,
+        session: bool = False,
+        era: Literal["both", "sessions", "head"] = "both",
     ) -> Callable[[Request], Any]:
+        """
+        An endpoint for *fn*; *era* says which gateway has the route
+        (``"sessions"``: v1.14.0 only, ``"head"``: today's only).
+        """
+        if session:
+            era = "sessions"
+
         async def endpoint(request: Request) -> Response:
+            response = await serve(request)
+            if not self.session_endpoints:
+                # Today's gateway tags every answer with a request id.
+                response.headers["x-request-id"] = f"req-{self._next():08x}"
+            return response
+
+        def present() -> bool:
+            if era == "sessions":
+                return self.session_endpoints
+            return era == "both" or not self.session_endpoints
+
+        async def serve(request: Request) -> Response:
             raw = await request.body()
             try:
                 body: Any = json.loads(raw) if raw else None
@@ -551,7 +735,7 @@ class MorpheusEmulator:
             self.requests_log.append(
                 (request.method, request.url.path, request.url.query, body)
             )
-            if session and not self.session_endpoints:
+            if not present():
                 return JSONResponse({"detail": "Not Found"}, status_code=404)
             try:
                 result = await fn(request)
@@ -617,6 +801,15 @@ class MorpheusEmulator:
     # -- auth ----------------------------------------------------------------
 
     def _api_key(self, request: Request, *, check_active: bool) -> _Key:
+        try:
+            return self._check_api_key(request, check_active=check_active)
+        except _Problem as problem:
+            if problem.status == 401 and not self.session_endpoints:  # noqa: PLR2004
+                # Today's gateway challenges on every API-key 401.
+                problem.headers.setdefault("WWW-Authenticate", "Bearer")
+            raise
+
+    def _check_api_key(self, request: Request, *, check_active: bool) -> _Key:
         header = request.headers.get("authorization")
         if not header:
             raise _detail(401, "API key missing", {"WWW-Authenticate": "Bearer"})
@@ -712,16 +905,21 @@ class MorpheusEmulator:
             path = getattr(route, "path", "")
             if path.endswith("openapi.json"):
                 continue
-            if path.startswith(f"{API}/session/") and not self.session_endpoints:
+            if path.startswith(
+                SESSIONS_ONLY if not self.session_endpoints else HEAD_ONLY
+            ):
                 continue
             methods = sorted((getattr(route, "methods", None) or set()) - {"HEAD"})
             paths[path] = {
                 m.lower(): {"responses": {"200": {"description": "OK"}}}
                 for m in methods
             }
+        openapi, version = ("3.1.0", VERSION)
+        if not self.session_endpoints:
+            openapi, version = HEAD_OPENAPI
         return {
-            "openapi": "3.1.0",
-            "info": {"title": "Morpheus API Gateway", "version": VERSION},
+            "openapi": openapi,
+            "info": {"title": "Morpheus API Gateway", "version": version},
             "paths": paths,
         }
 
@@ -1147,6 +1345,10 @@ class MorpheusEmulator:
                     errors.append(
                         {**_missing(["body", "messages", i, "role"]), "input": message}
                     )
+        for name in ("n", "max_tokens"):
+            error = _int_field(body.get(name), ["body", name])
+            if error is not None:
+                errors.append(error)
         tools = body.get("tools")
         if isinstance(tools, list):
             for i, tool in enumerate(tools):
@@ -1198,6 +1400,10 @@ class MorpheusEmulator:
         if not self.session_endpoints:
             # Today's gateway: a shared pool; session_id is accepted and ignored.
             model_id = self._resolve(body.get("model"))
+            self._bill(user)
+            failed = self._pool_fault(model_id, now, stream=stream)
+            if failed is not None:
+                return failed
         elif body.get("session_id"):
             session_id = str(body["session_id"])
             node = self._node.get(session_id)
@@ -1244,12 +1450,101 @@ class MorpheusEmulator:
             if model_id in self._models
             else str(model_id)
         )
-        return self._answer(body, name, stream=stream)
+        response = self._answer(body, name, stream=stream)
+        if not self.session_endpoints:
+            response.headers.update(self._rate_limit_headers())
+            if stream:
+                response.headers["cache-control"] = "no-cache"
+        return response
+
+    # -- today's gateway: billing, rate limits, pool faults ------------------------------
+
+    def _balance_json(self, user: _User) -> dict[str, Any]:
+        amount = user.credits
+        return {
+            "paid": {
+                "posted_balance": _money(amount),
+                "pending_holds": "0",
+                "available": _money(amount),
+            },
+            "staking": {"daily_amount": "0", "refresh_date": None, "available": "0"},
+            "total_available": _money(amount),
+            "currency": "USD",
+        }
+
+    async def _balance(self, request: Request) -> Any:
+        header = request.headers.get("authorization", "")
+        if not header or header.removeprefix("Bearer ").strip().startswith("sk-"):
+            # get_current_user takes API keys as well as Cognito JWTs.
+            key = self._api_key(request, check_active=True)
+            return self._balance_json(self._users[key.user_id])
+        return self._balance_json(self._jwt_user(request))
+
+    def _bill(self, user: _User) -> None:
+        # The billing hold comes before routing, and its 402 is plain JSON
+        # even when a stream was asked for.
+        if user.credits <= 0:
+            raise _Problem(
+                402,
+                {
+                    "error": {
+                        "message": "Insufficient credits",
+                        "type": "insufficient_balance",
+                        "available": _money(user.credits),
+                        "estimated_cost": "0.0005",
+                    }
+                },
+            )
+
+    def _rate_limit_headers(self) -> dict[str, str]:
+        used = self.inference_count
+        return {
+            "x-ratelimit-limit-requests": "600",
+            "x-ratelimit-remaining-requests": str(max(0, 600 - used)),
+            "x-ratelimit-limit-tokens": "1000000",
+            "x-ratelimit-remaining-tokens": "1000000",
+            "x-ratelimit-reset-requests": self._iso(self.clock() + 60),
+            "x-ratelimit-reset-tokens": self._iso(self.clock() + 60),
+        }
+
+    def _pool_fault(
+        self, model_id: str, now: float, *, stream: bool
+    ) -> Response | None:
+        fault = self._model_faults.get(model_id)
+        if fault is None:
+            return None
+        if (fault.until is not None and now >= fault.until) or fault.times == 0:
+            del self._model_faults[model_id]
+            return None
+        if fault.times is not None:
+            fault.times -= 1
+        if fault.kind == "session_expired":
+            # Renewed and retried once, before the first byte: the client sees
+            # an ordinary answer.
+            self.pool_renewals += 1
+            return None
+        if fault.kind == "session_not_found":
+            inner = json.dumps({"error": "session not found"}, separators=(",", ":"))
+            message = f"HTTP 500: {inner}"
+            if stream:
+                return self._sse_error(message)
+            raise _Problem(500, {"error": {"message": message, "type": "server_error"}})
+        error = {
+            "message": "provider closed connection",
+            "type": "proxy_error",
+            "status": 502,
+        }
+        if fault.kind == "proxy_error" and stream:
+            return self._sse_event({"error": error})
+        raise _Problem(502, {"error": error})
 
     def _sse_error(self, message: str) -> Response:
-        event = json.dumps(
+        return self._sse_event(
             {"error": {"message": message, "type": "server_error", "status": 500}}
         )
+
+    def _sse_event(self, body: Mapping[str, Any]) -> Response:
+        event = json.dumps(body)
 
         async def events() -> AsyncIterator[bytes]:
             yield f"data: {event}\n\n".encode()

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 import attrs
 import httpx
 
+from tether._log import TetherLogger, get_logger
 from tether._redact import Secret
 from tether._session import Health, Session, SessionState, _frozen_mapping, _to_utc
 from tether._validators import number
@@ -58,9 +59,14 @@ __all__ = [
     "ProviderConfig",
     "RemoteSession",
     "Store",
+    "TetherLogger",
+    "get_logger",
     "parse_retry_after",
     "send",
 ]
+
+# Documented here, where plugin authors meet it.
+TetherLogger.__module__ = __name__
 
 #: The plugin API version this tether implements. A provider declares the version
 #: it was written for in :attr:`Provider.api_version`; a mismatch refuses to load.

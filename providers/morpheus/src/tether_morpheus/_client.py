@@ -15,10 +15,9 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
-import structlog
 
 from tether import Secret, redact
-from tether.abc import send
+from tether.abc import get_logger, send
 from tether.exceptions import (
     ConfigError,
     OutcomeUnknownError,
@@ -53,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ChatStream", "MorpheusClient"]
 
-logger = structlog.get_logger("tether.morpheus")
+logger = get_logger("tether.morpheus")
 
 API: Final = "/api/v1"
 #: Chat bodies: these go to the gateway only when given (the gateway fills its

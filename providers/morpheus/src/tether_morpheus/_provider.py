@@ -13,7 +13,6 @@ from typing import Any, ClassVar, Final, Literal, overload
 
 import attrs
 import httpx
-import structlog
 
 from tether import Health, HealthStatus, Session, SessionState
 from tether.abc import (
@@ -22,6 +21,7 @@ from tether.abc import (
     CreateRequest,
     Provider,
     RemoteSession,
+    get_logger,
 )
 from tether.exceptions import (
     InvalidParameterError,
@@ -44,7 +44,7 @@ from tether_morpheus._models import ChatCompletion, Model, PingStatus, RatedBid
 
 __all__ = ["MorpheusProvider"]
 
-logger = structlog.get_logger("tether.morpheus")
+logger = get_logger("tether.morpheus")
 
 HEX32: Final = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _PARAMS: Final = ("model", "bid_id", "approve", "direct_payment", "failover")

@@ -680,3 +680,47 @@ async def test_a_wrong_type_of_session_in_scope_is_a_typed_error(tether_manager)
     with pytest.raises(tether.exceptions.InvalidParameterError):
         async with tether_manager.scope(None):
             pass
+
+
+async def test_a_rate_limited_close_fails_typed_not_at_the_shield_deadline(
+    tether_registry, tether_fake_backend, tether_clock
+):
+    """
+    A close refused with a Retry-After longer than the close may still take
+    raises the RateLimitedError at once (not "did not finish" at the shield
+    deadline), leaves the record CLOSING and says so in a close_failed event;
+    on exit, the same failure is logged, never silent.
+    """
+    with structlog.testing.capture_logs() as logs:
+        async with tether.SessionManager(
+            registry=tether_registry,
+            config={"fake": {"backend": tether_fake_backend}},
+            clock=tether_clock,
+            shield_timeout=2,
+            health_checks=False,
+            environ={},
+        ) as manager:
+            s = await manager.create("fake")
+            left = await manager.create("fake")
+            tether_fake_backend.fail("close", "rate_limited", times=10, retry_after=60)
+            async with manager.events() as events:
+                with pytest.raises(tether.exceptions.RateLimitedError) as info:
+                    await manager.close(s)
+                event = events.receive_nowait()
+
+            assert 60 == info.value.retry_after
+            assert tether.SessionState.CLOSING == (await manager.get(s.id)).state
+            assert (tether.EventKind.CLOSE_FAILED, s.id) == (
+                event.kind,
+                event.session.id,
+            )
+
+    failed_on_exit = [
+        e
+        for e in logs
+        if e["event"] == "tether.session.close_failed"
+        and e.get("session_id") == left.id
+        and e.get("error") == "RateLimitedError"
+    ]
+    assert failed_on_exit
+    assert {s.remote_id, left.remote_id} == tether_fake_backend.live_ids()

@@ -30,6 +30,7 @@ class EventKind(enum.StrEnum):
     EXPIRED = "expired"
     RENEWED = "renewed"
     CLOSED = "closed"
+    CLOSE_FAILED = "close_failed"
     FAILOVER = "failover"
     BREAKER_OPENED = "breaker_opened"
     BREAKER_HALF_OPEN = "breaker_half_open"

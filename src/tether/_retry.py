@@ -4,10 +4,12 @@ Retrying provider calls: the only module that imports tenacity.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import anyio
 import attrs
 import tenacity as _t
 
@@ -85,6 +87,16 @@ def _wait(policy: RetryPolicy, offset: int) -> Callable[[_t.RetryCallState], flo
     return wait
 
 
+def _outlasts_deadline(delay: float) -> bool:
+    """
+    Whether waiting *delay* seconds would run past the caller's deadline (a
+    shielded close's, say): then the error is raised now, as it is, rather
+    than slept on until the deadline cancels the wait and hides it.
+    """
+    deadline = anyio.current_effective_deadline()
+    return deadline != math.inf and anyio.current_time() + delay >= deadline
+
+
 async def call(
     fn: Callable[[], Awaitable[T]],
     *,
@@ -125,6 +137,8 @@ async def call(
         first = exc
     log_context = {"session_id": session_id} if session_id else {}
     delay = _delay(policy, 1, first)
+    if _outlasts_deadline(delay):
+        raise first
     logger.warning(
         EVENT_RETRY_SCHEDULED,
         provider=provider,
@@ -138,7 +152,7 @@ async def call(
     await sleep(delay)
 
     def stop(state: _t.RetryCallState) -> bool:
-        if budget.exhausted:
+        if budget.exhausted or _outlasts_deadline(state.upcoming_sleep):
             return True
         return policy.timeout is not None and time() - started >= policy.timeout
 

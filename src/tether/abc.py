@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import email.utils
+import math
 import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager
@@ -422,6 +423,11 @@ class Provider(abc.ABC, Generic[ConfigT]):
         from tether.exceptions import InvalidParameterError  # noqa: PLC0415
 
         lo, hi = caps.min_lifetime, caps.max_lifetime
+        if not math.isfinite(lifetime) or lifetime <= 0:
+            msg = f"{self.name}: lifetime must be a positive number of seconds, not {lifetime}"
+            raise InvalidParameterError(
+                msg, field="lifetime", value=lifetime, provider=self.name
+            )
         if (lo is not None and lifetime < lo) or (hi is not None and lifetime > hi):
             msg = f"{self.name}: lifetime must be between {lo} and {hi} seconds, not {lifetime}"
             raise InvalidParameterError(

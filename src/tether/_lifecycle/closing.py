@@ -97,7 +97,19 @@ class Closer:
             except RemoteNotFoundError:
                 pass
             except TetherError as exc:
-                log.warning(EVENT_SESSION_CLOSE_FAILED, error=type(exc).__name__)
+                # The record stays CLOSING, for a later close or reconcile.
+                log.warning(
+                    EVENT_SESSION_CLOSE_FAILED,
+                    error=type(exc).__name__,
+                    retry_after=getattr(exc, "retry_after", None),
+                )
+                self._bus.emit(
+                    EventKind.CLOSE_FAILED,
+                    provider=record.provider,
+                    session=closing,
+                    previous=previous,
+                    detail=f"{type(exc).__name__}: {exc}",
+                )
                 raise
         closed = await self._records.mutate(
             session_id,

@@ -9,11 +9,18 @@ under trio (``RedisStore`` refuses trio with a ConfigError, tested below).
 from __future__ import annotations
 
 import json
+import logging
+import os
+import socket
 import sqlite3
+import stat
+import sys
+import traceback
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import attrs
@@ -25,10 +32,15 @@ from tether.exceptions import (
     AdmissionError,
     ConfigError,
     LeaseLostError,
+    SessionExistsError,
     SessionNotFoundError,
     StaleRecordError,
+    StoreClosedError,
+    StoreError,
+    StoreUnavailableError,
 )
 from tether.stores import RedisStore, SqliteStore, open_store
+from tether.stores._redis import MAX_CONNECTIONS
 from tether.stores._sqlite import SCHEMA_VERSION
 
 
@@ -162,12 +174,16 @@ class TestContract:
 
     async def test_insert_duplicate_refused(self, harness: Harness) -> None:
         """
-        An id can be inserted once; the first record stays.
+        An id can be inserted once; the first record stays. The refusal is a
+        SessionExistsError, a ValueError too (misuse).
         """
         await harness.store.insert(make(remote_id="first"))
 
-        with pytest.raises(ValueError, match="exists already"):
+        with pytest.raises(SessionExistsError, match="exists already") as info:
             await harness.store.insert(make(remote_id="second"))
+
+        assert isinstance(info.value, ValueError)
+        assert ("insert", "s1") == (info.value.operation, info.value.session_id)
 
         got = await harness.store.get("s1")
         assert got is not None
@@ -471,6 +487,374 @@ class TestContract:
         assert tether.Session.from_dict(got.to_dict()) == got
 
 
+# -- Backend failures ----------------------------------------------------------
+
+#: Every method of the Store protocol but aclose(), which each test calls itself.
+METHODS = ("insert", "update", "get", "list", "delete", "claim", "release")
+
+
+async def outcomes(store: Store) -> dict[str, Exception | None]:
+    """
+    What each store method raises, all called at once (None: it returned).
+    """
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "insert": lambda: store.insert(make("x")),
+        "update": lambda: store.update(make("x", version=1)),
+        "get": lambda: store.get("x"),
+        "list": store.list,
+        "delete": lambda: store.delete("x"),
+        "claim": lambda: store.claim("x", "w", 1.0),
+        "release": lambda: store.release("x", "w"),
+    }
+    out: dict[str, Exception | None] = {}
+
+    async def run(name: str, call: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await call()
+        except Exception as exc:
+            out[name] = exc
+        else:
+            out[name] = None
+
+    async with anyio.create_task_group() as tg:
+        for name, call in calls.items():
+            tg.start_soon(run, name, call)
+    return out
+
+
+def shown(exc: BaseException) -> str:
+    """
+    Everything an exception shows when printed or logged: str, repr, and the
+    whole traceback with its chained causes.
+    """
+    return "\n".join([str(exc), repr(exc), "".join(traceback.format_exception(exc))])
+
+
+def _unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(name="own_redis")
+def _own_redis(redis_url: str, tmp_path: Path) -> Iterator[Any]:
+    """
+    A redis-server for this test alone, to stop or lock; skipped as redis_url is.
+    """
+    del redis_url  # requested for its skip-or-fail decision only
+    helper = sys.modules["redis_server"]  # loaded by tests/conftest.py
+    server = helper.start_redis(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_redis_down_every_method_raises_store_unavailable() -> None:
+    """
+    With nothing listening, every method raises StoreUnavailableError naming
+    itself, with redis-py's ConnectionError chained, and without the URL's
+    password anywhere; aclose() still succeeds.
+    """
+    redis_exceptions = pytest.importorskip("redis.exceptions")
+    store = RedisStore(f"redis://:hunter2@127.0.0.1:{_unused_port()}/0")
+
+    raised = await outcomes(store)
+    await store.aclose()
+
+    assert set(METHODS) == set(raised)
+    for name, exc in raised.items():
+        assert isinstance(exc, StoreUnavailableError), (name, exc)
+        assert name == exc.operation
+        assert isinstance(exc.__cause__, redis_exceptions.ConnectionError)
+        assert "hunter2" not in shown(exc)
+        assert f"127.0.0.1:{exc.store.rsplit(':', 1)[1]}" in str(exc)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_redis_stopped_mid_use_every_method_raises_store_unavailable(
+    own_redis: Any,
+) -> None:
+    """
+    A store whose Redis goes away after it connected raises
+    StoreUnavailableError from every method, and closes cleanly.
+    """
+    store = RedisStore(own_redis.url, namespace=f"t{uuid.uuid4().hex}")
+    await store.insert(make("before"))
+    own_redis.stop()
+
+    raised = await outcomes(store)
+    await store.aclose()
+
+    for name in METHODS:
+        assert isinstance(raised[name], StoreUnavailableError), (name, raised[name])
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_redis_wrong_password_is_a_store_error_that_never_shows_it(
+    own_redis: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """
+    A Redis that requires a password refuses a wrong or missing one: every
+    method raises StoreError (not StoreUnavailableError: retrying will not
+    help), and the password shows in no message, repr, traceback or log.
+    The right one works.
+    """
+    import redis.asyncio  # noqa: PLC0415
+
+    caplog.set_level(logging.DEBUG)
+    admin = redis.asyncio.Redis(host="127.0.0.1", port=own_redis.port)
+    await admin.config_set("requirepass", "right-horse-battery")
+    await admin.aclose()
+    where = f"127.0.0.1:{own_redis.port}/0"
+    attempts = [
+        (f"redis://:wrong-staple-9@{where}", "wrong-staple-9"),
+        (f"redis://default:wr%40ng-staple@{where}", "wr@ng-staple"),
+        (f"redis://{where}?password=wrong-in-query", "wrong-in-query"),
+        (f"redis://{where}", None),
+    ]
+
+    for url, secret in attempts:
+        store = RedisStore(url, namespace=f"t{uuid.uuid4().hex}")
+        raised = await outcomes(store)
+        await store.aclose()
+
+        for name, exc in raised.items():
+            assert type(exc) is StoreError, (url, name, exc)
+            assert "refused the credentials" in str(exc)
+            if secret is not None:
+                assert secret not in shown(exc)
+                assert secret.replace("@", "%40") not in shown(exc)
+                assert secret not in repr(store)
+        if secret is not None:
+            assert secret not in caplog.text
+
+    async with RedisStore(f"redis://:right-horse-battery@{where}") as store:
+        await store.insert(make())
+        assert "s1" == (await store.get("s1") or make("wrong")).id
+        assert "right-horse-battery" not in repr(store)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize(
+    ("query", "limit"), [("", MAX_CONNECTIONS), ("?max_connections=4", 4)]
+)
+async def test_redis_500_concurrent_operations_on_bounded_connections(
+    redis_url: str, query: str, limit: int
+) -> None:
+    """
+    500 concurrent inserts, then 500 concurrent claims and gets, all complete
+    without error, and the store never holds more connections than its pool
+    allows (50 by default, or the URL's max_connections): the excess calls
+    wait for a free connection instead of failing.
+    """
+    import redis.asyncio  # noqa: PLC0415
+
+    monitor = redis.asyncio.Redis.from_url(redis_url)
+
+    async def connected() -> int:
+        return int((await monitor.info("clients"))["connected_clients"])
+
+    try:
+        baseline = peak = await connected()
+        store = RedisStore(redis_url + query, namespace=f"t{uuid.uuid4().hex}")
+        done = anyio.Event()
+
+        async def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, await connected())
+                await anyio.sleep(0.005)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sample)
+            async with anyio.create_task_group() as ops:
+                for i in range(500):
+                    ops.start_soon(store.insert, make(f"s{i}", credential=None))
+            async with anyio.create_task_group() as ops:
+                for i in range(500):
+                    ops.start_soon(store.claim, f"s{i}", "w", 30.0)
+                    ops.start_soon(store.get, f"s{i}")
+            done.set()
+        # The pool keeps every connection it opened until aclose().
+        opened = await connected() - baseline
+        records = await store.list()
+        await store.aclose()
+    finally:
+        await monitor.aclose()
+
+    assert 500 == len(records)
+    assert opened <= limit
+    assert peak - baseline <= limit
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_redis_no_free_connection_in_time_is_store_unavailable(
+    redis_url: str,
+) -> None:
+    """
+    When no pooled connection comes free within the pool's timeout (the URL's
+    timeout), the call raises StoreUnavailableError; the others complete.
+    """
+    store = RedisStore(
+        f"{redis_url}?max_connections=1&timeout=0", namespace=f"t{uuid.uuid4().hex}"
+    )
+
+    raised = await outcomes(store)
+    await store.aclose()
+
+    failed = [exc for exc in raised.values() if exc is not None]
+    assert failed
+    assert all(isinstance(exc, StoreUnavailableError) for exc in failed)
+    assert all("No connection available" in str(exc) for exc in failed)
+
+
+def test_redis_repr_of_a_given_client_names_the_server_not_the_password() -> None:
+    """
+    A store given a client describes it by host, port and database only.
+    """
+    redis_asyncio = pytest.importorskip("redis.asyncio")
+    client = redis_asyncio.Redis(host="cache.invalid", port=6390, db=2, password="pw9")
+    store = RedisStore(client=client)
+
+    assert "<RedisStore redis://cache.invalid:6390/2 namespace='tether'>" == repr(store)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_corrupt_record_is_a_store_error(harness: Harness) -> None:
+    """
+    A record that is not a tether session (edited by hand, or corrupt) makes
+    get() and list() raise StoreError, with the decoding error chained.
+    """
+    store = harness.store
+    await store.insert(make())
+    if isinstance(store, SqliteStore):
+        with sqlite3.connect(store._path) as conn:
+            conn.execute("UPDATE tether_sessions SET record = '{not json'")
+        conn.close()
+    else:
+        assert isinstance(store, RedisStore)
+        client = await store._redis("test")
+        await client.hset(store._key("s", "s1"), "json", '{"id": "s1"}')
+
+    for call in (lambda: store.get("s1"), store.list):
+        with pytest.raises(StoreError, match="not a tether session") as info:
+            await call()
+        assert isinstance(info.value.__cause__, ValueError | KeyError)
+
+
+async def test_sqlite_unopenable_file_every_method_raises_store_unavailable(
+    tmp_path: Path,
+) -> None:
+    """
+    A file that cannot be created (its directory is missing) makes every
+    method raise StoreUnavailableError, with the OSError chained.
+    """
+    store = SqliteStore(tmp_path / "missing" / "t.db")
+
+    raised = await outcomes(store)
+    await store.aclose()
+
+    for name in METHODS:
+        exc = raised[name]
+        assert isinstance(exc, StoreUnavailableError), (name, exc)
+        assert name == exc.operation
+        assert isinstance(exc.__cause__, OSError)
+        assert str(tmp_path / "missing" / "t.db") == exc.store
+
+
+async def test_sqlite_locked_file_makes_writes_raise_store_unavailable(
+    tmp_path: Path,
+) -> None:
+    """
+    While another connection holds the write lock past busy_timeout, every
+    write raises StoreUnavailableError with sqlite3's OperationalError
+    chained; reads still work (WAL).
+    """
+    path = tmp_path / "t.db"
+    store = SqliteStore(path, busy_timeout=0)
+    await store.list()
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        raised = await outcomes(store)
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+        await store.aclose()
+
+    assert {"get": None, "list": None} == {
+        k: v for k, v in raised.items() if k in {"get", "list"}
+    }
+    for name in ("insert", "update", "delete", "claim", "release"):
+        exc = raised[name]
+        assert isinstance(exc, StoreUnavailableError), (name, exc)
+        assert isinstance(exc.__cause__, sqlite3.OperationalError)
+        assert "locked" in str(exc)
+
+
+async def test_sqlite_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    """
+    A file that is not a SQLite database makes every method raise StoreError
+    (not StoreUnavailableError: retrying will not help), sqlite3's error chained.
+    """
+    path = tmp_path / "t.db"
+    path.write_bytes(b"this is not a database, " * 100)
+    store = SqliteStore(path)
+
+    raised = await outcomes(store)
+    await store.aclose()
+
+    for name in METHODS:
+        exc = raised[name]
+        assert type(exc) is StoreError, (name, exc)
+        assert isinstance(exc.__cause__, sqlite3.DatabaseError)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
+async def test_sqlite_creates_owner_only_files(tmp_path: Path) -> None:
+    """
+    A new store file, and the -wal and -shm files beside it, are readable and
+    writable by their owner only (0600).
+    """
+    path = tmp_path / "t.db"
+    store = SqliteStore(path)
+    await store.insert(make())
+    try:
+        modes = {
+            p.name: stat.S_IMODE(p.stat().st_mode)
+            for p in (path, tmp_path / "t.db-wal", tmp_path / "t.db-shm")
+        }
+    finally:
+        await store.aclose()
+
+    assert {"t.db": 0o600, "t.db-wal": 0o600, "t.db-shm": 0o600} == modes
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
+async def test_sqlite_keeps_an_existing_files_mode(tmp_path: Path) -> None:
+    """
+    An existing file keeps the mode its owner gave it; SQLite's -wal and -shm
+    files follow it.
+    """
+    path = tmp_path / "t.db"
+    path.touch()
+    path.chmod(0o640)
+    store = SqliteStore(path)
+    await store.insert(make())
+    try:
+        modes = {
+            p.name: stat.S_IMODE(p.stat().st_mode)
+            for p in (path, tmp_path / "t.db-wal")
+        }
+    finally:
+        await store.aclose()
+
+    assert {"t.db": 0o640, "t.db-wal": 0o640} == modes
+
+
 # -- SQLite --------------------------------------------------------------------
 
 
@@ -634,14 +1018,18 @@ async def test_sqlite_failed_write_rolls_back(tmp_path: Path) -> None:
 
 async def test_sqlite_closed_store_refuses_use(tmp_path: Path) -> None:
     """
-    After aclose(), using the store raises instead of reopening the file.
+    After aclose(), using the store raises StoreClosedError (a RuntimeError:
+    misuse) instead of reopening the file.
     """
     store = SqliteStore(tmp_path / "t.db")
     await store.list()
     await store.aclose()
 
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(StoreClosedError, match="closed") as info:
         await store.get("s1")
+
+    assert isinstance(info.value, RuntimeError)
+    assert "get" == info.value.operation
 
 
 # -- Redis ---------------------------------------------------------------------

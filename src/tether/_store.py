@@ -13,6 +13,7 @@ from tether._session import Session, SessionState, with_version
 from tether.exceptions import (
     AdmissionError,
     LeaseLostError,
+    SessionExistsError,
     SessionNotFoundError,
     StaleRecordError,
 )
@@ -70,7 +71,9 @@ class MemoryStore:
     ) -> Session:
         if session.id in self._records:
             msg = f"a session with id {session.id} exists already"
-            raise ValueError(msg)
+            raise SessionExistsError(
+                msg, store="memory://", operation="insert", session_id=session.id
+            )
         if credential_limit is not None and session.credential is not None:
             held = live_for_credential(list(self._records.values()), session)
             if held >= credential_limit:

@@ -19,6 +19,10 @@ Everything tether raises on purpose derives from :class:`TetherError`::
     ├── StaleRecordError                         a store record changed since it was read
     │   └── LeaseLostError                       a newer lease holder fenced this writer off
     ├── AdmissionError                           a per-credential session limit is reached
+    ├── StoreError                               the session store failed an operation
+    │   ├── StoreUnavailableError                unreachable, timed out, busy: worth retrying
+    │   ├── StoreClosedError (RuntimeError)      misuse: the store was used after aclose()
+    │   └── SessionExistsError (ValueError)      misuse: insert() of an id already stored
     └── ProviderError                            the service answered badly, or not at all
         ├── TransientProviderError               worth retrying
         │   ├── ProviderUnavailableError         connect errors, timeouts, 5xx
@@ -31,8 +35,10 @@ Everything tether raises on purpose derives from :class:`TetherError`::
             └── RequestRejectedError             400 / 422: the service refused the input
 
 Every error carries its context in keyword-only attributes. Bodies kept on
-:class:`ProviderError` are redacted before they are stored, so an exception can be
-logged or shown as it is.
+:class:`ProviderError` are redacted before they are stored, and a
+:class:`StoreError` names its store without secrets (never a Redis URL's
+password), so an exception can be logged or shown as it is. A store error
+chains the backend's own exception as its ``__cause__``.
 """
 
 from __future__ import annotations
@@ -62,10 +68,14 @@ __all__ = [
     "RequestRejectedError",
     "SessionClosedError",
     "SessionEndedError",
+    "SessionExistsError",
     "SessionExpiredError",
     "SessionLostError",
     "SessionNotFoundError",
     "StaleRecordError",
+    "StoreClosedError",
+    "StoreError",
+    "StoreUnavailableError",
     "TetherError",
     "TransientProviderError",
 ]
@@ -282,6 +292,66 @@ class AdmissionError(TetherError):
         self.provider = provider
         self.credential = credential
         self.limit = limit
+
+
+class StoreError(TetherError):
+    """
+    The session store failed an operation, or refused it.
+
+    The backend's own exception (``sqlite3.Error``, ``redis.RedisError``,
+    ``OSError``) is chained as ``__cause__``.
+
+    Attributes:
+        store: What the store is, without secrets: a Redis URL without its
+            password, or the SQLite file's path.
+        operation: The store method that failed (``"insert"``, ``"get"``, ...).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, message: str, *, store: str, operation: str) -> None:
+        super().__init__(message)
+        self.store = store
+        self.operation = operation
+
+
+class StoreUnavailableError(StoreError):
+    """
+    The store could not be reached or did not answer in time.
+
+    Redis refused the connection, dropped it, timed out, was loading, or no
+    pooled connection came free in time; SQLite could not open the file, or
+    another process held the lock past ``busy_timeout``. A later attempt may
+    succeed. A write that failed this way may or may not have been carried out
+    when the connection dropped after it was sent.
+
+    .. versionadded:: 0.1
+    """
+
+
+class StoreClosedError(StoreError, RuntimeError):
+    """
+    The store was used after ``aclose()``: a bug in the caller, never retried.
+
+    .. versionadded:: 0.1
+    """
+
+
+class SessionExistsError(StoreError, ValueError):
+    """
+    ``insert()`` was given a session whose id the store holds already.
+
+    Attributes:
+        session_id: The id.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self, message: str, *, store: str, operation: str, session_id: str
+    ) -> None:
+        super().__init__(message, store=store, operation=operation)
+        self.session_id = session_id
 
 
 class ProviderError(TetherError):

@@ -19,9 +19,10 @@ check run atomically on the server. Lease deadlines use the server's clock.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -33,18 +34,33 @@ from tether.exceptions import (
     AdmissionError,
     ConfigError,
     LeaseLostError,
+    SessionExistsError,
     SessionNotFoundError,
     StaleRecordError,
+    StoreClosedError,
+    StoreError,
+    StoreUnavailableError,
 )
+from tether.stores._errors import decode
 
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from redis.asyncio import BlockingConnectionPool, Redis
     from redis.commands.core import AsyncScript
 
 
 #: The key layout this tether reads and writes.
 LAYOUT_VERSION: Final = "1"
+
+#: Connections a store built from a URL opens at most; a call beyond them
+#: waits for one to come free. The URL's ``max_connections`` overrides it.
+MAX_CONNECTIONS: Final = 50
+#: Seconds a call waits for a free connection before failing with
+#: StoreUnavailableError. The URL's ``timeout`` overrides it.
+POOL_TIMEOUT: Final = 20.0
+#: Seconds to establish a connection. The URL's ``socket_connect_timeout``
+#: overrides it.
+CONNECT_TIMEOUT: Final = 10.0
 
 _CHECK_LAYOUT: Final = """
 local v = redis.call('GET', KEYS[1])
@@ -177,6 +193,29 @@ def _safe_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def _secrets(url: str | None) -> list[str]:
+    # A password may come in the user info or, for redis-py, in the query.
+    if not url:
+        return []
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qs(parts.query)
+    found = [parts.password or "", *query.get("password", [])]
+    # Both as written and as redis-py reads it (percent-decoded).
+    return [v for s in found if s for v in {s, urllib.parse.unquote(s)}]
+
+
+def _describe_client(client: Redis) -> str:
+    # Where a client given to us points, from its pool's connection settings,
+    # which we read selectively: they hold the password too.
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    if "host" in kwargs:
+        host, port, db = kwargs["host"], kwargs.get("port", 6379), kwargs.get("db", 0)
+        return f"redis://{host}:{port}/{db}"
+    return "a Redis client"
+
+
 def _require_asyncio() -> None:
     try:
         library = sniffio.current_async_library()
@@ -204,16 +243,25 @@ class RedisStore:
     It needs asyncio: redis-py's async client does not run under trio, and the
     store raises :class:`~tether.exceptions.ConfigError` when used there.
 
+    Built from a URL, the store owns a blocking connection pool: at most 50
+    connections (the URL's ``max_connections``), and a call beyond them waits
+    up to 20 seconds (the URL's ``timeout``) for one to come free, so any
+    number of concurrent calls is served by a bounded number of connections.
+
     Args:
         url: A ``redis://`` (or ``rediss://``, ``unix://``) URL; the store owns
             the client it builds and closes it in ``aclose()``.
         client: An existing ``redis.asyncio.Redis`` instead of *url*; you
-            own it, and close it yourself.
+            own it (and its pool's limits), and close it yourself.
         namespace: Prefix of every key, so stores can share a database.
 
     Raises:
         ConfigError: On first use, when the namespace holds a key layout this
             tether does not know, or when run outside asyncio.
+        StoreUnavailableError: From any method, when Redis cannot be reached,
+            times out, or no pooled connection comes free in time.
+        StoreError: From any method, when Redis refuses the credentials or
+            fails a command. The message and repr never show the password.
 
     .. versionadded:: 0.1
     """
@@ -227,6 +275,8 @@ class RedisStore:
     _ready: bool = attrs.field(default=False, init=False)
     _closed: bool = attrs.field(default=False, init=False)
     _scripts: dict[str, AsyncScript] = attrs.field(factory=dict, init=False)
+    _pool: BlockingConnectionPool | None = attrs.field(default=None, init=False)
+    _where: str = attrs.field(default="", init=False)
 
     def __attrs_post_init__(self) -> None:
         if (self._url is None) == (self._client is None):
@@ -244,9 +294,22 @@ class RedisStore:
                 msg = "RedisStore needs redis-py: install tether[redis]"
                 raise ConfigError(msg) from exc
             assert self._url is not None  # noqa: S101
-            # Builds a connection pool; nothing connects until first use.
-            self._client = redis.asyncio.Redis.from_url(self._url)
+            # redis-py's default pool raises MaxConnectionsError past its limit;
+            # a blocking one makes the excess calls wait. Nothing connects
+            # until first use. Options in the URL win over these defaults.
+            self._pool = redis.asyncio.BlockingConnectionPool.from_url(
+                self._url,
+                max_connections=MAX_CONNECTIONS,
+                timeout=POOL_TIMEOUT,
+                socket_connect_timeout=CONNECT_TIMEOUT,
+            )
+            self._client = redis.asyncio.Redis(connection_pool=self._pool)
             self._owns_client = True
+        self._where = (
+            _describe_client(self._client)
+            if self._url is None
+            else _safe_url(self._url)
+        )
 
     # -- plumbing ------------------------------------------------------------
 
@@ -257,11 +320,54 @@ class RedisStore:
         pc = json.dumps([session.provider, session.credential], separators=(",", ":"))
         return self._key("live", pc)
 
-    async def _redis(self) -> Redis:
+    @contextlib.contextmanager
+    def _errors(self, operation: str) -> Iterator[None]:
+        # Everything redis-py raises becomes ours, with its exception chained.
+        try:
+            yield
+        except Exception as exc:
+            translated = self._translate(exc, operation)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    def _translate(self, exc: Exception, operation: str) -> StoreError | None:
+        try:
+            import redis.exceptions as rex  # noqa: PLC0415
+        except ImportError:  # pragma: no cover - a client was given, so it is there
+            return None
+        cls: type[StoreError]
+        if isinstance(
+            exc,
+            (
+                rex.AuthenticationError,
+                rex.AuthorizationError,
+                rex.AuthenticationWrongNumberOfArgsError,
+                rex.NoPermissionError,
+            ),
+        ):
+            cls, what = StoreError, "Redis refused the credentials"
+        elif isinstance(
+            exc, (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError, OSError)
+        ):
+            # OSError includes the built-in TimeoutError asyncio raises.
+            cls, what = StoreUnavailableError, "cannot reach Redis"
+        elif isinstance(exc, rex.RedisError):
+            cls, what = StoreError, "Redis failed"
+        else:
+            return None
+        detail = str(exc) or type(exc).__name__
+        for secret in _secrets(self._url):
+            # redis-py does not quote it, but a message is no place to find out.
+            detail = detail.replace(secret, "***")
+        msg = f"{operation}: {what} at {self._where}: {detail}"
+        return cls(msg, store=self._where, operation=operation)
+
+    async def _redis(self, operation: str) -> Redis:
         _require_asyncio()
         if self._closed or self._client is None:
-            msg = "the store is closed"
-            raise RuntimeError(msg)
+            msg = f"{operation}: the store is closed"
+            raise StoreClosedError(msg, store=self._where, operation=operation)
         client = self._client
         if not self._ready:
             for name, source in [
@@ -290,8 +396,9 @@ class RedisStore:
         return client
 
     async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        await self._redis()
-        return await self._scripts[name](keys=keys, args=args)
+        with self._errors(name):
+            await self._redis(name)
+            return await self._scripts[name](keys=keys, args=args)
 
     # -- records ---------------------------------------------------------------
 
@@ -316,7 +423,9 @@ class RedisStore:
         )
         if result[0] == 1:
             msg = f"a session with id {session.id} exists already"
-            raise ValueError(msg)
+            raise SessionExistsError(
+                msg, store=self._where, operation="insert", session_id=session.id
+            )
         if result[0] == 2:  # noqa: PLR2004
             msg = (
                 f"{session.provider}: the credential holds {result[1]} live "
@@ -371,11 +480,12 @@ class RedisStore:
         return stored
 
     async def get(self, session_id: str) -> Session | None:
-        client = await self._redis()
-        record = await client.hget(self._key("s", session_id), "json")
+        with self._errors("get"):
+            client = await self._redis("get")
+            record = await client.hget(self._key("s", session_id), "json")
         if record is None:
             return None
-        return Session.from_dict(json.loads(record))
+        return decode(record, store=self._where, operation="get")
 
     async def list(
         self,
@@ -387,7 +497,7 @@ class RedisStore:
         records = await self._script(
             "list", keys=[self._key("ids")], args=[self._key("s", "")]
         )
-        sessions = (Session.from_dict(json.loads(r)) for r in records)
+        sessions = (decode(r, store=self._where, operation="list") for r in records)
         return [
             s
             for s in sessions
@@ -434,8 +544,13 @@ class RedisStore:
         self._closed = True
         if self._owns_client and self._client is not None:
             client, self._client = self._client, None
+            pool, self._pool = self._pool, None
             self._owns_client = False
-            await client.aclose()
+            with self._errors("aclose"):
+                await client.aclose()
+                if pool is not None:
+                    # A client given a pool leaves it open: we built it, we close it.
+                    await pool.disconnect()
 
     async def __aenter__(self) -> RedisStore:
         return self
@@ -444,5 +559,4 @@ class RedisStore:
         await self.aclose()
 
     def __repr__(self) -> str:
-        where = "client" if self._url is None else _safe_url(self._url)
-        return f"<RedisStore {where} namespace={self._namespace!r}>"
+        return f"<RedisStore {self._where} namespace={self._namespace!r}>"

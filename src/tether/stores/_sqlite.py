@@ -21,9 +21,14 @@ from tether.exceptions import (
     AdmissionError,
     ConfigError,
     LeaseLostError,
+    SessionExistsError,
     SessionNotFoundError,
     StaleRecordError,
+    StoreClosedError,
+    StoreError,
+    StoreUnavailableError,
 )
+from tether.stores._errors import decode
 
 
 T = TypeVar("T")
@@ -69,6 +74,26 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
 #: The schema version this tether reads and writes.
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
+#: The mode of a store file tether creates: its owner's only. SQLite gives the
+#: -wal and -shm files it creates beside it the same mode.
+FILE_MODE: Final = 0o600
+
+#: SQLite's primary result codes that mean "cannot get at the file now":
+#: locked by another process, not openable, out of disk, an I/O error.
+_UNAVAILABLE: Final = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_PERM,
+        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_NOLFS,
+    }
+)
+
 
 def _dumps(session: Session) -> str:
     return json.dumps(session.to_dict(), separators=(",", ":"), sort_keys=True)
@@ -95,11 +120,20 @@ class SqliteStore:
         clock: Seconds since the epoch, for lease deadlines. Wall-clock time,
             because the processes sharing the file share no monotonic clock.
         busy_timeout: Seconds a write waits for another process's lock before
-            failing with ``sqlite3.OperationalError``.
+            failing with :class:`~tether.exceptions.StoreUnavailableError`.
+
+    A file the store creates is readable and writable by its owner only
+    (``0600``), and so are the ``-wal`` and ``-shm`` files SQLite creates
+    beside it. An existing file keeps its mode.
 
     Raises:
         ConfigError: On first use, when the file holds a schema newer than
             this tether knows, or is not a tether store.
+        StoreUnavailableError: From any method, when the file cannot be
+            opened or created, the disk is full or failing, or another process
+            holds the lock past *busy_timeout*.
+        StoreError: From any method, when SQLite fails otherwise (e.g. the
+            file is not a database, or is corrupt).
 
     .. versionadded:: 0.1
     """
@@ -120,7 +154,22 @@ class SqliteStore:
 
     # -- plumbing ------------------------------------------------------------
 
+    def _create_private(self) -> None:
+        # SQLite creates a missing file with mode 0644 (less the umask), and
+        # gives its -wal and -shm files the main file's mode: create the main
+        # file ourselves, owner-only, and SQLite opens it as an empty database.
+        # O_EXCL: a file that exists (perhaps made by another process a moment
+        # ago) is left as it is; its mode is its owner's choice.
+        if self._path in {"", ":memory:"}:
+            return
+        try:
+            fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileExistsError:
+            return
+        os.close(fd)
+
     def _connect(self) -> sqlite3.Connection:
+        self._create_private()
         # isolation_level=None: we issue BEGIN and COMMIT ourselves.
         conn = sqlite3.connect(
             self._path,
@@ -197,11 +246,13 @@ class SqliteStore:
             raise
         conn.execute("COMMIT")
 
-    def _call(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
+    def _call(
+        self, operation: str, fn: Callable[[sqlite3.Connection], T], write: bool
+    ) -> T:
         with self._lock:
             if self._closed:
-                msg = "the store is closed"
-                raise RuntimeError(msg)
+                msg = f"{operation}: the store is closed"
+                raise StoreClosedError(msg, store=self._path, operation=operation)
             if self._conn is None:
                 self._conn = self._connect()
             conn = self._conn
@@ -216,8 +267,23 @@ class SqliteStore:
             conn.execute("COMMIT")
             return result
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
-        return await anyio.to_thread.run_sync(self._call, fn, write)
+    async def _run(
+        self, operation: str, fn: Callable[[sqlite3.Connection], T], write: bool
+    ) -> T:
+        try:
+            return await anyio.to_thread.run_sync(self._call, operation, fn, write)
+        except (sqlite3.Error, OSError) as exc:
+            raise self._translate(exc, operation) from exc
+
+    def _translate(self, exc: sqlite3.Error | OSError, operation: str) -> StoreError:
+        cls: type[StoreError] = StoreError
+        what = "SQLite failed on"
+        if isinstance(exc, OSError):
+            cls, what = StoreUnavailableError, "cannot open"
+        elif (exc.sqlite_errorcode & 0xFF) in _UNAVAILABLE:
+            cls, what = StoreUnavailableError, "cannot use"
+        msg = f"{operation}: {what} {self._path}: {exc}"
+        return cls(msg, store=self._path, operation=operation)
 
     # -- records ---------------------------------------------------------------
 
@@ -232,7 +298,9 @@ class SqliteStore:
             ).fetchone()
             if exists:
                 msg = f"a session with id {session.id} exists already"
-                raise ValueError(msg)
+                raise SessionExistsError(
+                    msg, store=self._path, operation="insert", session_id=session.id
+                )
             if credential_limit is not None and session.credential is not None:
                 held = conn.execute(
                     _COUNT_LIVE,
@@ -263,7 +331,7 @@ class SqliteStore:
                 ),
             )
 
-        await self._run(insert, write=True)
+        await self._run("insert", insert, write=True)
         return stored
 
     async def update(self, session: Session, *, fence: int | None = None) -> Session:
@@ -314,7 +382,7 @@ class SqliteStore:
                 ),
             )
 
-        await self._run(update, write=True)
+        await self._run("update", update, write=True)
         return stored
 
     async def get(self, session_id: str) -> Session | None:
@@ -324,8 +392,10 @@ class SqliteStore:
             ).fetchone()
             return None if row is None else str(row[0])
 
-        record = await self._run(get, write=False)
-        return None if record is None else Session.from_dict(json.loads(record))
+        record = await self._run("get", get, write=False)
+        if record is None:
+            return None
+        return decode(record, store=self._path, operation="get")
 
     async def list(
         self,
@@ -353,8 +423,8 @@ class SqliteStore:
             return [str(row[0]) for row in conn.execute(query, args)]
 
         sessions = [
-            Session.from_dict(json.loads(r))
-            for r in await self._run(select, write=False)
+            decode(r, store=self._path, operation="list")
+            for r in await self._run("list", select, write=False)
         ]
         # Labels live inside the JSON; filter them here.
         return [s for s in sessions if matches(s, labels=labels)]
@@ -366,7 +436,7 @@ class SqliteStore:
                 "DELETE FROM tether_leases WHERE session_id = ?", (session_id,)
             )
 
-        await self._run(delete, write=True)
+        await self._run("delete", delete, write=True)
 
     # -- leases ----------------------------------------------------------------
 
@@ -394,7 +464,7 @@ class SqliteStore:
             )
             return token
 
-        return await self._run(claim, write=True)
+        return await self._run("claim", claim, write=True)
 
     async def release(self, session_id: str, owner: str) -> None:
         def release(conn: sqlite3.Connection) -> None:
@@ -405,7 +475,7 @@ class SqliteStore:
                 (session_id, owner),
             )
 
-        await self._run(release, write=True)
+        await self._run("release", release, write=True)
 
     # -- lifetime --------------------------------------------------------------
 
@@ -421,7 +491,10 @@ class SqliteStore:
                     self._conn.close()
                     self._conn = None
 
-        await anyio.to_thread.run_sync(close)
+        try:
+            await anyio.to_thread.run_sync(close)
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "aclose") from exc
 
     async def __aenter__(self) -> SqliteStore:
         return self

@@ -655,3 +655,40 @@ def test_retain_ended_is_checked(retain_ended):
     """
     with pytest.raises(tether.exceptions.ConfigError, match="retain_ended"):
         tether.SessionManager(retain_ended=retain_ended)
+
+
+class FlakyStore(tether.MemoryStore):
+    """
+    A store that is unavailable while ``down`` is set (its claims fail).
+    """
+
+    down = False
+
+    async def claim(self, session_id, owner, ttl):
+        if self.down:
+            raise tether.exceptions.StoreUnavailableError(
+                "store down", store="flaky", operation="claim"
+            )
+        return await super().claim(session_id, owner, ttl)
+
+
+async def test_a_store_outage_does_not_drop_a_session_from_watch(
+    registry, backend, clock
+):
+    """
+    A background ping the store cannot serve is tried again soon, and pinging
+    goes on once the store is back: the session never falls out of watch.
+    """
+    store = FlakyStore()
+    async with make(registry, backend, clock, store=store) as manager:
+        s = await manager.create("fake")
+        store.down = True
+        await clock.advance(10)
+        assert 0 == backend.calls["ping"]
+        assert s.id in {t.id for t in manager.snapshot().sessions}
+
+        store.down = False
+        await clock.advance(5)
+        await clock.advance(10)
+
+        assert backend.calls["ping"] >= 1

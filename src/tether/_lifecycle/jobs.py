@@ -14,7 +14,11 @@ from tether._lifecycle.runtime import PRUNABLE, WATCHED, ManagerStateError, Runt
 from tether._lifecycle.scheduler import Scheduler
 from tether._lifecycle.slots import Slots
 from tether._log import EVENT_STORE_PRUNED, logger
-from tether.exceptions import LeaseLostError
+from tether.exceptions import LeaseLostError, StoreUnavailableError
+
+
+# Seconds before a job the store could not serve is tried again (at most).
+_STORE_RETRY = 5.0
 
 
 class Jobs:
@@ -76,6 +80,23 @@ class Jobs:
                     await self._deadlines.expire(session_id)
                 else:
                     await self._deadlines.keepalive(session_id)
+        except StoreUnavailableError as exc:
+            # The store is down for now: a session still tracked keeps its
+            # job, tried again soon, rather than falling out of watch.
+            logger.warning(
+                "tether.background.store_unavailable",
+                job=kind,
+                session_id=session_id,
+                detail=str(exc),
+            )
+            if session_id in runtime.tracked:
+                retry_in = min(
+                    self._slots.ping_interval(runtime.tracked[session_id].provider),
+                    _STORE_RETRY,
+                )
+                self._scheduler.schedule(
+                    kind, session_id, runtime.clock.time() + retry_in
+                )
         except LeaseLostError:
             logger.warning(
                 "tether.lease.lost", session_id=session_id, owner=runtime.owner

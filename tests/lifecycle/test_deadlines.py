@@ -193,15 +193,6 @@ async def test_a_failed_close_at_expiry_is_kept_closing_and_retried(
     assert 0 != retry_seq
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Deadlines.expire returns at once for a record that is not live, and "
-        "CLOSING is not live: the retry it schedules for a failed close "
-        "(_EXPIRE_RETRY) never closes anything, so the session stays CLOSING "
-        "and running on the service until the manager exits"
-    ),
-)
 async def test_the_retried_expiry_closes_and_expires_the_session(make, backend, clock):
     """
     The retry of a failed close at expiry closes the session on the service

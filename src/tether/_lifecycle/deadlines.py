@@ -136,9 +136,13 @@ class Deadlines:
         """
         runtime = self._runtime
         record = await runtime.store.get(session_id)
-        if record is None or not record.state.is_live:
+        if record is None:
             return
-        if not already_gone:
+        # CLOSING: an expiry whose close failed, tried again.
+        retrying = record.state is SessionState.CLOSING and not already_gone
+        if not (record.state.is_live or retrying):
+            return
+        if not already_gone and not retrying:
             if (
                 record.expires_at is None
                 or record.expires_at.timestamp() > runtime.clock.time()
@@ -149,14 +153,16 @@ class Deadlines:
         slot = self._slots.get(record.provider)
         previous = record.state
         if not already_gone:
-            closing = await self._records.mutate(
-                session_id,
-                lambda s: (
-                    s.transition(SessionState.CLOSING, raw_state=s.raw_state)
-                    if s.state.is_live
-                    else None
-                ),
-            )
+            closing = record
+            if not retrying:
+                closing = await self._records.mutate(
+                    session_id,
+                    lambda s: (
+                        s.transition(SessionState.CLOSING, raw_state=s.raw_state)
+                        if s.state.is_live
+                        else None
+                    ),
+                )
             if closing.state is not SessionState.CLOSING:
                 return
             try:

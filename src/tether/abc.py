@@ -66,6 +66,10 @@ __all__ = [
     "send",
 ]
 
+# Statuses that say a request reached the service but its answer was lost
+# (a timeout, a bad gateway, a gateway timeout).
+_LOST_ANSWER = frozenset({408, 502, 504})
+
 # Documented here, where plugin authors meet it.
 TetherLogger.__module__ = __name__
 
@@ -523,6 +527,30 @@ class Provider(abc.ABC, Generic[ConfigT]):
 
     # -- helpers for implementations -----------------------------------------
 
+    def set_capabilities(self, **changes: Any) -> Capabilities:
+        """
+        Change what this instance declares, from its class's :attr:`capabilities`:
+        for what depends on the config or the service (a plan's session limit,
+        a gateway without per-key sessions)::
+
+            def __init__(self, config, *, client, name):
+                super().__init__(config, client=client, name=name)
+                self.set_capabilities(
+                    max_sessions_per_credential=config.sessions_per_key
+                )
+
+        The manager reads ``provider.capabilities`` each time it plans, so a
+        change holds from the next operation on. With no *changes*, the class's
+        own declaration applies again. Returns what this instance now declares.
+        """
+        declared = type(self).capabilities
+        if changes:
+            # An instance attribute shadows the ClassVar, for this instance only.
+            self.__dict__["capabilities"] = attrs.evolve(declared, **changes)
+        else:
+            self.__dict__.pop("capabilities", None)
+        return self.capabilities
+
     def not_supported(self, operation: str) -> NotSupportedError:
         """
         The error to raise for an operation the service lacks.
@@ -575,12 +603,21 @@ class Provider(abc.ABC, Generic[ConfigT]):
     def json(self, response: httpx.Response, *, operation: str) -> Any:
         """
         The response's JSON body, or a transient error if it is not JSON.
+
+        A create the service accepted (2xx) whose body cannot be read is an
+        :class:`~tether.exceptions.OutcomeUnknownError`: the session may exist,
+        so it must be found, not created again.
         """
         try:
             return response.json()
         except ValueError as exc:
             msg = f"{self.name} answered {response.status_code} with a body that is not JSON"
-            raise ProviderUnavailableError(
+            cls = (
+                OutcomeUnknownError
+                if operation == "create" and response.is_success
+                else ProviderUnavailableError
+            )
+            raise cls(
                 msg,
                 provider=self.name,
                 operation=operation,
@@ -632,6 +669,10 @@ class Provider(abc.ABC, Generic[ConfigT]):
             cls = ConflictError
         elif status in (400, 422):
             cls = RequestRejectedError
+        elif operation == "create" and status in _LOST_ANSWER:
+            # A gateway's timeout or bad gateway after forwarding: the service
+            # may have carried the create out.
+            cls = OutcomeUnknownError
         elif status >= 500 or status in (408, 425):  # noqa: PLR2004
             cls = ProviderUnavailableError
         else:

@@ -522,6 +522,20 @@ class Creator:
                 except OutcomeUnknownError:
                     attempts.maybe_created = True
                     raise
+                except ProviderError as exc:
+                    if exc.status_code is None or not 200 <= exc.status_code < 300:  # noqa: PLR2004
+                        raise
+                    # The service accepted it, whatever the provider made of
+                    # the answer: the session may exist. Never create blindly.
+                    attempts.maybe_created = True
+                    raise OutcomeUnknownError(
+                        f"{slot.name} accepted the create ({exc.status_code}) "
+                        f"but its answer could not be used: {exc}",
+                        provider=slot.name,
+                        operation="create",
+                        session_id=request.tether_id,
+                        status_code=exc.status_code,
+                    ) from exc
                 attempts.created = created
                 return created
             attempts.maybe_created = True

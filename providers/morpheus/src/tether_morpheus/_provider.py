@@ -287,11 +287,9 @@ class MorpheusProvider(Provider[MorpheusConfig]):
             # Today's gateway has no per-key session: a key may hold leases on
             # several models at once. The manager reads provider.capabilities
             # per instance, so the one-per-key limit stays with the session era.
-            self.__dict__["capabilities"] = attrs.evolve(
-                type(self).capabilities, max_sessions_per_credential=None
-            )
+            self.set_capabilities(max_sessions_per_credential=None)
         else:
-            self.__dict__.pop("capabilities", None)
+            self.set_capabilities()
         if detected:
             logger.info("tether.morpheus.mode_detected", provider=self.name, mode=mode)
 

@@ -692,3 +692,32 @@ async def test_a_store_outage_does_not_drop_a_session_from_watch(
         await clock.advance(10)
 
         assert backend.calls["ping"] >= 1
+
+
+async def test_when_every_candidate_fails_the_error_names_each(
+    registry, backend, other, clock
+):
+    """
+    A failover whose every candidate failed raises the last error, whose notes
+    and ``failover_causes`` list each candidate and its own cause.
+    """
+    backend.fail("create", "auth", times=100)
+    other.fail("create", "unavailable", times=100)
+    policy = tether.FailoverPolicy(
+        candidates=[
+            tether.Candidate(provider="fake"),
+            tether.Candidate(provider="other"),
+        ],
+        attempts_per_candidate=1,
+    )
+    async with make(registry, backend, clock, other=other) as manager:
+        with pytest.raises(tether.ProviderUnavailableError) as info:
+            await manager.create(policy)
+
+    causes = info.value.failover_causes
+    assert [("fake", tether.AuthError), ("other", tether.ProviderUnavailableError)] == [
+        (key, type(exc)) for key, exc in causes
+    ]
+    [note] = info.value.__notes__
+    assert "fake: AuthError" in note
+    assert "other: ProviderUnavailableError" in note

@@ -365,10 +365,15 @@ class ProviderError(TetherError):
         status_code: The HTTP status the service answered, if any.
         body: The response body, parsed when it was JSON, with secrets redacted.
         code: The service's own error code, when its envelope has one.
+        failover_causes: Every failover candidate's error, when all failed.
     """
 
     #: Whether a retry may succeed. Subclasses fix it; the retry policy reads it.
     retryable: bool = False
+    #: When every candidate of a failover failed: each candidate (its breaker
+    #: key, e.g. ``"morpheus:bid-0x…"``) and its error, in the order tried. The
+    #: error raised is the last one; its notes list them all.
+    failover_causes: tuple[tuple[str, BaseException], ...] = ()
 
     def __init__(
         self,

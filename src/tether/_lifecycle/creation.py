@@ -315,6 +315,7 @@ class Creator:
         clock = self._runtime.clock
         failed: set[int] = set()
         last_error: BaseException | None = None
+        causes: list[tuple[str, BaseException]] = []
         previous: Candidate | None = None
         while True:
             progressed = False
@@ -357,6 +358,7 @@ class Creator:
                     budget.used += share.used
                     failed.add(index)
                     last_error = exc
+                    causes.append((candidate.breaker_key, exc))
                     previous = candidate
                     if policy is not None and isinstance(exc, TransientProviderError):
                         calls.failure(
@@ -386,6 +388,16 @@ class Creator:
                 break
             await clock.sleep(max(wait, 0.0))
         if last_error is not None:
+            if len(causes) > 1:
+                # One error that tells every candidate's story, not only the last.
+                last_error.add_note(
+                    "every failover candidate failed:\n"
+                    + "\n".join(
+                        f"  {key}: {type(exc).__name__}: {exc}" for key, exc in causes
+                    )
+                )
+                if isinstance(last_error, ProviderError):
+                    last_error.failover_causes = tuple(causes)
             raise last_error
         names = ", ".join(c.breaker_key for c, *_ in plans)
         msg = f"no candidate could be tried ({names}): circuit breakers are open"

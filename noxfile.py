@@ -105,6 +105,8 @@ def mypy(session: nox.Session) -> None:
     """
     _install(session, "typing")
     session.run("mypy")
+    # Typing tests: files mypy checks and nobody runs (assert_type).
+    session.run("mypy", "--strict", "tests/typing")
 
 
 @nox.session(python=PYTHON)

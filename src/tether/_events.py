@@ -31,6 +31,7 @@ class EventKind(enum.StrEnum):
     RENEWED = "renewed"
     CLOSED = "closed"
     CLOSE_FAILED = "close_failed"
+    OPERATION = "operation"
     FAILOVER = "failover"
     BREAKER_OPENED = "breaker_opened"
     BREAKER_HALF_OPEN = "breaker_half_open"

@@ -16,7 +16,17 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+    overload,
+)
 
 import anyio
 import attrs
@@ -25,6 +35,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from tether._clock import Clock, SystemClock
 from tether._config import AdmissionPolicy, FailoverPolicy, HealthPolicy, RetryPolicy
 from tether._events import BreakerPolicy, Event, EventKind
+from tether._handle import SessionHandle
 from tether._lifecycle.bus import EventBus
 from tether._lifecycle.calls import Calls
 from tether._lifecycle.closing import Closer
@@ -82,6 +93,21 @@ P = ParamSpec("P")
 
 OnExit = Literal["close", "keep"]
 
+#: A session as the public API accepts it: its record, a handle, or its id.
+SessionLike = Session | SessionHandle[Any] | str
+
+H = TypeVar("H", bound=SessionHandle[Any])
+H_co = TypeVar("H_co", bound=SessionHandle[Any], covariant=True)
+
+
+class _Handled(Protocol[H_co]):
+    """
+    A provider class, as :meth:`SessionManager.session` reads its handle type.
+    """
+
+    @property
+    def handle_class(self) -> type[H_co]: ...
+
 
 def _instrumented(
     name: str,
@@ -107,6 +133,8 @@ def _instrumented(
             provider = session_id = None
             if isinstance(target, Session):
                 provider, session_id = target.provider, target.id
+            elif isinstance(target, SessionHandle):
+                provider, session_id = target.provider_name, target.id
             elif isinstance(target, str):
                 if name == "create":
                     provider = target
@@ -460,22 +488,76 @@ class SessionManager:
             params=params,
         )
 
-    @contextlib.asynccontextmanager
-    async def session(
+    @overload
+    def session(
         self,
-        provider: str | FailoverPolicy,
+        provider: _Handled[H],
+        /,
         *,
         labels: Mapping[str, str] | None = None,
         lifetime: float | timedelta | None = None,
         keepalive: bool = False,
         **params: Any,
-    ) -> AsyncIterator[Session]:
+    ) -> contextlib.AbstractAsyncContextManager[H]: ...
+
+    @overload
+    def session(
+        self,
+        provider: str | FailoverPolicy,
+        /,
+        *,
+        labels: Mapping[str, str] | None = None,
+        lifetime: float | timedelta | None = None,
+        keepalive: bool = False,
+        **params: Any,
+    ) -> contextlib.AbstractAsyncContextManager[Session]: ...
+
+    def session(
+        self,
+        provider: _Handled[Any] | str | FailoverPolicy,
+        /,
+        *,
+        labels: Mapping[str, str] | None = None,
+        lifetime: float | timedelta | None = None,
+        keepalive: bool = False,
+        **params: Any,
+    ) -> contextlib.AbstractAsyncContextManager[Any]:
         """
         Create a session for the block, and close it when the block ends.
 
         The close is shielded: it happens on error and on cancellation too.
-        Takes the same arguments as :meth:`create`.
+        Takes the same arguments as :meth:`create`. Given a provider *class*
+        (``manager.session(SandboxProvider, vcpu_count=2)``), the block gets
+        its typed :class:`~tether.abc.SessionHandle`, whose methods are the
+        provider's operations; given a name or a policy, the
+        :class:`~tether.Session`.
         """
+        if isinstance(provider, str | FailoverPolicy):
+            return self._session_block(
+                provider,
+                labels=labels,
+                lifetime=lifetime,
+                keepalive=keepalive,
+                params=params,
+            )
+        return self._handle_block(
+            cast("type[Provider[Any]]", provider),
+            labels=labels,
+            lifetime=lifetime,
+            keepalive=keepalive,
+            params=params,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _session_block(
+        self,
+        provider: str | FailoverPolicy,
+        *,
+        labels: Mapping[str, str] | None,
+        lifetime: float | timedelta | None,
+        keepalive: bool,
+        params: Mapping[str, Any],
+    ) -> AsyncIterator[Session]:
         created = await self.create(
             provider, labels=labels, lifetime=lifetime, keepalive=keepalive, **params
         )
@@ -489,6 +571,81 @@ class SessionManager:
             raise
         await self._close_at_exit(created)
 
+    @contextlib.asynccontextmanager
+    async def _handle_block(
+        self,
+        provider: type[Provider[Any]],
+        *,
+        labels: Mapping[str, str] | None,
+        lifetime: float | timedelta | None,
+        keepalive: bool,
+        params: Mapping[str, Any],
+    ) -> AsyncIterator[SessionHandle[Any]]:
+        self._runtime.check_open()
+        name = self._slots.registry.name_of(provider)
+        async with self._session_block(
+            name, labels=labels, lifetime=lifetime, keepalive=keepalive, params=params
+        ) as created:
+            yield self.handle(created)
+
+    def handle(self, session: Session) -> SessionHandle[Any]:
+        """
+        A handle on *session* (its provider's :attr:`~tether.abc.Provider.handle_class`),
+        for sessions made with :meth:`create`, :meth:`attach` or :meth:`connect`.
+        """
+        self._runtime.check_open()
+        slot = self._slots.get(session.provider)
+        handle = type(slot.provider).handle_class(
+            session, slot.provider, operate=self._operate
+        )
+        self._records.follow(handle)
+        return handle
+
+    async def _operate(
+        self,
+        handle: SessionHandle[Any],
+        operation: str,
+        call: Callable[[Session], Awaitable[T]],
+    ) -> T:
+        """
+        One provider operation on a live session: refused before anything is
+        sent once the session ended, retried where safe, in a span, with an event.
+        """
+        self._runtime.check_open()
+        record = await self._records.current(handle.id)
+        self._records.observed(record)
+        record.ensure_usable()
+        slot = self._slots.get(record.provider)
+        declared = type(slot.provider).operations.get(operation)
+        idempotent = declared.idempotent if declared is not None else False
+        with self._bus.operation(
+            operation, provider=record.provider, session_id=record.id
+        ) as attributes:
+            try:
+                result = await self._calls.call(
+                    slot,
+                    lambda: call(record),
+                    operation=operation,
+                    idempotent=idempotent,
+                    session_id=record.id,
+                    breaker=False,
+                )
+            except BaseException as exc:
+                outcome = type(exc).__name__
+                raise
+            else:
+                outcome = "ok"
+            finally:
+                self._bus.emit(
+                    EventKind.OPERATION,
+                    provider=record.provider,
+                    session=record,
+                    detail=outcome,
+                    data={"operation": operation},
+                )
+            attributes["outcome"] = outcome
+        return result
+
     async def _close_at_exit(self, session: Session) -> None:
         # A close of its own, in the instrumentation too.
         with (
@@ -500,7 +657,7 @@ class SessionManager:
             await self._closer.close(session.id)
 
     @_instrumented("ping")
-    async def ping(self, session: Session | str) -> Health:
+    async def ping(self, session: SessionLike) -> Health:
         """
         Ask the service how the session is now, and update its state.
 
@@ -516,7 +673,7 @@ class SessionManager:
         return await self._health.ping(session)
 
     @_instrumented("update")
-    async def update(self, /, session: Session | str, **changes: Any) -> Session:
+    async def update(self, /, session: SessionLike, **changes: Any) -> Session:
         """
         Change a session in place, and return it.
 
@@ -560,7 +717,7 @@ class SessionManager:
 
     @_instrumented("renew")
     async def renew(
-        self, session: Session | str, *, lifetime: float | timedelta | None = None
+        self, session: SessionLike, *, lifetime: float | timedelta | None = None
     ) -> Session:
         """
         Extend a session's lifetime by *lifetime* seconds from now (default: its own).
@@ -577,7 +734,7 @@ class SessionManager:
         return await self._deadlines.renew(session, lifetime)
 
     @_instrumented("close")
-    async def close(self, session: Session | str) -> Session:
+    async def close(self, session: SessionLike) -> Session:
         """
         Close a session on its service, and return it CLOSED.
 
@@ -697,7 +854,7 @@ class SessionManager:
         )
 
     @contextlib.asynccontextmanager
-    async def scope(self, session: Session | str) -> AsyncIterator[anyio.CancelScope]:
+    async def scope(self, session: SessionLike) -> AsyncIterator[anyio.CancelScope]:
         """
         Run work that is cancelled the moment the session ends.
 

@@ -234,6 +234,37 @@ class ProviderRegistry:
         )
         return obj  # type: ignore[no-any-return]
 
+    def name_of(self, provider: type[Provider[Any]]) -> str:
+        """
+        The name *provider* is known by: registered by code, or the entry point
+        of the same package (imported only to check it is the same class).
+
+        Raises:
+            ProviderNotFoundError: No name refers to that class.
+        """
+        for known in (self._registered, self._loaded):
+            for name, cls in known.items():
+                if cls is provider:
+                    return name
+        package = provider.__module__.partition(".")[0]
+        for name, eps in self._scan().items():
+            if name in self._registered or len(eps) != 1:
+                continue
+            if eps[0].value.partition(":")[0].partition(".")[0] != package:
+                continue
+            try:
+                if self.load(name) is provider:
+                    return name
+            except ProviderLoadError:
+                continue
+        msg = (
+            f"{provider.__qualname__} is not a provider this registry knows: "
+            "install its distribution, or register it"
+        )
+        raise ProviderNotFoundError(
+            msg, name=provider.__qualname__, available=self.names()
+        )
+
     @property
     def registered(self) -> Mapping[str, type[Provider[Any]]]:
         """

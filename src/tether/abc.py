@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 import attrs
 import httpx
 
+from tether._handle import Operation, SessionHandle
 from tether._log import TetherLogger, get_logger
 from tether._redact import Secret
 from tether._session import Health, Session, SessionState, _frozen_mapping, _to_utc
@@ -56,9 +57,11 @@ __all__ = [
     "ClientOptions",
     "CreateRequest",
     "Instrumentation",
+    "Operation",
     "Provider",
     "ProviderConfig",
     "RemoteSession",
+    "SessionHandle",
     "Store",
     "TetherLogger",
     "get_logger",
@@ -70,8 +73,10 @@ __all__ = [
 # (a timeout, a bad gateway, a gateway timeout).
 _LOST_ANSWER = frozenset({408, 502, 504})
 
-# Documented here, where plugin authors meet it.
+# Documented here, where plugin authors meet them.
 TetherLogger.__module__ = __name__
+Operation.__module__ = __name__
+SessionHandle.__module__ = __name__
 
 #: The plugin API version this tether implements. A provider declares the version
 #: it was written for in :attr:`Provider.api_version`; a mismatch refuses to load.
@@ -337,6 +342,13 @@ class Provider(abc.ABC, Generic[ConfigT]):
     api_version: ClassVar[int] = API_VERSION
     #: What the service can do.
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: The operations the provider offers on a live session, by name, and
+    #: whether each is safe to repeat; its handle's methods run them.
+    operations: ClassVar[Mapping[str, Operation]] = {}
+    #: The handle :meth:`SessionManager.session` gives for this provider's
+    #: sessions when asked by class (a subclass of :class:`SessionHandle` with
+    #: a method per operation).
+    handle_class: ClassVar[type[SessionHandle[Any]]] = SessionHandle
     #: Create parameters whose values are secrets (an environment, a key): the
     #: session's stored record keeps their names only, never their values.
     #: Values that are :class:`~tether.Secret` are masked whatever their name.

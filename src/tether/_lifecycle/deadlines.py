@@ -6,8 +6,10 @@ deadline (keepalive), and ending it when the deadline comes (expiry).
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from tether._events import EventKind
+from tether._handle import SessionHandle
 from tether._lifecycle.bus import EventBus
 from tether._lifecycle.calls import Calls
 from tether._lifecycle.records import Records
@@ -53,7 +55,9 @@ class Deadlines:
         self._bus = bus
         self._scheduler = scheduler
 
-    async def renew(self, session: Session | str, lifetime: float | None) -> Session:
+    async def renew(
+        self, session: Session | SessionHandle[Any] | str, lifetime: float | None
+    ) -> Session:
         """
         What :meth:`SessionManager.renew` does.
         """

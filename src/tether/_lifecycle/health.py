@@ -10,11 +10,12 @@ at once, and one that says it expired makes it EXPIRED.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from tether import _retry
 from tether._clock import to_datetime
 from tether._events import EventKind
+from tether._handle import SessionHandle
 from tether._lifecycle.bus import EventBus
 from tether._lifecycle.calls import Calls
 from tether._lifecycle.creation import Creator
@@ -60,7 +61,7 @@ class HealthMonitor:
         self._deadlines = deadlines
         self._creator = creator
 
-    async def ping(self, session: Session | str) -> Health:
+    async def ping(self, session: Session | SessionHandle[Any] | str) -> Health:
         """
         A ping on request: retried, and the next background ping moves back.
         """

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import weakref
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import anyio
 
+from tether._handle import SessionHandle
 from tether._lifecycle.runtime import Runtime
 from tether._session import Session, SessionState
 from tether.exceptions import (
@@ -51,6 +54,26 @@ class Records:
         self._runtime = runtime
         # Made by an admission that waits; set (and dropped) when a slot frees.
         self._slot_freed: anyio.Event | None = None
+        # The handles of each session, kept up to date with its record.
+        self._handles: dict[str, weakref.WeakSet[SessionHandle[Any]]] = {}
+
+    def follow(self, handle: SessionHandle[Any]) -> None:
+        """
+        Keep *handle*'s record current with every write of this manager.
+        """
+        self._handles.setdefault(handle.id, weakref.WeakSet()).add(handle)
+
+    def observed(self, record: Session) -> None:
+        """
+        *record* is the session's newest: tell its handles.
+        """
+        handles = self._handles.get(record.id)
+        if handles is None:
+            return
+        for handle in list(handles):
+            handle._observe(record)  # noqa: SLF001
+        if not handles or record.state.is_terminal:
+            del self._handles[record.id]
 
     def slot_freed(self) -> anyio.Event:
         """
@@ -60,7 +83,7 @@ class Records:
             self._slot_freed = anyio.Event()
         return self._slot_freed
 
-    async def current(self, session: Session | str) -> Session:
+    async def current(self, session: Session | SessionHandle[Any] | str) -> Session:
         """
         The current record of *session* (a record or its id).
 
@@ -71,7 +94,7 @@ class Records:
         raw: object = session  # untyped callers get a typed error
         if isinstance(raw, str):
             session_id = raw
-        elif isinstance(raw, Session):
+        elif isinstance(raw, Session | SessionHandle):
             session_id = raw.id
         else:
             msg = (
@@ -127,10 +150,12 @@ class Records:
 
     def after_write(self, before: Session, after: Session) -> None:
         """
-        Keep the tracked copy in step; a session that ended frees its slot,
-        cancels its scopes and leaves tracking (a LOST one stays, to be closed
-        on exit).
+        Keep the tracked copy and handles in step; a session that ended frees
+        its slot, cancels its scopes and leaves tracking (a LOST one stays, to
+        be closed on exit).
         """
+        if self._handles:
+            self.observed(after)
         tracked = self._runtime.tracked.get(after.id)
         if tracked is not None:
             tracked.state = after.state

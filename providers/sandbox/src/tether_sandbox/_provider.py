@@ -19,6 +19,7 @@ from tether.abc import (
     Capabilities,
     ClientOptions,
     CreateRequest,
+    Operation,
     Provider,
     RemoteSession,
 )
@@ -32,6 +33,7 @@ from tether.exceptions import (
 from tether_sandbox import _params
 from tether_sandbox._compat import Health, HealthStatus, Session, SessionState
 from tether_sandbox._config import SandboxConfig
+from tether_sandbox._handle import SandboxHandle
 from tether_sandbox._types import Execution, ExecutionResult, SandboxStatus
 
 
@@ -114,6 +116,14 @@ class SandboxProvider(Provider[SandboxConfig]):
     Do not instantiate directly: the manager builds it from :class:`SandboxConfig`.
     """
 
+    #: The session's operations, and its handle (``manager.session(SandboxProvider)``).
+    operations: ClassVar[Mapping[str, Operation]] = {
+        "execute": Operation(idempotent=False),
+        "execute_async": Operation(idempotent=False),
+        "execution": Operation(idempotent=True),
+        "wait": Operation(idempotent=True),
+    }
+    handle_class: ClassVar[type[SandboxHandle]] = SandboxHandle
     #: Environment values are secrets: the stored record keeps only their names.
     secret_params: ClassVar[frozenset[str]] = frozenset({"env"})
     capabilities: ClassVar[Capabilities] = Capabilities(

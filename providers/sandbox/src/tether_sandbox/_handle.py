@@ -1,0 +1,100 @@
+"""
+The sandbox session handle: code execution as methods of the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from tether.abc import SessionHandle
+from tether_sandbox._types import Execution, ExecutionResult
+
+
+if TYPE_CHECKING:
+    from tether_sandbox._provider import SandboxProvider  # noqa: F401
+
+
+class SandboxHandle(SessionHandle["SandboxProvider"]):
+    """
+    A live sandbox session::
+
+        async with manager.session(SandboxProvider, vcpu_count=2) as sb:
+            out = await sb.execute("print(1)")
+            assert out.stdout == "1\\n"
+
+    Each method is the provider's operation of the same name, on this session,
+    under the manager's guarantees (refused once the session ended, retried
+    where safe, traced).
+    """
+
+    __slots__ = ()
+
+    async def execute(
+        self,
+        code: str | None = None,
+        *,
+        command: str | None = None,
+        language: str = "python",
+        exec_timeout: int = 60,
+        vault_ids: Sequence[str] | None = None,
+    ) -> ExecutionResult:
+        """
+        Run code (or a shell *command*) in the VM and return its output; see
+        :meth:`SandboxProvider.execute <tether_sandbox.SandboxProvider.execute>`.
+        """
+        return await self.run(
+            "execute",
+            lambda s: self.provider.execute(
+                s,
+                code,
+                command=command,
+                language=language,
+                exec_timeout=exec_timeout,
+                vault_ids=vault_ids,
+            ),
+        )
+
+    async def execute_async(
+        self,
+        code: str | None = None,
+        *,
+        command: str | None = None,
+        language: str = "python",
+        exec_timeout: int = 60,
+        vault_ids: Sequence[str] | None = None,
+    ) -> str:
+        """
+        Start an execution and return its task id, for :meth:`wait`.
+        """
+        return await self.run(
+            "execute_async",
+            lambda s: self.provider.execute_async(
+                s,
+                code,
+                command=command,
+                language=language,
+                exec_timeout=exec_timeout,
+                vault_ids=vault_ids,
+            ),
+        )
+
+    async def execution(self, task_id: str) -> Execution:
+        """
+        One poll of an asynchronous execution.
+        """
+        return await self.run("execution", lambda _: self.provider.execution(task_id))
+
+    async def wait(
+        self, task_id: str, *, poll_interval: float = 0.5
+    ) -> ExecutionResult:
+        """
+        Wait for an asynchronous execution and return its output. You own the
+        deadline (``with anyio.fail_after(120): ...``).
+        """
+        return await self.run(
+            "wait",
+            lambda _: self.provider.wait_execution(
+                task_id, poll_interval=poll_interval
+            ),
+        )

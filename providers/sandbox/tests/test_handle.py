@@ -1,0 +1,140 @@
+"""
+Sandbox sessions through their handle: ``manager.session(SandboxProvider)``,
+against the emulator on a real socket.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import tether
+from tether.testing import ASGIServer, ManualClock, serve_asgi
+from tether_sandbox import ExecutionResult, SandboxHandle, SandboxProvider
+from tether_sandbox.emulator import SandboxEmulator
+
+
+KEY = "instavm_sk_test_9f8e7d6c5b4a"
+
+
+class Flaky:
+    """
+    Counts requests by path; the first ``fail`` POSTs to /execute answer 503
+    without reaching the emulator.
+    """
+
+    def __init__(self, app: Any, fail: int = 0) -> None:
+        self.app, self.fail, self.seen = app, fail, Counter[str]()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.seen[scope["path"]] += 1
+            if scope["path"] == "/execute" and self.fail > 0:
+                self.fail -= 1
+                await send(
+                    {"type": "http.response.start", "status": 503, "headers": []}
+                )
+                await send({"type": "http.response.body", "body": b"{}"})
+                return
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture(name="flaky")
+def _flaky(emulator: SandboxEmulator) -> Flaky:
+    return Flaky(emulator.app)
+
+
+@pytest.fixture(name="flaky_server")
+async def _flaky_server(flaky: Flaky) -> AsyncIterator[ASGIServer]:
+    async with serve_asgi(flaky) as server:
+        yield server
+
+
+@pytest.fixture(name="manager")
+async def _manager(
+    flaky_server: ASGIServer, clock: ManualClock
+) -> AsyncIterator[tether.SessionManager]:
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("sandbox", SandboxProvider)
+    async with tether.SessionManager(
+        registry=registry,
+        config={
+            "sandbox": {"base_url": flaky_server.url, "api_key": KEY, "timeout": 5}
+        },
+        retry=tether.RetryPolicy(attempts=3, wait_initial=0, wait_max=0),
+        clock=clock,
+        health_checks=False,
+        environ={},
+    ) as manager:
+        yield manager
+
+
+async def test_a_handle_executes_and_is_refused_after_its_block(
+    manager: tether.SessionManager, emulator: SandboxEmulator, flaky: Flaky
+) -> None:
+    """
+    The block gets a SandboxHandle whose ``execute`` returns an
+    ExecutionResult; state carries across executions; after the block the
+    handle says CLOSED and refuses before any request is sent.
+    """
+    async with manager.session(SandboxProvider, vcpu_count=2) as sb:
+        assert isinstance(sb, SandboxHandle)
+        await sb.execute("x = 42")
+        out = await sb.execute("print(x)")
+        assert isinstance(out, ExecutionResult)
+        assert "42" in out.stdout
+        assert tether.SessionState.ACTIVE == sb.state
+        assert sb.remote_id in emulator.live_sessions()
+
+    sent = sum(flaky.seen.values())
+    with pytest.raises(tether.SessionEndedError):
+        await sb.execute("print(1)")
+    assert sent == sum(flaky.seen.values())
+    assert tether.SessionState.CLOSED == sb.state
+    assert sb.remote_id not in emulator.live_sessions()
+
+
+async def test_a_refused_execute_is_retried_with_a_span_and_events(
+    manager: tether.SessionManager, flaky: Flaky
+) -> None:
+    """
+    A 503 (the service did not act) on ``execute`` is retried; each operation
+    emits an ``operation`` event naming it and its outcome.
+    """
+    async with (
+        manager.session(SandboxProvider) as sb,
+        manager.events() as events,
+    ):
+        flaky.fail = 1
+        out = await sb.execute("print('ok')")
+        event = events.receive_nowait()
+
+    assert "ok" in out.stdout
+    assert 2 == flaky.seen["/execute"]
+    assert (tether.EventKind.OPERATION, "ok", "execute") == (
+        event.kind,
+        event.detail,
+        event.data["operation"],
+    )
+
+
+async def test_a_handle_is_accepted_wherever_a_session_is(
+    manager: tether.SessionManager,
+) -> None:
+    """
+    ping, renew (not supported here: a typed refusal), scope and close take a
+    handle as they take a Session or an id.
+    """
+    async with manager.session(SandboxProvider) as sb:
+        health = await manager.ping(sb)
+        assert health.ok
+        with pytest.raises(tether.NotSupportedError):
+            await manager.renew(sb, lifetime=600)
+        async with manager.scope(sb):
+            pass
+        closed = await manager.close(sb)
+
+    assert tether.SessionState.CLOSED == closed.state == sb.state

@@ -1,0 +1,33 @@
+"""
+Checked by mypy --strict (``nox -s mypy``), never run: the handle API is typed
+without casts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import assert_type
+
+import tether
+from tether_sandbox import ExecutionResult, SandboxHandle, SandboxProvider
+
+
+async def handles(manager: tether.SessionManager) -> None:
+    async with manager.session(SandboxProvider, vcpu_count=2) as sb:
+        assert_type(sb, SandboxHandle)
+        out = await sb.execute("print(1)")
+        assert_type(out, ExecutionResult)
+        assert_type(await sb.execute_async("print(2)"), str)
+        assert_type(await sb.wait("task"), ExecutionResult)
+        assert_type(sb.id, str)
+        assert_type(sb.state, tether.SessionState)
+        assert_type(sb.expires_at, datetime | None)
+        assert_type(sb.provider, SandboxProvider)
+        assert_type(await manager.ping(sb), tether.Health)
+        assert_type(await manager.renew(sb, lifetime=60), tether.Session)
+        async with manager.scope(sb):
+            pass
+        assert_type(await manager.close(sb), tether.Session)
+
+    async with manager.session("sandbox", vcpu_count=2) as by_name:
+        assert_type(by_name, tether.Session)

@@ -83,6 +83,7 @@ _EXTERNAL_CLASSES = [
     "collections.abc.MutableMapping",
     "collections.abc.Sequence",
     "contextlib.AbstractContextManager",
+    "contextlib.AbstractAsyncContextManager",
     "importlib.metadata.EntryPoint",
     "types.TracebackType",
     "TracebackType",
@@ -106,6 +107,13 @@ nitpick_ignore = [("py:class", name) for name in _EXTERNAL_CLASSES] + [
     # Ours, but not public: the type variable of a provider's config.
     ("py:class", "tether.abc.ConfigT"),
     ("py:obj", "tether.abc.ConfigT"),
+    # ... and of a handle's provider and an operation's result.
+    ("py:class", "tether._handle.P"),
+    ("py:obj", "tether._handle.P"),
+    ("py:class", "tether._handle.T"),
+    ("py:class", "tether._manager.H"),
+    # A provider class, as session() and connect() read its handle type.
+    ("py:class", "tether._manager._Handled"),
 ]
 
 

@@ -46,7 +46,7 @@ class SessionHandle(Generic[P]):
     """
     A live session, and the provider's operations on it as methods.
 
-    Get one from :meth:`SessionManager.session` with a provider class::
+    Get one from :meth:`tether.SessionManager.session` with a provider class::
 
         async with manager.session(SandboxProvider, vcpu_count=2) as sb:
             result = await sb.execute("print(1)")

@@ -812,6 +812,60 @@ class SessionManager:
         self._runtime.check_open()
         return await self._records.current(session_id)
 
+    @overload
+    async def connect(
+        self,
+        provider: _Handled[H],
+        remote_id: str,
+        /,
+        *,
+        labels: Mapping[str, str] | None = None,
+        lifetime: float | timedelta | None = None,
+    ) -> H: ...
+
+    @overload
+    async def connect(
+        self,
+        provider: str,
+        remote_id: str,
+        /,
+        *,
+        labels: Mapping[str, str] | None = None,
+        lifetime: float | timedelta | None = None,
+    ) -> Session: ...
+
+    async def connect(
+        self,
+        provider: _Handled[Any] | str,
+        remote_id: str,
+        /,
+        *,
+        labels: Mapping[str, str] | None = None,
+        lifetime: float | timedelta | None = None,
+    ) -> Session | SessionHandle[Any]:
+        """
+        Take over a session tether did not create (E2B's ``connect``, Modal's
+        ``from_id``): the service is asked for it first, then it is recorded,
+        watched and closed like any other (``on_exit`` included).
+
+        Given a provider class, returns its handle; given a name, the session.
+
+        Raises:
+            NotSupportedError: The service cannot fetch one session.
+            RemoteNotFoundError: The service has no such live session.
+            InvalidParameterError: Bad *remote_id*, labels or lifetime.
+        """
+        self._runtime.check_open()
+        name = (
+            provider
+            if isinstance(provider, str)
+            else self._slots.registry.name_of(cast("type[Provider[Any]]", provider))
+        )
+        session = await self._creator.connect(
+            name, remote_id, labels=labels, lifetime=lifetime
+        )
+        return session if isinstance(provider, str) else self.handle(session)
+
     @_instrumented("attach")
     async def attach(self, session_id: str) -> Session:
         """

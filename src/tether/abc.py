@@ -345,7 +345,7 @@ class Provider(abc.ABC, Generic[ConfigT]):
     #: The operations the provider offers on a live session, by name, and
     #: whether each is safe to repeat; its handle's methods run them.
     operations: ClassVar[Mapping[str, Operation]] = {}
-    #: The handle :meth:`SessionManager.session` gives for this provider's
+    #: The handle :meth:`tether.SessionManager.session` gives for this provider's
     #: sessions when asked by class (a subclass of :class:`SessionHandle` with
     #: a method per operation).
     handle_class: ClassVar[type[SessionHandle[Any]]] = SessionHandle

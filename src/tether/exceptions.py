@@ -370,9 +370,9 @@ class ProviderError(TetherError):
 
     #: Whether a retry may succeed. Subclasses fix it; the retry policy reads it.
     retryable: bool = False
-    #: When every candidate of a failover failed: each candidate (its breaker
-    #: key, e.g. ``"morpheus:bid-0x…"``) and its error, in the order tried. The
-    #: error raised is the last one; its notes list them all.
+    # When every candidate of a failover failed: each candidate (its breaker
+    # key) and its error, in the order tried. The error raised is the last
+    # one; its notes list them all.
     failover_causes: tuple[tuple[str, BaseException], ...] = ()
 
     def __init__(

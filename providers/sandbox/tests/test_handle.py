@@ -138,3 +138,28 @@ async def test_a_handle_is_accepted_wherever_a_session_is(
         closed = await manager.close(sb)
 
     assert tether.SessionState.CLOSED == closed.state == sb.state
+
+
+async def test_connect_takes_over_a_session_tether_did_not_create(
+    manager: tether.SessionManager, emulator: SandboxEmulator, http: Any
+) -> None:
+    """
+    ``connect`` checks the service has the session, then records and watches
+    it: the handle works, and the manager's exit closes it. An id the service
+    does not have is refused.
+    """
+    made = await http.post(
+        "/v1/sessions/session", json={"api_key": KEY, "vm_lifetime_seconds": 600}
+    )
+    remote_id = made.json()["session_id"]
+
+    sb = await manager.connect(SandboxProvider, remote_id, labels={"by": "hand"})
+    out = await sb.execute("print('hi')")
+    with pytest.raises(tether.RemoteNotFoundError):
+        await manager.connect("sandbox", "00000000-0000-4000-8000-000000000000")
+
+    assert "hi" in out.stdout
+    assert (remote_id, {"by": "hand"}) == (sb.remote_id, dict(sb.labels))
+    assert remote_id in emulator.live_sessions()
+    await manager.close(sb)
+    assert remote_id not in emulator.live_sessions()

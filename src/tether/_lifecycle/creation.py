@@ -49,6 +49,7 @@ from tether.exceptions import (
     OutcomeUnknownError,
     ProviderError,
     ProviderUnavailableError,
+    RemoteNotFoundError,
     TetherError,
     TransientProviderError,
 )
@@ -219,6 +220,70 @@ class Creator:
             checked_labels,
             keepalive=keepalive,
         )
+
+    async def connect(
+        self,
+        name: str,
+        remote_id: str,
+        *,
+        labels: Mapping[str, str] | None,
+        lifetime: float | timedelta | None,
+    ) -> Session:
+        """
+        Record and watch a live session tether did not create, once the
+        service confirms it.
+        """
+        raw: object = remote_id
+        if not isinstance(raw, str) or not raw:
+            msg = f"remote_id must be the service's session id, not {remote_id!r}"
+            raise InvalidParameterError(msg, field="remote_id", value=remote_id)
+        if isinstance(lifetime, timedelta):
+            lifetime = lifetime.total_seconds()
+        if lifetime is not None and not positive_seconds(lifetime):
+            msg = f"lifetime must be a positive number of seconds, not {lifetime!r}"
+            raise InvalidParameterError(msg, field="lifetime", value=lifetime)
+        checked_labels = check_labels(labels)
+        slot = self._slots.get(name)
+        if not slot.provider.capabilities.get:
+            raise slot.provider.not_supported("connect")
+        now = self._runtime.now()
+        probe = Session(
+            id=new_id(),
+            provider=name,
+            state=SessionState.ACTIVE,
+            created_at=now,
+            updated_at=now,
+            remote_id=remote_id,
+            labels=checked_labels,
+            credential=slot.credential,
+            lifetime=lifetime,
+        )
+        remote = await self._calls.call(
+            slot,
+            lambda: slot.provider.get(probe),
+            operation="get",
+            session_id=probe.id,
+        )
+        if remote is None or not remote.state.is_live:
+            msg = f"{name} has no live session {remote_id}"
+            raise RemoteNotFoundError(
+                msg, provider=name, operation="connect", session_id=probe.id
+            )
+        record = probe.evolve(
+            raw_state=remote.raw_state,
+            expires_at=deadline(self._slots, probe, remote),
+            data=remote.data,
+        )
+        stored = await self._runtime.store.insert(record)
+        logger.info(
+            EVENT_SESSION_ADOPTED,
+            provider=name,
+            session_id=stored.id,
+            remote_id=remote_id,
+        )
+        self._scheduler.track(stored)
+        self._bus.emit(EventKind.CREATED, provider=name, session=stored)
+        return stored
 
     def _check_candidate(
         self,

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import assert_type
 
 import tether
+from tether_morpheus import ChatCompletion, ChatStream, MorpheusHandle, MorpheusProvider
 from tether_sandbox import ExecutionResult, SandboxHandle, SandboxProvider
 
 
@@ -31,3 +32,15 @@ async def handles(manager: tether.SessionManager) -> None:
 
     async with manager.session("sandbox", vcpu_count=2) as by_name:
         assert_type(by_name, tether.Session)
+
+
+async def morpheus(manager: tether.SessionManager) -> None:
+    async with manager.session(MorpheusProvider, model="m") as m:
+        assert_type(m, MorpheusHandle)
+        assert_type(await m.chat([{"role": "user", "content": "hi"}]), ChatCompletion)
+        assert_type(await m.chat([], stream=True), ChatStream)
+
+
+async def connected(manager: tether.SessionManager) -> None:
+    assert_type(await manager.connect(SandboxProvider, "r-1"), SandboxHandle)
+    assert_type(await manager.connect("sandbox", "r-1"), tether.Session)

@@ -4,6 +4,7 @@ tether provider for the Morpheus API Gateway: model and bid sessions, and chat.
 
 from tether_morpheus._client import ChatStream, MorpheusClient
 from tether_morpheus._config import DEFAULT_BASE_URL, MorpheusConfig
+from tether_morpheus._handle import MorpheusHandle
 from tether_morpheus._models import (
     ApiKeyInfo,
     Approval,
@@ -45,6 +46,7 @@ __all__ = [
     "Model",
     "MorpheusClient",
     "MorpheusConfig",
+    "MorpheusHandle",
     "MorpheusProvider",
     "NewApiKey",
     "PingResult",

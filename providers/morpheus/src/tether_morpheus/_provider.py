@@ -19,6 +19,7 @@ from tether.abc import (
     Capabilities,
     ClientOptions,
     CreateRequest,
+    Operation,
     Provider,
     RemoteSession,
     get_logger,
@@ -39,6 +40,7 @@ from tether.exceptions import (
 from tether_morpheus._client import ChatStream, MorpheusClient
 from tether_morpheus._config import MorpheusConfig
 from tether_morpheus._errors import from_response
+from tether_morpheus._handle import MorpheusHandle
 from tether_morpheus._models import ChatCompletion, Model, PingStatus, RatedBid
 
 
@@ -115,6 +117,11 @@ class MorpheusProvider(Provider[MorpheusConfig]):
     """
 
     config_class: ClassVar[type[MorpheusConfig]] = MorpheusConfig
+    #: The session's operations, and its handle (``manager.session(MorpheusProvider)``).
+    operations: ClassVar[Mapping[str, Operation]] = {
+        "chat": Operation(idempotent=False)
+    }
+    handle_class: ClassVar[type[MorpheusHandle]] = MorpheusHandle
     capabilities: ClassVar[Capabilities] = Capabilities(
         server_ttl=True,
         default_lifetime=3600.0,

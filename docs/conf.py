@@ -112,6 +112,11 @@ nitpick_ignore = [("py:class", name) for name in _EXTERNAL_CLASSES] + [
     ("py:obj", "tether._handle.P"),
     ("py:class", "tether._handle.T"),
     ("py:class", "tether._manager.H"),
+    ("py:class", "tether._handle.H"),
+    ("py:obj", "tether._handle.H"),
+    ("py:class", "H"),
+    ("py:class", "BlockingPortal"),
+    ("py:class", "SyncSessionLike"),
     # A provider class, as session() and connect() read its handle type.
     ("py:class", "tether._manager._Handled"),
 ]

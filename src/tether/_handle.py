@@ -5,6 +5,7 @@ as methods, under the manager's guarantees.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -15,11 +16,14 @@ from tether._session import Session, SessionState
 
 
 if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal
+
     from tether.abc import Provider
 
 
 P = TypeVar("P", bound="Provider[Any]")
 T = TypeVar("T")
+H = TypeVar("H", bound="SessionHandle[Any]")
 
 #: What a handle's operations go through: (handle, operation name, the call).
 Operate = Callable[
@@ -127,3 +131,67 @@ class SessionHandle(Generic[P]):
         # The manager hands each newer record of the session to its handles.
         if record.version >= self._record.version:
             self._record = record
+
+
+class SyncSessionHandle(Generic[H]):
+    """
+    A :class:`SessionHandle` for synchronous code: the same attributes, and
+    each operation a blocking call on the manager's event loop. Get one from
+    :meth:`tether.SyncSessionManager.session` with a provider class::
+
+        with manager.session(SandboxProvider) as sb:
+            out = sb.execute("print(1)")
+
+    Providers subclass it beside their handle, one blocking method per
+    operation (each a :meth:`call` of the async one); a provider's
+    :attr:`~tether.abc.Provider.sync_handle_class` names the subclass.
+    """
+
+    __slots__ = ("_handle", "_portal")
+
+    def __init__(self, handle: H, portal: BlockingPortal) -> None:
+        self._handle = handle
+        self._portal = portal
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {self._handle!r}>"
+
+    @property
+    def handle(self) -> H:
+        """
+        The async handle underneath (for use on the manager's event loop).
+        """
+        return self._handle
+
+    @property
+    def session(self) -> Session:
+        return self._handle.session
+
+    @property
+    def id(self) -> str:
+        return self._handle.id
+
+    @property
+    def state(self) -> SessionState:
+        return self._handle.state
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return self._handle.expires_at
+
+    @property
+    def remote_id(self) -> str | None:
+        return self._handle.remote_id
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return self._handle.labels
+
+    def call(
+        self, operation: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any
+    ) -> T:
+        """
+        Run an async operation of the handle, blocking until it is done.
+        """
+        result: T = self._portal.call(functools.partial(operation, *args, **kwargs))
+        return result

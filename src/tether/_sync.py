@@ -13,23 +13,56 @@ import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    Protocol,
+    TypeAlias,
+    TypeVar,
+    cast,
+    overload,
+)
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from tether._config import FailoverPolicy
+from tether._handle import SessionHandle, SyncSessionHandle
 from tether._manager import ManagerSnapshot, ManagerStateError, SessionManager
 
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from tether._config import FailoverPolicy
     from tether._manager import ReconcileReport
     from tether._session import Health, Session, SessionState
     from tether.abc import Provider
 
+    #: A session as the sync API accepts it: its record, a handle, or its id.
+    SyncSessionLike: TypeAlias = (
+        Session | SessionHandle[Any] | SyncSessionHandle[Any] | str
+    )
+
 
 T = TypeVar("T")
+SH = TypeVar("SH", bound=SyncSessionHandle[Any])
+SH_co = TypeVar("SH_co", bound=SyncSessionHandle[Any], covariant=True)
+
+
+class _SyncHandled(Protocol[SH_co]):
+    """
+    A provider class, as :meth:`SyncSessionManager.session` reads its handle type.
+    """
+
+    @property
+    def sync_handle_class(self) -> type[SH_co]: ...
+
+
+def _unwrap(
+    session: Session | SessionHandle[Any] | SyncSessionHandle[Any] | str,
+) -> Session | SessionHandle[Any] | str:
+    return session.handle if isinstance(session, SyncSessionHandle) else session
+
 
 Backend = Literal["asyncio", "trio"]
 
@@ -199,62 +232,98 @@ class SyncSessionManager:
             )
         )
 
-    @contextlib.contextmanager
+    @overload
     def session(
         self,
-        provider: str | FailoverPolicy,
+        provider: _SyncHandled[SH],
+        /,
         *,
         labels: Mapping[str, str] | None = None,
         lifetime: float | timedelta | None = None,
         keepalive: bool = False,
         **params: Any,
-    ) -> Iterator[Session]:
+    ) -> contextlib.AbstractContextManager[SH]: ...
+
+    @overload
+    def session(
+        self,
+        provider: str | FailoverPolicy,
+        /,
+        *,
+        labels: Mapping[str, str] | None = None,
+        lifetime: float | timedelta | None = None,
+        keepalive: bool = False,
+        **params: Any,
+    ) -> contextlib.AbstractContextManager[Session]: ...
+
+    @contextlib.contextmanager
+    def session(
+        self,
+        provider: _SyncHandled[Any] | str | FailoverPolicy,
+        /,
+        *,
+        labels: Mapping[str, str] | None = None,
+        lifetime: float | timedelta | None = None,
+        keepalive: bool = False,
+        **params: Any,
+    ) -> Iterator[Any]:
         """
         Create a session for the ``with`` block and close it when the block ends.
 
-        See :meth:`tether.SessionManager.session`.
+        Given a provider class, the block gets its
+        :class:`~tether.abc.SyncSessionHandle` (blocking operations); given a
+        name, the :class:`~tether.Session`. See :meth:`tether.SessionManager.session`.
         """
         portal, manager = self._open()
         with portal.wrap_async_context_manager(
             manager.session(
-                provider,
+                provider,  # type: ignore[arg-type]
                 labels=labels,
                 lifetime=lifetime,
                 keepalive=keepalive,
                 **params,
             )
         ) as created:
-            yield created
+            if isinstance(created, SessionHandle):
+                yield cast("_SyncHandled[Any]", provider).sync_handle_class(
+                    created, portal
+                )
+            else:
+                yield created
 
-    def ping(self, session: Session | str) -> Health:
+    def ping(self, session: SyncSessionLike) -> Health:
         """
         Ask the service how the session is. See :meth:`tether.SessionManager.ping`.
         """
         portal, manager = self._open()
-        return portal.call(manager.ping, session)
+        return portal.call(manager.ping, _unwrap(session))
 
-    def update(self, /, session: Session | str, **changes: Any) -> Session:
+    def update(self, /, session: SyncSessionLike, **changes: Any) -> Session:
         """
         Change a session in place. See :meth:`tether.SessionManager.update`.
         """
         portal, manager = self._open()
-        return portal.call(functools.partial(manager.update, session, **changes))
+        return portal.call(
+            functools.partial(manager.update, _unwrap(session), **changes)
+        )
 
     def renew(
-        self, session: Session | str, *, lifetime: float | timedelta | None = None
+        self, session: SyncSessionLike, *, lifetime: float | timedelta | None = None
     ) -> Session:
         """
         Extend a session's lifetime. See :meth:`tether.SessionManager.renew`.
         """
         portal, manager = self._open()
-        return portal.call(functools.partial(manager.renew, session, lifetime=lifetime))
+        return portal.call(
+            functools.partial(manager.renew, _unwrap(session), lifetime=lifetime)
+        )
 
-    def close(self, session: Session | str) -> Session:
+    def close(self, session: SyncSessionLike) -> Session:
         """
         Close a session on its service. See :meth:`tether.SessionManager.close`.
         """
         portal, manager = self._open()
-        return portal.call(manager.close, session)
+        return portal.call(manager.close, _unwrap(session))
 
     def get(self, session_id: str) -> Session:
         """

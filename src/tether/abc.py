@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 import attrs
 import httpx
 
-from tether._handle import Operation, SessionHandle
+from tether._handle import Operation, SessionHandle, SyncSessionHandle
 from tether._log import TetherLogger, get_logger
 from tether._redact import Secret
 from tether._session import Health, Session, SessionState, _frozen_mapping, _to_utc
@@ -63,6 +63,7 @@ __all__ = [
     "RemoteSession",
     "SessionHandle",
     "Store",
+    "SyncSessionHandle",
     "TetherLogger",
     "get_logger",
     "parse_retry_after",
@@ -77,6 +78,7 @@ _LOST_ANSWER = frozenset({408, 502, 504})
 TetherLogger.__module__ = __name__
 Operation.__module__ = __name__
 SessionHandle.__module__ = __name__
+SyncSessionHandle.__module__ = __name__
 
 #: The plugin API version this tether implements. A provider declares the version
 #: it was written for in :attr:`Provider.api_version`; a mismatch refuses to load.
@@ -349,6 +351,8 @@ class Provider(abc.ABC, Generic[ConfigT]):
     #: sessions when asked by class (a subclass of :class:`SessionHandle` with
     #: a method per operation).
     handle_class: ClassVar[type[SessionHandle[Any]]] = SessionHandle
+    #: Its twin for :class:`tether.SyncSessionManager`.
+    sync_handle_class: ClassVar[type[SyncSessionHandle[Any]]] = SyncSessionHandle
     #: Create parameters whose values are secrets (an environment, a key): the
     #: session's stored record keeps their names only, never their values.
     #: Values that are :class:`~tether.Secret` are masked whatever their name.

@@ -44,3 +44,15 @@ async def morpheus(manager: tether.SessionManager) -> None:
 async def connected(manager: tether.SessionManager) -> None:
     assert_type(await manager.connect(SandboxProvider, "r-1"), SandboxHandle)
     assert_type(await manager.connect("sandbox", "r-1"), tether.Session)
+
+
+def sync(manager: tether.SyncSessionManager) -> None:
+    from tether_sandbox import SyncSandboxHandle  # noqa: PLC0415
+
+    with manager.session(SandboxProvider, vcpu_count=2) as sb:
+        assert_type(sb, SyncSandboxHandle)
+        assert_type(sb.execute("print(1)"), ExecutionResult)
+        assert_type(sb.id, str)
+        assert_type(manager.ping(sb), tether.Health)
+    with manager.session("sandbox") as by_name:
+        assert_type(by_name, tether.Session)

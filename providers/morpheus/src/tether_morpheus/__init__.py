@@ -4,7 +4,7 @@ tether provider for the Morpheus API Gateway: model and bid sessions, and chat.
 
 from tether_morpheus._client import ChatStream, MorpheusClient
 from tether_morpheus._config import DEFAULT_BASE_URL, MorpheusConfig
-from tether_morpheus._handle import MorpheusHandle
+from tether_morpheus._handle import MorpheusHandle, SyncMorpheusHandle
 from tether_morpheus._models import (
     ApiKeyInfo,
     Approval,
@@ -55,6 +55,7 @@ __all__ = [
     "RatedBid",
     "SessionClosed",
     "SessionOpened",
+    "SyncMorpheusHandle",
     "Tokens",
     "ToolCall",
     "User",

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from tether.abc import SessionHandle
+from tether.abc import SessionHandle, SyncSessionHandle
 from tether_morpheus._client import ChatStream
 from tether_morpheus._models import ChatCompletion
 
@@ -86,4 +86,28 @@ class MorpheusHandle(SessionHandle["MorpheusProvider"]):
             lambda s: self.provider.chat(
                 s, messages, tools=tools, tool_choice=tool_choice, **options
             ),
+        )
+
+
+class SyncMorpheusHandle(SyncSessionHandle[MorpheusHandle]):
+    """
+    :class:`MorpheusHandle` for synchronous code (JSON replies; stream from
+    async code through :attr:`handle`).
+    """
+
+    __slots__ = ()
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> ChatCompletion:
+        """
+        See :meth:`MorpheusHandle.chat`.
+        """
+        return self.call(
+            self.handle.chat, messages, tools=tools, tool_choice=tool_choice, **options
         )

@@ -40,7 +40,7 @@ from tether.exceptions import (
 from tether_morpheus._client import ChatStream, MorpheusClient
 from tether_morpheus._config import MorpheusConfig
 from tether_morpheus._errors import from_response
-from tether_morpheus._handle import MorpheusHandle
+from tether_morpheus._handle import MorpheusHandle, SyncMorpheusHandle
 from tether_morpheus._models import ChatCompletion, Model, PingStatus, RatedBid
 
 
@@ -122,6 +122,7 @@ class MorpheusProvider(Provider[MorpheusConfig]):
         "chat": Operation(idempotent=False)
     }
     handle_class: ClassVar[type[MorpheusHandle]] = MorpheusHandle
+    sync_handle_class: ClassVar[type[SyncMorpheusHandle]] = SyncMorpheusHandle
     capabilities: ClassVar[Capabilities] = Capabilities(
         server_ttl=True,
         default_lifetime=3600.0,

@@ -6,7 +6,7 @@ emulator lives in :mod:`tether_sandbox.emulator` (extra ``emulator``).
 """
 
 from tether_sandbox._config import DEFAULT_BASE_URL, SandboxConfig
-from tether_sandbox._handle import SandboxHandle
+from tether_sandbox._handle import SandboxHandle, SyncSandboxHandle
 from tether_sandbox._provider import SandboxProvider
 from tether_sandbox._types import Execution, ExecutionResult, SandboxStatus
 
@@ -19,4 +19,5 @@ __all__ = [
     "SandboxHandle",
     "SandboxProvider",
     "SandboxStatus",
+    "SyncSandboxHandle",
 ]

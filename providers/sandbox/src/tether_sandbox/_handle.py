@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from tether.abc import SessionHandle
+from tether.abc import SessionHandle, SyncSessionHandle
 from tether_sandbox._types import Execution, ExecutionResult
 
 
@@ -98,3 +98,69 @@ class SandboxHandle(SessionHandle["SandboxProvider"]):
                 task_id, poll_interval=poll_interval
             ),
         )
+
+
+class SyncSandboxHandle(SyncSessionHandle[SandboxHandle]):
+    """
+    :class:`SandboxHandle` for synchronous code::
+
+        with tether.SyncSessionManager() as manager:
+            with manager.session(SandboxProvider) as sb:
+                out = sb.execute("print(1)")
+    """
+
+    __slots__ = ()
+
+    def execute(
+        self,
+        code: str | None = None,
+        *,
+        command: str | None = None,
+        language: str = "python",
+        exec_timeout: int = 60,
+        vault_ids: Sequence[str] | None = None,
+    ) -> ExecutionResult:
+        """
+        See :meth:`SandboxHandle.execute`.
+        """
+        return self.call(
+            self.handle.execute,
+            code,
+            command=command,
+            language=language,
+            exec_timeout=exec_timeout,
+            vault_ids=vault_ids,
+        )
+
+    def execute_async(
+        self,
+        code: str | None = None,
+        *,
+        command: str | None = None,
+        language: str = "python",
+        exec_timeout: int = 60,
+        vault_ids: Sequence[str] | None = None,
+    ) -> str:
+        """
+        See :meth:`SandboxHandle.execute_async`.
+        """
+        return self.call(
+            self.handle.execute_async,
+            code,
+            command=command,
+            language=language,
+            exec_timeout=exec_timeout,
+            vault_ids=vault_ids,
+        )
+
+    def execution(self, task_id: str) -> Execution:
+        """
+        See :meth:`SandboxHandle.execution`.
+        """
+        return self.call(self.handle.execution, task_id)
+
+    def wait(self, task_id: str, *, poll_interval: float = 0.5) -> ExecutionResult:
+        """
+        See :meth:`SandboxHandle.wait`.
+        """
+        return self.call(self.handle.wait, task_id, poll_interval=poll_interval)

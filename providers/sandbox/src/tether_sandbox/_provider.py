@@ -33,7 +33,7 @@ from tether.exceptions import (
 from tether_sandbox import _params
 from tether_sandbox._compat import Health, HealthStatus, Session, SessionState
 from tether_sandbox._config import SandboxConfig
-from tether_sandbox._handle import SandboxHandle
+from tether_sandbox._handle import SandboxHandle, SyncSandboxHandle
 from tether_sandbox._types import Execution, ExecutionResult, SandboxStatus
 
 
@@ -124,6 +124,7 @@ class SandboxProvider(Provider[SandboxConfig]):
         "wait": Operation(idempotent=True),
     }
     handle_class: ClassVar[type[SandboxHandle]] = SandboxHandle
+    sync_handle_class: ClassVar[type[SyncSandboxHandle]] = SyncSandboxHandle
     #: Environment values are secrets: the stored record keeps only their names.
     secret_params: ClassVar[frozenset[str]] = frozenset({"env"})
     capabilities: ClassVar[Capabilities] = Capabilities(

@@ -318,3 +318,41 @@ async def test_an_adopted_create_is_not_reported_foreign(backend, clock, store):
         report = await m.reconcile(grace=0)
 
     assert {"adopted": 1} == report.counts
+
+
+async def test_a_session_nobody_watches_is_reported_then_attached(backend, clock):
+    """
+    A live session left by a manager that is gone (it did not watch, so no
+    lease is held) is reported as unwatched; with ``unwatched="attach"`` this
+    manager takes it over (pings, expiry, its on_exit). One whose lease a
+    live manager holds is left alone.
+    """
+    store = tether.MemoryStore(clock=clock.time)
+    async with manager(backend, clock, store) as gone:
+        left = await gone.create("fake")
+    async with manager(backend, clock, store) as m:
+        report = await m.reconcile()
+        [action] = report.actions
+        assert ("unwatched", left.id) == (action.kind, action.session_id)
+
+        await store.claim(left.id, "a-live-worker", 60)
+        assert () == (await m.reconcile()).actions
+        await clock.advance(61)
+
+        attached = await m.reconcile(unwatched="attach")
+        assert {"attached": 1} == attached.counts
+        assert left.id in {s.id for s in m.snapshot().sessions}
+        assert () == (await m.reconcile()).actions
+
+
+async def test_reconcile_checks_its_options_first(backend, clock, store):
+    """
+    A bad grace or unwatched policy is a ConfigError before anything is sent;
+    ``grace=0`` is allowed.
+    """
+    async with manager(backend, clock, store) as m:
+        for bad in ({"grace": -1}, {"grace": "5"}, {"unwatched": "close"}):
+            with pytest.raises(tether.ConfigError):
+                await m.reconcile(**bad)
+        assert () == (await m.reconcile(grace=0)).actions
+    assert 1 == backend.calls["list"]

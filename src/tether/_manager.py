@@ -44,7 +44,7 @@ from tether._lifecycle.deadlines import Deadlines
 from tether._lifecycle.health import HealthMonitor
 from tether._lifecycle.jobs import Jobs
 from tether._lifecycle.locate import Locator
-from tether._lifecycle.reconcile import OrphanPolicy, Reconciler
+from tether._lifecycle.reconcile import OrphanPolicy, Reconciler, UnwatchedPolicy
 from tether._lifecycle.records import Records
 from tether._lifecycle.reports import (
     ManagerSnapshot,
@@ -766,6 +766,7 @@ class SessionManager:
         dry_run: bool = False,
         orphans: OrphanPolicy = "close",
         grace: float = 300.0,
+        unwatched: UnwatchedPolicy = "report",
     ) -> ReconcileReport:
         """
         Compare the store with what each provider reports, and repair the difference.
@@ -778,6 +779,7 @@ class SessionManager:
           answer) is adopted when the service has it, and FAILED when it does
           not and is older than *grace* seconds;
         - a CLOSING record is closed again;
+        - a live record whose lease no manager holds is reported (or attached);
         - a remote session that carries tether's tag but whose record is ended,
           or missing and older than *grace*, is an orphan: closed (or adopted,
           or only reported, by *orphans*).
@@ -790,14 +792,22 @@ class SessionManager:
             dry_run: Only report what would be done.
             orphans: ``"close"``, ``"adopt"`` or ``"report"`` tagged orphans.
             grace: Seconds a CREATING record or an untracked remote session is
-                left alone, since its create may still be under way.
+                left alone, since its create may still be under way (0: none).
+            unwatched: What to do with a live session whose lease no manager
+                holds (the one that made it died without watch mode, so
+                nothing pings, expires or closes it): ``"report"`` it, or
+                ``"attach"`` it to this manager (then its ``on_exit`` applies).
 
         Returns:
             What was found and done.
         """
         self._runtime.check_open()
         return await self._reconciler.reconcile(
-            provider=provider, dry_run=dry_run, orphans=orphans, grace=grace
+            provider=provider,
+            dry_run=dry_run,
+            orphans=orphans,
+            grace=grace,
+            unwatched=unwatched,
         )
 
     # -- looking up -------------------------------------------------------------------

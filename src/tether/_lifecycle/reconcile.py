@@ -33,6 +33,7 @@ from tether.exceptions import (
 
 
 OrphanPolicy = Literal["close", "adopt", "report"]
+UnwatchedPolicy = Literal["report", "attach"]
 
 
 @attrs.define
@@ -44,6 +45,7 @@ class _Pass:
     slot: Slot
     dry_run: bool
     orphans: OrphanPolicy
+    unwatched: UnwatchedPolicy
     grace: float
     now: float
     #: What the service listed, by remote id (None: it cannot list).
@@ -95,12 +97,24 @@ class Reconciler:
         dry_run: bool,
         orphans: OrphanPolicy,
         grace: float,
+        unwatched: UnwatchedPolicy = "report",
     ) -> ReconcileReport:
         """
         What :meth:`SessionManager.reconcile` does.
         """
         if orphans not in ("close", "adopt", "report"):
             msg = f"orphans must be 'close', 'adopt' or 'report', not {orphans!r}"
+            raise ConfigError(msg)
+        if unwatched not in ("report", "attach"):
+            msg = f"unwatched must be 'report' or 'attach', not {unwatched!r}"
+            raise ConfigError(msg)
+        raw_grace: object = grace
+        if (
+            not isinstance(raw_grace, int | float)
+            or isinstance(raw_grace, bool)
+            or not raw_grace >= 0
+        ):
+            msg = f"grace must be a number of seconds, 0 or more, not {grace!r}"
             raise ConfigError(msg)
         records = await self._runtime.store.list(provider=provider)
         if provider is not None:
@@ -136,6 +150,7 @@ class Reconciler:
                 slot=slot,
                 dry_run=dry_run,
                 orphans=orphans,
+                unwatched=unwatched,
                 grace=grace,
                 now=self._runtime.clock.time(),
             )
@@ -274,6 +289,38 @@ class Reconciler:
                 await self._health.mark_lost(
                     record.id, "reconcile: the service no longer has it"
                 )
+            return
+        if current.is_live and record.id not in self._runtime.tracked:
+            await self._unwatched(state, record)
+
+    async def _unwatched(self, state: _Pass, record: Session) -> None:
+        """
+        A live session whose lease nobody holds: the manager that made it is
+        gone (or never pinged it), so nothing pings, expires or closes it.
+        """
+        runtime = self._runtime
+        token = await runtime.store.claim(
+            record.id, runtime.owner, runtime.health.lease_ttl or 30.0
+        )
+        if token is None:
+            return  # a live manager watches it
+        if state.unwatched == "attach" and not state.dry_run:
+            state.act(
+                "attached",
+                record,
+                record.remote_id,
+                "alive, but no manager watched it: this one does now",
+            )
+            self._scheduler.track(record)
+            return
+        await runtime.store.release(record.id, runtime.owner)
+        state.act(
+            "unwatched",
+            record,
+            record.remote_id,
+            "alive, but no manager watches it (its owner is gone): "
+            "attach() it or close it",
+        )
 
     async def _orphans(self, state: _Pass, records: list[Session]) -> None:
         """

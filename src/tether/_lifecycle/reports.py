@@ -26,7 +26,9 @@ class ReconcileAction:
         kind: ``"adopted"``, ``"lost"``, ``"failed"``, ``"closed"``, ``"orphan"``
             (reported only), ``"foreign"`` (not tether's, left alone) or
             ``"unresolved"`` (the service cannot say), ``"skipped"`` (a provider
-            this process cannot load).
+            this process cannot load), ``"unwatched"`` (alive, but no manager
+            holds its lease) or ``"attached"`` (such a session, now watched
+            by this manager).
         provider: The provider.
         session_id: tether's id, when there is a record.
         remote_id: The service's id, when known.

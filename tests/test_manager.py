@@ -724,3 +724,24 @@ async def test_a_rate_limited_close_fails_typed_not_at_the_shield_deadline(
     ]
     assert failed_on_exit
     assert {s.remote_id, left.remote_id} == tether_fake_backend.live_ids()
+
+
+def test_a_bad_environment_value_names_the_variable_and_what_is_valid():
+    """
+    ``TETHER_FAKE_TIMEOUT=abc`` is refused naming the variable and what it
+    accepts, never quoting the value (it may be a secret).
+    """
+    from tether._config import build_provider_config  # noqa: PLC0415
+    from tether.testing._fake import FakeConfig  # noqa: PLC0415
+
+    with pytest.raises(tether.exceptions.InvalidParameterError) as info:
+        build_provider_config(
+            FakeConfig, "fake", None, {"TETHER_FAKE_TIMEOUT": "abc-secretish"}
+        )
+
+    assert "TETHER_FAKE_TIMEOUT must be a number" in str(info.value)
+    assert "abc-secretish" not in str(info.value)
+    assert ("timeout", "a number (e.g. 30 or 2.5)") == (
+        info.value.field,
+        info.value.allowed,
+    )

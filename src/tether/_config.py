@@ -137,8 +137,26 @@ def _from_env(tp: Any, raw: str, *, field: str, provider: str) -> Any:
         return json.loads(raw)
     except ValueError:
         # The value itself may be a secret: say which variable, not what it held.
-        msg = f"{provider}: the environment value for {field!r} is not a valid {tp!r}"
-        raise InvalidParameterError(msg, field=field, provider=provider) from None
+        allowed = _describe(tp)
+        msg = f"{provider}: {env_var(provider, field)} must be {allowed}"
+        raise InvalidParameterError(
+            msg, field=field, provider=provider, allowed=allowed
+        ) from None
+
+
+def _describe(tp: Any) -> str:
+    """
+    What values of type *tp* look like, in words.
+    """
+    if tp is bool:
+        return "true or false (also 1/0, yes/no, on/off)"
+    if tp is int:
+        return "a whole number"
+    if tp is float:
+        return "a number (e.g. 30 or 2.5)"
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return "JSON (a list, an object, a number, or a quoted string)"
 
 
 def env_var(provider: str, field: str) -> str:

@@ -9,20 +9,19 @@ deadlines, closing, reconcile, the scheduler and its jobs, the record writes).
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import socket
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import timedelta
 from typing import (
     TYPE_CHECKING,
     Any,
-    Concatenate,
     Literal,
     ParamSpec,
     Protocol,
+    TypedDict,
     TypeVar,
     cast,
     overload,
@@ -34,7 +33,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from tether._clock import Clock, SystemClock
 from tether._config import AdmissionPolicy, FailoverPolicy, HealthPolicy, RetryPolicy
-from tether._events import BreakerPolicy, Event, EventKind
+from tether._events import BreakerPolicy, Event
 from tether._handle import SessionHandle
 from tether._lifecycle.bus import EventBus
 from tether._lifecycle.calls import Calls
@@ -44,6 +43,7 @@ from tether._lifecycle.deadlines import Deadlines
 from tether._lifecycle.health import HealthMonitor
 from tether._lifecycle.jobs import Jobs
 from tether._lifecycle.locate import Locator
+from tether._lifecycle.operations import Operations, instrumented
 from tether._lifecycle.reconcile import OrphanPolicy, Reconciler, UnwatchedPolicy
 from tether._lifecycle.records import Records
 from tether._lifecycle.reports import (
@@ -61,7 +61,6 @@ from tether._log import (
     EVENT_MANAGER_STARTED,
     EVENT_MANAGER_STOPPED,
     EVENT_SESSION_KEPT,
-    EVENT_SESSION_UPDATED,
     logger,
 )
 from tether._registry import ProviderRegistry, default_registry
@@ -100,6 +99,17 @@ H = TypeVar("H", bound=SessionHandle[Any])
 H_co = TypeVar("H_co", bound=SessionHandle[Any], covariant=True)
 
 
+class _Base(TypedDict):
+    """
+    What every collaborator below the manager is built with.
+    """
+
+    runtime: Runtime
+    slots: Slots
+    calls: Calls
+    records: Records
+
+
 class _Handled(Protocol[H_co]):
     """
     A provider class, as :meth:`SessionManager.session` reads its handle type.
@@ -107,51 +117,6 @@ class _Handled(Protocol[H_co]):
 
     @property
     def handle_class(self) -> type[H_co]: ...
-
-
-def _instrumented(
-    name: str,
-) -> Callable[
-    [Callable[Concatenate[SessionManager, P], Awaitable[T]]],
-    Callable[Concatenate[SessionManager, P], Awaitable[T]],
-]:
-    """
-    Wrap a public operation in the manager's instrumentation, if it has one.
-    """
-
-    def decorate(
-        fn: Callable[Concatenate[SessionManager, P], Awaitable[T]],
-    ) -> Callable[Concatenate[SessionManager, P], Awaitable[T]]:
-        @functools.wraps(fn)
-        async def wrapper(
-            self: SessionManager, /, *args: P.args, **kwargs: P.kwargs
-        ) -> T:
-            bus = self._bus
-            if not bus.instrumented:
-                return await fn(self, *args, **kwargs)
-            target = args[0] if args else None
-            provider = session_id = None
-            if isinstance(target, Session):
-                provider, session_id = target.provider, target.id
-            elif isinstance(target, SessionHandle):
-                provider, session_id = target.provider_name, target.id
-            elif isinstance(target, str):
-                if name == "create":
-                    provider = target
-                else:
-                    session_id = target
-            with bus.operation(
-                name, provider=provider, session_id=session_id
-            ) as attributes:
-                result = await fn(self, *args, **kwargs)
-                if isinstance(result, Session):
-                    attributes["session_id"] = result.id
-                    attributes["provider"] = result.provider
-                return result
-
-        return wrapper
-
-    return decorate
 
 
 class SessionManager:
@@ -268,42 +233,16 @@ class SessionManager:
         records = self._records = Records(runtime)
         scheduler = self._scheduler = Scheduler(runtime, slots)
         locator = Locator(runtime, calls)
-        closer = self._closer = Closer(
-            runtime=runtime,
-            slots=slots,
-            calls=calls,
-            records=records,
-            bus=bus,
-            locator=locator,
-        )
+        base = _Base(runtime=runtime, slots=slots, calls=calls, records=records)
+        closer = self._closer = Closer(**base, bus=bus, locator=locator)
         creator = self._creator = Creator(
-            runtime=runtime,
-            slots=slots,
-            calls=calls,
-            records=records,
-            bus=bus,
-            scheduler=scheduler,
-            locator=locator,
-            closer=closer,
+            **base, bus=bus, scheduler=scheduler, locator=locator, closer=closer
         )
-        deadlines = self._deadlines = Deadlines(
-            runtime=runtime,
-            slots=slots,
-            calls=calls,
-            records=records,
-            bus=bus,
-            scheduler=scheduler,
-        )
+        deadlines = self._deadlines = Deadlines(**base, bus=bus, scheduler=scheduler)
         health_monitor = self._health = HealthMonitor(
-            runtime=runtime,
-            slots=slots,
-            calls=calls,
-            records=records,
-            bus=bus,
-            scheduler=scheduler,
-            deadlines=deadlines,
-            creator=creator,
+            **base, bus=bus, scheduler=scheduler, deadlines=deadlines, creator=creator
         )
+        self._operations = Operations(**base, bus=bus, scheduler=scheduler)
         self._jobs = Jobs(
             runtime=runtime,
             slots=slots,
@@ -312,10 +251,7 @@ class SessionManager:
             deadlines=deadlines,
         )
         self._reconciler = Reconciler(
-            runtime=runtime,
-            slots=slots,
-            calls=calls,
-            records=records,
+            **base,
             scheduler=scheduler,
             locator=locator,
             closer=closer,
@@ -446,7 +382,7 @@ class SessionManager:
 
     # -- the lifecycle ----------------------------------------------------------------
 
-    @_instrumented("create")
+    @instrumented("create")
     async def create(
         self,
         /,
@@ -594,57 +530,7 @@ class SessionManager:
         for sessions made with :meth:`create`, :meth:`attach` or :meth:`connect`.
         """
         self._runtime.check_open()
-        slot = self._slots.get(session.provider)
-        handle = type(slot.provider).handle_class(
-            session, slot.provider, operate=self._operate
-        )
-        self._records.follow(handle)
-        return handle
-
-    async def _operate(
-        self,
-        handle: SessionHandle[Any],
-        operation: str,
-        call: Callable[[Session], Awaitable[T]],
-    ) -> T:
-        """
-        One provider operation on a live session: refused before anything is
-        sent once the session ended, retried where safe, in a span, with an event.
-        """
-        self._runtime.check_open()
-        record = await self._records.current(handle.id)
-        self._records.observed(record)
-        record.ensure_usable()
-        slot = self._slots.get(record.provider)
-        declared = type(slot.provider).operations.get(operation)
-        idempotent = declared.idempotent if declared is not None else False
-        with self._bus.operation(
-            operation, provider=record.provider, session_id=record.id
-        ) as attributes:
-            try:
-                result = await self._calls.call(
-                    slot,
-                    lambda: call(record),
-                    operation=operation,
-                    idempotent=idempotent,
-                    session_id=record.id,
-                    breaker=False,
-                )
-            except BaseException as exc:
-                outcome = type(exc).__name__
-                raise
-            else:
-                outcome = "ok"
-            finally:
-                self._bus.emit(
-                    EventKind.OPERATION,
-                    provider=record.provider,
-                    session=record,
-                    detail=outcome,
-                    data={"operation": operation},
-                )
-            attributes["outcome"] = outcome
-        return result
+        return self._operations.handle(session)
 
     async def _close_at_exit(self, session: Session) -> None:
         # A close of its own, in the instrumentation too.
@@ -656,7 +542,7 @@ class SessionManager:
         ):
             await self._closer.close(session.id)
 
-    @_instrumented("ping")
+    @instrumented("ping")
     async def ping(self, session: SessionLike) -> Health:
         """
         Ask the service how the session is now, and update its state.
@@ -672,7 +558,7 @@ class SessionManager:
         self._runtime.check_open()
         return await self._health.ping(session)
 
-    @_instrumented("update")
+    @instrumented("update")
     async def update(self, /, session: SessionLike, **changes: Any) -> Session:
         """
         Change a session in place, and return it.
@@ -683,39 +569,9 @@ class SessionManager:
             SessionEndedError: The session has ended.
         """
         self._runtime.check_open()
-        record = await self._records.current(session)
-        record.ensure_usable()
-        slot = self._slots.get(record.provider)
-        if not slot.provider.capabilities.update:
-            raise slot.provider.not_supported("update")
-        parsed = slot.provider.parse_update(changes)
-        remote = await self._calls.call(
-            slot,
-            lambda: slot.provider.update(record, parsed),
-            operation="update",
-            session_id=record.id,
-        )
+        return await self._operations.update(session, changes)
 
-        def apply(current: Session) -> Session | None:
-            current.ensure_usable()
-            return current.evolve(
-                remote_id=remote.id or current.remote_id,
-                raw_state=remote.raw_state or current.raw_state,
-                expires_at=remote.expires_at or current.expires_at,
-                data=remote.data,
-            )
-
-        updated = await self._records.mutate(record.id, apply)
-        logger.info(
-            EVENT_SESSION_UPDATED,
-            provider=record.provider,
-            session_id=record.id,
-            fields=sorted(parsed),
-        )
-        self._bus.emit(EventKind.UPDATED, provider=record.provider, session=updated)
-        return updated
-
-    @_instrumented("renew")
+    @instrumented("renew")
     async def renew(
         self, session: SessionLike, *, lifetime: float | timedelta | None = None
     ) -> Session:
@@ -733,7 +589,7 @@ class SessionManager:
             lifetime = lifetime.total_seconds()
         return await self._deadlines.renew(session, lifetime)
 
-    @_instrumented("close")
+    @instrumented("close")
     async def close(self, session: SessionLike) -> Session:
         """
         Close a session on its service, and return it CLOSED.
@@ -758,7 +614,7 @@ class SessionManager:
 
     # -- reconciling ------------------------------------------------------------------
 
-    @_instrumented("reconcile")
+    @instrumented("reconcile")
     async def reconcile(
         self,
         *,
@@ -876,7 +732,7 @@ class SessionManager:
         )
         return session if isinstance(provider, str) else self.handle(session)
 
-    @_instrumented("attach")
+    @instrumented("attach")
     async def attach(self, session_id: str) -> Session:
         """
         Take over watching a session recorded earlier (this process or another).
@@ -926,24 +782,9 @@ class SessionManager:
         or CLOSED, the block is cancelled and
         :class:`~tether.exceptions.SessionEndedError` is raised from it.
         """
-        runtime = self._runtime
-        runtime.check_open()
-        record = await self._records.current(session)
-        record.ensure_usable()
-        if record.id not in runtime.tracked:
-            self._scheduler.track(record)
-        tracked = runtime.tracked[record.id]
-        with anyio.CancelScope() as cancel_scope:
-            if tracked.scopes is None:
-                tracked.scopes = set()
-            tracked.scopes.add(cancel_scope)
-            try:
-                yield cancel_scope
-            finally:
-                if tracked.scopes is not None:
-                    tracked.scopes.discard(cancel_scope)
-        if cancel_scope.cancelled_caught:
-            (await self._records.current(record.id)).ensure_usable()
+        self._runtime.check_open()
+        async with self._operations.scope(session) as cancel_scope:
+            yield cancel_scope
 
     def snapshot(self) -> ManagerSnapshot:
         """

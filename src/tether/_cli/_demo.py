@@ -18,6 +18,7 @@ import anyio
 import attrs
 import structlog
 
+from tether._cli._context import AddCommand, Context
 from tether._config import FailoverPolicy, HealthPolicy, RetryPolicy
 from tether._events import Event, EventKind
 from tether._manager import SessionManager
@@ -28,7 +29,7 @@ from tether.testing._asgi import serve_asgi
 
 
 def _say(message: str) -> None:
-    print(message, flush=True)  # noqa: T201
+    print(message, flush=True)
 
 
 # Demo-only credentials: the emulators accept them; they are not real keys.
@@ -275,3 +276,18 @@ async def _run_target(manager: SessionManager, target: Target) -> int:
             )
         _say(f"[{name}] closed")
     return 0
+
+
+def register(add: AddCommand) -> None:
+    """
+    Add ``demo`` to the parser.
+    """
+    add(
+        "demo",
+        "run sessions on every first-party provider's emulator",
+        _demo,
+    )
+
+
+def _demo(ctx: Context) -> int:
+    return int(anyio.run(run_demo, ctx.args.backend, backend=ctx.args.backend))

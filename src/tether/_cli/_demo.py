@@ -1,161 +1,181 @@
 """
-``tether demo``: a session on every first-party provider, on local emulators.
+``tether demo``: a session on every installed provider, on its local emulator.
 
-The providers are found the way users find them: through the installed
-``tether.providers`` entry points. Each emulator is served on a loopback port in
-this process; nothing leaves the machine.
+Providers and their emulators are found the way users find them: through the
+installed ``tether.providers`` and ``tether.emulators`` entry points, so a
+third-party provider that publishes an emulator takes part as the first-party
+ones do. Each emulator is served on a loopback port in this process; nothing
+leaves the machine.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
 import structlog
 
 from tether._cli._context import AddCommand, Context
-from tether._config import FailoverPolicy, HealthPolicy, RetryPolicy
+from tether._cli._errors import EXIT_ERROR, EXIT_OK
+from tether._config import HealthPolicy, RetryPolicy
+from tether._emulators import build_emulator, emulator_names
 from tether._events import Event, EventKind
-from tether._manager import SessionManager
 from tether._registry import ProviderRegistry
-from tether._session import Session
 from tether.exceptions import ProviderLoadError, ProviderNotFoundError
 from tether.testing._asgi import serve_asgi
+from tether.testing._emulation import DemoScript
+
+
+if TYPE_CHECKING:
+    from tether._manager import SessionManager
+
+
+def register(add: AddCommand) -> None:
+    """
+    Add ``demo`` to the parser.
+    """
+    p = add(
+        "demo",
+        "run sessions on every installed provider's emulator",
+        _demo,
+    )
+    p.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="only these providers (default: every one with an emulator)",
+    )
+
+
+def _demo(ctx: Context) -> int:
+    names = list(ctx.args.names) or None
+    return int(anyio.run(run_demo, ctx.args.backend, names, backend=ctx.args.backend))
 
 
 def _say(message: str) -> None:
     print(message, flush=True)
 
 
-# Demo-only credentials: the emulators accept them; they are not real keys.
-MORPHEUS_KEY = "sk-DeMo01.0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab"
-SANDBOX_KEY = "instavm_sk_demo_0123456789"
-RELAY_TOKEN = "relay-demo-token-0123456789"  # noqa: S105
-
-Work = Callable[[SessionManager, Session], Awaitable[str]]
-
-
-@attrs.frozen
-class Target:
-    """
-    One provider as the demo runs it.
-    """
-
+@attrs.frozen(kw_only=True)
+class _Target:
     name: str
-    config: dict[str, Any]
-    params: dict[str, Any]
-    work: Work
-    update: dict[str, Any] | None = None
-    lifetime: float | None = None
-    failover: Callable[[SessionManager], Awaitable[FailoverPolicy]] | None = None
+    script: DemoScript
 
 
-async def _sandbox(stack: contextlib.AsyncExitStack) -> Target:
-    emulator_mod = importlib.import_module("tether_sandbox.emulator")
-    emulator = emulator_mod.SandboxEmulator(api_keys=(SANDBOX_KEY,))
+async def _start(
+    stack: contextlib.AsyncExitStack, registry: ProviderRegistry, name: str
+) -> tuple[_Target, dict[str, Any]] | None:
+    """
+    Serve *name*'s emulator; the demo target and the provider's config, or ``None``.
+    """
+    try:
+        registry.load(name)
+        emulator = build_emulator(name)
+    except (ProviderNotFoundError, ProviderLoadError) as exc:
+        _say(f"[{name}] not available: {exc}")
+        return None
+    if emulator.demo is None:
+        _say(f"[{name}] its emulator has no demo script: skipped")
+        return None
     server = await stack.enter_async_context(serve_asgi(emulator.app))
-
-    async def work(manager: SessionManager, session: Session) -> str:
-        result = await manager.provider("sandbox").execute(  # type: ignore[attr-defined]
-            session, "print('hello from the sandbox')"
-        )
-        return f"execute -> {result.stdout.strip()!r}"
-
-    return Target(
-        name="sandbox",
-        config={"base_url": server.url, "api_key": SANDBOX_KEY},
-        params={"vcpu_count": 2, "memory_mb": 512},
-        lifetime=300,
-        work=work,
+    return (
+        _Target(name=name, script=emulator.demo),
+        emulator.provider_config(server.url),
     )
 
 
-async def _sipher(stack: contextlib.AsyncExitStack) -> Target:
-    emulator_mod = importlib.import_module("tether_sipher.emulator")
-    emulator = emulator_mod.SipherEmulator()
-    key = emulator_mod.PRO_KEY
-    server = await stack.enter_async_context(serve_asgi(emulator.app))
-
-    async def work(manager: SessionManager, session: Session) -> str:
-        response = await manager.provider("sipher").session_request(  # type: ignore[attr-defined]
-            session,
-            "POST",
-            "/v1/backends/compare",
-            json={"operation": "stealth_privacy"},
+async def run_demo(backend: str, names: list[str] | None = None) -> int:
+    """
+    Start the emulators, run a session on each provider, and any failovers.
+    """
+    _quiet_logs()
+    names = names or emulator_names()
+    _say(f"tether demo on {backend}: {len(names)} providers on local emulators")
+    if not names:
+        _say("no emulators installed (pip install 'tether-<name>[emulator]')")
+        return EXIT_ERROR
+    registry = ProviderRegistry()
+    failures = 0
+    async with contextlib.AsyncExitStack() as stack:
+        targets, config = [], {}
+        for name in names:
+            started = await _start(stack, registry, name)
+            if started is None:
+                failures += 1
+                continue
+            targets.append(started[0])
+            config[name] = started[1]
+        manager = await stack.enter_async_context(
+            _manager(registry=registry, config=config)
         )
-        return f"request with X-Session-Id -> HTTP {response.status_code}"
+        counts: dict[EventKind, int] = {}
+        await stack.enter_async_context(_event_printer(manager, counts))
+        for target in targets:
+            await _run_target(manager, target)
+        await anyio.sleep(0.1)
+        _say(
+            f"sessions created: {counts.get(EventKind.CREATED, 0)}, "
+            f"health pings: {counts.get(EventKind.PINGED, 0)}, "
+            f"failovers: {counts.get(EventKind.FAILOVER, 0)}, "
+            f"closed: {counts.get(EventKind.CLOSED, 0)}"
+        )
+    _say(
+        "demo finished: every session closed"
+        if not failures
+        else f"demo: {failures} failure(s)"
+    )
+    return EXIT_OK if not failures else EXIT_ERROR
 
-    return Target(
-        name="sipher",
-        config={"base_url": server.url, "api_key": key},
-        params={"chain": "solana", "privacy_level": "shielded"},
-        update={"privacy_level": "maximum"},
-        lifetime=600,
-        work=work,
+
+def _manager(
+    *, registry: ProviderRegistry, config: dict[str, dict[str, Any]]
+) -> SessionManager:
+    from tether._manager import SessionManager  # noqa: PLC0415
+
+    return SessionManager(
+        registry=registry,
+        config=config,
+        retry=RetryPolicy(attempts=4, wait_initial=0.05, wait_max=0.2),
+        health=HealthPolicy(interval=0.25, jitter=0.1),
+        environ={},
     )
 
 
-async def _relay(stack: contextlib.AsyncExitStack) -> Target:
-    emulator_mod = importlib.import_module("tether_relay.emulator")
-    emulator = emulator_mod.RelayEmulator(tokens=(RELAY_TOKEN,), ready_delay=0.2)
-    server = await stack.enter_async_context(serve_asgi(emulator.app))
-
-    async def work(manager: SessionManager, session: Session) -> str:
-        user = await manager.provider("relay").authorize_user(session, "9.9.9.9")  # type: ignore[attr-defined]
-        return f"authorized 9.9.9.9 -> {user!r}"
-
-    return Target(
-        name="relay",
-        config={"base_url": server.url, "api_token": RELAY_TOKEN},
-        params={"users": ["1.1.1.1", "8.8.8.8"]},
-        update={"revoke": ["8.8.8.8"]},
-        lifetime=120,
-        work=work,
-    )
-
-
-async def _morpheus(stack: contextlib.AsyncExitStack) -> Target:
-    emulator_mod = importlib.import_module("tether_morpheus.emulator")
-    emulator = emulator_mod.MorpheusEmulator(api_keys=[MORPHEUS_KEY])
-    server = await stack.enter_async_context(serve_asgi(emulator.app))
-    model = "llama-3.3-70b"
-
-    async def work(manager: SessionManager, session: Session) -> str:
-        reply = await manager.provider("morpheus").chat(  # type: ignore[attr-defined]
-            session, [{"role": "user", "content": "hello"}]
+async def _run_target(manager: SessionManager, target: _Target) -> None:
+    name, script = target.name, target.script
+    lifetime = f"lifetime {script.lifetime:g}s" if script.lifetime else "no lifetime"
+    _say(f"[{name}] creating a session ({lifetime})")
+    async with manager.session(
+        name, lifetime=script.lifetime, **script.params
+    ) as session:
+        _say(f"[{name}] {session.state.value}: remote id {session.remote_id}")
+        health = await manager.ping(session)
+        _say(f"[{name}] ping: {health.status.value} (raw state {health.raw_state!r})")
+        if script.work is not None:
+            _say(f"[{name}] {await script.work(manager, session)}")
+        if script.update is not None:
+            await manager.update(session, **script.update)
+            _say(f"[{name}] updated with {dict(script.update)}")
+        await anyio.sleep(0.6)  # background health pings run meanwhile
+        last = next(
+            (s for s in manager.snapshot().sessions if s.id == session.id), None
         )
-        return f"chat -> {reply.content!r}"
-
-    async def failover(manager: SessionManager) -> FailoverPolicy:
-        bids = emulator.bids_for(model)
-        emulator.fail_provider(emulator.bid_provider(bids[0]))
-        _say(f"[morpheus] the provider behind the best bid {bids[0][:10]}... refuses")
-        candidates = await manager.provider("morpheus").failover_candidates(  # type: ignore[attr-defined]
-            model, fallback_models=["mistral-31-24b"]
-        )
-        return FailoverPolicy(candidates=candidates, attempts_per_candidate=1)
-
-    return Target(
-        name="morpheus",
-        config={"base_url": server.url, "api_key": MORPHEUS_KEY},
-        params={"model": model},
-        lifetime=600,
-        work=work,
-        failover=failover,
-    )
-
-
-STARTERS = {
-    "morpheus": _morpheus,
-    "sandbox": _sandbox,
-    "sipher": _sipher,
-    "relay": _relay,
-}
+        if last is not None and last.last_ping_at is not None:
+            _say(f"[{name}] background ping: ok={last.last_ping_ok}")
+    _say(f"[{name}] closed")
+    if script.failover is not None:
+        policy = await script.failover(manager)
+        _say(f"[{name}] failing over across {len(policy.candidates)} candidates")
+        async with manager.session(policy, lifetime=script.lifetime) as session:
+            _say(
+                f"[{name}] failover: {session.state.value} on "
+                f"remote id {session.remote_id}"
+            )
+        _say(f"[{name}] closed")
 
 
 @contextlib.asynccontextmanager
@@ -199,95 +219,3 @@ def _quiet_logs() -> None:
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR)
     )
-
-
-async def run_demo(backend: str) -> int:
-    """
-    Start the emulators, run a session on each provider, and a failover.
-    """
-    _quiet_logs()
-    _say(f"tether demo on {backend}: four providers on local emulators")
-    registry = ProviderRegistry()
-    failures = 0
-    async with contextlib.AsyncExitStack() as stack:
-        targets = []
-        for name, start in STARTERS.items():
-            try:
-                registry.load(name)
-            except (ProviderNotFoundError, ProviderLoadError) as exc:
-                _say(f"[{name}] not available: {exc}")
-                failures += 1
-                continue
-            targets.append(await start(stack))
-        manager = await stack.enter_async_context(
-            SessionManager(
-                registry=registry,
-                config={t.name: t.config for t in targets},
-                retry=RetryPolicy(attempts=4, wait_initial=0.05, wait_max=0.2),
-                health=HealthPolicy(interval=0.25, jitter=0.1),
-                environ={},
-            )
-        )
-        counts: dict[EventKind, int] = {}
-        await stack.enter_async_context(_event_printer(manager, counts))
-        for target in targets:
-            failures += await _run_target(manager, target)
-        await anyio.sleep(0.1)
-        _say(
-            f"sessions created: {counts.get(EventKind.CREATED, 0)}, "
-            f"health pings: {counts.get(EventKind.PINGED, 0)}, "
-            f"failovers: {counts.get(EventKind.FAILOVER, 0)}, "
-            f"closed: {counts.get(EventKind.CLOSED, 0)}"
-        )
-    _say(
-        "demo finished: every session closed"
-        if not failures
-        else f"demo: {failures} failure(s)"
-    )
-    return 0 if not failures else 1
-
-
-async def _run_target(manager: SessionManager, target: Target) -> int:
-    name = target.name
-    _say(f"[{name}] creating a session (lifetime {target.lifetime}s)")
-    async with manager.session(
-        name, lifetime=target.lifetime, **target.params
-    ) as session:
-        _say(f"[{name}] {session.state.value}: remote id {session.remote_id}")
-        health = await manager.ping(session)
-        _say(f"[{name}] ping: {health.status.value} (raw state {health.raw_state!r})")
-        _say(f"[{name}] {await target.work(manager, session)}")
-        if target.update is not None:
-            await manager.update(session, **target.update)
-            _say(f"[{name}] updated with {target.update}")
-        await anyio.sleep(0.6)  # background health pings run meanwhile
-        last = next(
-            (s for s in manager.snapshot().sessions if s.id == session.id), None
-        )
-        if last is not None and last.last_ping_at is not None:
-            _say(f"[{name}] background ping: ok={last.last_ping_ok}")
-    _say(f"[{name}] closed")
-    if target.failover is not None:
-        policy = await target.failover(manager)
-        async with manager.session(policy, lifetime=target.lifetime) as session:
-            _say(
-                f"[{name}] failover: {session.state.value} on "
-                f"bid {str(session.params.get('bid_id'))[:10]}..."
-            )
-        _say(f"[{name}] closed")
-    return 0
-
-
-def register(add: AddCommand) -> None:
-    """
-    Add ``demo`` to the parser.
-    """
-    add(
-        "demo",
-        "run sessions on every first-party provider's emulator",
-        _demo,
-    )
-
-
-def _demo(ctx: Context) -> int:
-    return int(anyio.run(run_demo, ctx.args.backend, backend=ctx.args.backend))

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -355,6 +356,16 @@ def test_usage_errors(cli: CLI) -> None:
     assert EXIT_USAGE == cli("create", "sandbox", "--lifetime", "-3").code
     assert EXIT_USAGE == cli("ls", "--state", "sleepy").code
     assert EXIT_USAGE == cli("update", "abcd").code
+
+
+def test_version(cli: CLI) -> None:
+    """
+    --version prints the installed distribution's version and exits 0.
+    """
+    result = cli("--version")
+
+    assert EXIT_OK == result.code, result.err
+    assert f"tether {version('tether')}\n" == result.out
 
 
 def test_providers_json(cli: CLI) -> None:

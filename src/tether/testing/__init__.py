@@ -14,6 +14,7 @@ from tether.testing._asgi import (
     serve_asgi,
 )
 from tether.testing._clock import ManualClock
+from tether.testing._emulation import DemoScript, Emulator, EmulatorFactory
 from tether.testing._fake import FakeBackend, FakeConfig, FakeProvider, FakeRemote
 from tether.testing._faults import Fault, FaultInjector
 
@@ -29,7 +30,10 @@ __all__ = [
     "ASGIApp",
     "ASGIServer",
     "ConformanceTarget",
+    "DemoScript",
     "DropConnection",
+    "Emulator",
+    "EmulatorFactory",
     "FakeBackend",
     "FakeConfig",
     "FakeProvider",

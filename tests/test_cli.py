@@ -551,3 +551,16 @@ def test_store_precedence(tmp_path: Path) -> None:
         f"sqlite:///{tmp_path}/s/tether/sessions.db"
         == load_settings(None, None, env).store_url
     )
+
+
+def test_reconcile_accepts_no_grace(cli: CLI) -> None:
+    """
+    ``--grace 0`` means no grace at all; a negative one is a usage error.
+    """
+    ok = cli("reconcile", "--grace", "0", "--json")
+    bad = cli("reconcile", "--grace", "-5")
+
+    assert EXIT_OK == ok.code, ok.err
+    assert [] == ok.json()["actions"]
+    assert 2 == bad.code
+    assert "duration" in bad.err

@@ -45,13 +45,28 @@ def duration(text: str) -> float:
     """
     Seconds, with an optional unit: ``90``, ``90s``, ``15m``, ``2h``, ``1d``.
     """
+    seconds = _seconds(text)
+    if seconds <= 0:
+        msg = f"a duration must be positive, not {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return seconds
+
+
+def grace(text: str) -> float:
+    """
+    A duration that may be ``0`` (no grace at all).
+    """
+    return _seconds(text)
+
+
+def _seconds(text: str) -> float:
     match = _DURATION.match(text)
     if match is None:
         msg = f"expected a duration such as 90, 90s, 15m, 2h or 1d, not {text!r}"
         raise argparse.ArgumentTypeError(msg)
     seconds = float(match[1]) * _UNITS[match[2]]
-    if not math.isfinite(seconds) or seconds <= 0:
-        msg = f"a duration must be positive, not {text!r}"
+    if not math.isfinite(seconds) or seconds < 0:
+        msg = f"a duration must be 0 or more, not {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return seconds
 

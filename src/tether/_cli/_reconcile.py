@@ -45,8 +45,13 @@ def register(add: AddCommand) -> None:
         p.add_argument(
             "--grace",
             metavar="DURATION",
-            type=_args.duration,
-            help="leave creates younger than this alone (default: 5m)",
+            type=_args.grace,
+            help="leave creates younger than this alone (default: 5m; 0: none)",
+        )
+        p.add_argument(
+            "--unwatched",
+            choices=["report", "attach"],
+            help="what to do with live sessions no manager watches (default: report)",
         )
 
 
@@ -63,7 +68,7 @@ def _reconcile(ctx: Context) -> int:
             raise NotSupportedError(msg, provider="*", operation="reconcile")
         options: dict[str, Any] = {"dry_run": args.dry_run}
         # Pass only what was given, so the manager's defaults stay its own.
-        for name in ("provider", "orphans", "grace"):
+        for name in ("provider", "orphans", "grace", "unwatched"):
             value = getattr(args, name)
             if value is not None:
                 options[name] = value

@@ -335,6 +335,8 @@ class RelayProvider(Provider[RelayConfig]):
         Raises:
             InvalidParameterError: *ip* is not a public IP address.
             SessionEndedError: The session is closed, expired or lost.
+            RemoteNotFoundError: The service no longer has the session.
+            RequestRejectedError: The service refused (e.g. not ready yet).
         """
         session.ensure_usable()
         address = _params.parse_ip(
@@ -343,6 +345,22 @@ class RelayProvider(Provider[RelayConfig]):
         remote_id = self._remote_id(session, operation="authorize_user")
         try:
             user = await self._authorize(remote_id, address)
+        except RequestRejectedError as exc:
+            # The spec declares no 404 here: the service refuses an unknown
+            # session with a 400. Tell that apart by reading the session.
+            if await self._fetch(
+                remote_id, operation="authorize_user", missing_ok=True
+            ):
+                raise
+            msg = f"relay session {remote_id} does not exist (any more)"
+            raise RemoteNotFoundError(
+                msg,
+                provider=self.name,
+                operation="authorize_user",
+                session_id=remote_id,
+                status_code=exc.status_code,
+                body=exc.body,
+            ) from exc
         except ConflictError:
             user = None
             payload = await self._fetch(remote_id, operation="authorize_user")

@@ -473,7 +473,11 @@ class SipherProvider(Provider[SipherConfig]):
 
     def _mark_ended(self, session: Session, how: str) -> None:
         if session.remote_id is not None:
-            self._liveness.setdefault(session.remote_id, _Liveness()).ended = how
+            live = self._liveness.setdefault(session.remote_id, _Liveness())
+            # A session tether closed stays closed: the 404 (or the deadline)
+            # seen afterwards is the close's own doing, not a loss.
+            if live.ended != "closed":
+                live.ended = how
 
     async def create(self, request: CreateRequest) -> RemoteSession:
         """

@@ -410,6 +410,43 @@ async def test_update_of_deleted_session_is_remote_not_found(
         )
 
 
+async def test_authorize_user_on_unknown_session_is_remote_not_found(
+    provider: RelayProvider,
+    new_request: NewRequest,
+    as_session: AsSession,
+    emulator: RelayEmulator,
+) -> None:
+    """
+    The service refuses an unknown session with a 400 (no 404 is declared on
+    ``:authorize-user``); the provider reports RemoteNotFoundError, as for
+    every other operation on a session the service does not have.
+    """
+    session = await _open(provider, new_request, as_session)
+    emulator.kill(session.remote_id or "")
+
+    with pytest.raises(RemoteNotFoundError) as info:
+        await provider.authorize_user(session, "9.9.9.9")
+
+    assert info.value.session_id == session.remote_id
+    assert isinstance(info.value.__cause__, RequestRejectedError)
+
+
+async def test_authorize_user_on_a_pending_session_stays_rejected(
+    provider: RelayProvider,
+    new_request: NewRequest,
+    as_session: AsSession,
+    emulator: RelayEmulator,
+) -> None:
+    """
+    A 400 for a session that exists (not ready yet) stays RequestRejectedError.
+    """
+    session = await _open(provider, new_request, as_session)
+    emulator.ready_delay = 3600.0
+
+    with pytest.raises(RequestRejectedError, match="not ready"):
+        await provider.authorize_user(session, "9.9.9.9")
+
+
 async def test_authorize_user_returns_big_token_masked(
     provider: RelayProvider,
     new_request: NewRequest,

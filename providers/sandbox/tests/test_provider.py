@@ -173,7 +173,7 @@ def test_capabilities_are_honest() -> None:
         ({"memory_mb": 8193}, "memory_mb", "128 to 8192"),
         ({"memory_mb": True}, "memory_mb", "128 to 8192"),
         ({"vcpu_count": 3}, "vcpu_count", "1, 2, 4, 6 or 8"),
-        ({"vcpu_count": 2.0}, "vcpu_count", "1, 2, 4, 6 or 8"),
+        ({"vcpu_count": 2.5}, "vcpu_count", "1, 2, 4, 6 or 8"),
         ({"metadata": ["a"]}, "metadata", "mapping"),
         ({"metadata": {"tether_id": "x"}}, "metadata", "any key but"),
         ({"metadata": {"a": {1, 2}}}, "metadata", "JSON"),
@@ -194,6 +194,24 @@ async def test_parse_create_names_field_and_allowed(
     assert info.value.field == field
     assert allowed in (info.value.allowed or "")
     assert info.value.provider == "sandbox"
+
+
+@pytest.mark.parametrize("field", ["memory_mb", "vcpu_count", "vm_lifetime_seconds"])
+async def test_whole_number_fields_follow_one_rule(
+    provider: SandboxProvider, field: str
+) -> None:
+    """
+    An integral float is that whole number in every field; a fraction is
+    refused in every field with one message naming the field.
+    """
+    whole = {"memory_mb": 256.0, "vcpu_count": 2.0, "vm_lifetime_seconds": 60.0}
+    accepted = provider.parse_create({field: whole[field]})
+    with pytest.raises(InvalidParameterError) as info:
+        provider.parse_create({field: 512.5})
+
+    assert type(accepted[field]) is int
+    assert info.value.field == field
+    assert str(info.value).startswith(f"sandbox: {field} must be a whole number")
 
 
 async def test_parse_create_never_echoes_env_values(provider: SandboxProvider) -> None:

@@ -177,6 +177,28 @@ async def test_closed_session_refused(
     assert _compare_requests(server) == []
 
 
+@pytest.mark.parametrize("verify", ["stale", "always", "never"])
+async def test_closed_session_stays_closed_after_a_get_sees_404(
+    provider: SipherProvider, server: ASGIServer, clock: ManualClock, verify: str
+) -> None:
+    """
+    A get (or ping) after tether closed the session sees SESSION_NOT_FOUND;
+    the bound client still refuses with SessionClosedError, not Lost.
+    """
+    session = await _create(provider)
+    await provider.close(session)
+    assert await provider.get(session) is None
+    await provider.ping(session)
+    await clock.advance(3601)
+    await provider.ping(session)
+
+    async with provider.bound_client(session, verify=verify) as client:
+        with pytest.raises(SessionClosedError):
+            await client.post("/v1/backends/compare", json=COMPARE)
+
+    assert _compare_requests(server) == []
+
+
 @pytest.mark.parametrize(
     ("state", "error"),
     [

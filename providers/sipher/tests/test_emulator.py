@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tether.testing import ASGIServer, ManualClock
+from tether.testing import ASGIServer, ManualClock, serve_asgi
 from tether_sipher.emulator import (
     ENTERPRISE_KEY,
     FREE_KEY,
@@ -374,7 +374,12 @@ async def test_daily_session_quota(
     assert error["details"]["category"] == "session"
     assert error["details"]["current"] == 2
     assert error["details"]["tier"] == "pro"
-    assert error["details"]["resetAt"].endswith("T00:00:00Z")
+    assert error["details"]["resetAt"].endswith("T00:00:00.000Z")
+    assert error["details"]["limit"] == 2
+    assert error["message"] == (
+        f"Daily quota exceeded. Used 2/2 operations. "
+        f"Resets at {error['details']['resetAt']}."
+    )
 
 
 async def test_quota_backend_down_fails_closed(
@@ -447,3 +452,132 @@ async def test_lru_eviction(http: httpx.AsyncClient, emulator: SipherEmulator) -
 
     assert emulator.live_sessions() == {a, c}
     assert b not in emulator.live_sessions()
+
+
+# -- where the emulator follows the real server (its routes and middleware) ------
+
+
+async def test_json_sent_as_text_plain_is_not_parsed(http: httpx.AsyncClient) -> None:
+    """
+    express.json() parses only a JSON content type: a JSON body sent as
+    text/plain leaves the body undefined, which validation refuses.
+    """
+    response = await http.post(
+        "/v1/sessions",
+        content=b'{"defaults": {}}',
+        headers={"Content-Type": "text/plain"},
+    )
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR"
+    assert error["message"] == "Invalid request data"
+    assert error["details"][0]["message"].endswith("received undefined")
+
+
+async def test_body_over_1_mib_is_a_500(
+    http: httpx.AsyncClient, emulator: SipherEmulator
+) -> None:
+    """
+    body-parser's 413 reaches the error handler, which answers 500.
+    """
+    big = b'{"defaults": {}, "pad": "' + b"x" * (1024 * 1024) + b'"}'
+    response = await http.post(
+        "/v1/sessions", content=big, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 500
+    assert response.json()["error"] == {
+        "code": "INTERNAL_SERVER_ERROR",
+        "message": "An unexpected error occurred",
+    }
+    assert emulator.live_sessions() == set()
+
+
+async def test_patch_checks_the_body_before_the_id(http: httpx.AsyncClient) -> None:
+    """
+    validateRequest runs before the handler's id check.
+    """
+    response = await http.patch("/v1/sessions/not-an-id", json={"defaults": 1})
+    valid_body = await http.patch("/v1/sessions/not-an-id", json={"defaults": {}})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "Invalid request data"
+    assert valid_body.json()["error"]["message"] == (
+        "Invalid session ID format. Expected sess_ + 64 hex chars."
+    )
+
+
+async def test_message_texts_are_the_servers(http: httpx.AsyncClient) -> None:
+    """
+    The 404, invalid-JSON and validation messages read as the server's do.
+    """
+    missing = await http.get(f"/v1/sessions/{GHOST}")
+    garbled = await http.post(
+        "/v1/sessions", content=b"{", headers={"Content-Type": "application/json"}
+    )
+    invalid = await http.post("/v1/sessions", json={"defaults": {"chain": "mars"}})
+
+    assert missing.json()["error"] == {
+        "code": "SESSION_NOT_FOUND",
+        "message": f"Session not found: {GHOST}",
+    }
+    assert garbled.json()["error"] == {
+        "code": "INVALID_JSON",
+        "message": "Request body is not valid JSON",
+    }
+    assert invalid.json()["error"]["message"] == "Invalid request data"
+
+
+async def test_quota_backend_message(
+    http: httpx.AsyncClient, emulator: SipherEmulator
+) -> None:
+    """
+    The fail-closed 503 carries the metering middleware's message.
+    """
+    emulator.quota_backend_down = True
+
+    response = await http.get(f"/v1/sessions/{GHOST}")
+
+    assert response.json()["error"]["message"] == (
+        "Usage quota service temporarily unavailable. Please retry."
+    )
+
+
+async def test_session_can_be_forgotten_half_a_second_before_expiry(
+    http: httpx.AsyncClient, clock: ManualClock, emulator: SipherEmulator
+) -> None:
+    """
+    Each access stores the session with its remaining seconds rounded: read
+    at 0.6 s, a 60 s session is kept 59 s more, until 59.6 s.
+    """
+    sid = str((await _create(http, ttlSeconds=60))["sessionId"])
+    await clock.advance(0.6)
+    assert (await http.get(f"/v1/sessions/{sid}")).status_code == 200
+    await clock.advance(59.0)
+    kept = emulator.live_sessions()
+    await clock.advance(0.01)
+
+    assert kept == {sid}
+    assert emulator.live_sessions() == set()
+    assert (await http.get(f"/v1/sessions/{sid}")).status_code == 404
+
+
+async def test_retry_after_rounds_up_whole_milliseconds() -> None:
+    """
+    express-rate-limit counts in Date.now() milliseconds: 59,000 ms left is
+    Retry-After 59, although 59.0004 s of float time would round up to 60.
+    """
+    clock = ManualClock(start=1_800_000_000.0008)
+    emulator = SipherEmulator(clock=clock.time, rate_limit=1)
+    async with (
+        serve_asgi(emulator.app) as server,
+        httpx.AsyncClient(base_url=server.url) as client,
+    ):
+        await client.get("/v1/health")
+        await clock.advance(0.9996)
+        limited = await client.get("/v1/health")
+
+    assert limited.status_code == 429
+    assert limited.headers["Retry-After"] == "59"
+    assert limited.json()["error"]["details"]["retryAfter"] == 60

@@ -140,9 +140,13 @@ class RelayProvider(Provider[RelayConfig]):
             RequestRejectedError: The service rejected the input, or the session
                 failed with an ``error`` (e.g. a user IP is not public).
             ProviderUnavailableError: The session was not ready in time.
-            OutcomeUnknownError: The create's answer was lost, or the failed
-                session could not be deleted (its id is the error's
-                ``session_id``).
+            OutcomeUnknownError: The create was sent but its answer was lost
+                (no answer, a gateway's 502 or 504, or a 2xx that cannot be
+                read), or the failed session could not be deleted (its id is
+                the error's ``session_id``). A lost answer is raised only once
+                no session of the account is still initializing (or after
+                ``ready_timeout``), so that the manager finds the session in
+                :meth:`list` by its users instead of creating a second one.
         """
         params = request.params
         body: dict[str, Any] = {"users": [{"ip": ip} for ip in params["users"]]}
@@ -151,8 +155,17 @@ class RelayProvider(Provider[RelayConfig]):
         if params.get("webhook_url"):
             body["webhook_url"] = params["webhook_url"]
         log = logger.bind(provider=self.name, session_id=request.tether_id)
-        response = await self.request("POST", _SESSIONS, operation="create", json=body)
-        payload = self._session_payload(response, operation="create")
+        try:
+            response = await self.request(
+                "POST", _SESSIONS, operation="create", json=body
+            )
+            payload = self._session_payload(response, operation="create")
+        except OutcomeUnknownError:
+            # The service may have made it. A relay shows its users only once
+            # it is ready, and the manager looks for it in the list by them.
+            log.warning("tether.relay.create_outcome_unknown")
+            await self._settle_pending()
+            raise
         remote_id: str = payload["session_id"]
         log = log.bind(remote_id=remote_id)
         log.info("tether.relay.session_created", status=payload.get("status"))
@@ -322,6 +335,8 @@ class RelayProvider(Provider[RelayConfig]):
         Raises:
             InvalidParameterError: *ip* is not a public IP address.
             SessionEndedError: The session is closed, expired or lost.
+            RemoteNotFoundError: The service no longer has the session.
+            RequestRejectedError: The service refused (e.g. not ready yet).
         """
         session.ensure_usable()
         address = _params.parse_ip(
@@ -330,6 +345,22 @@ class RelayProvider(Provider[RelayConfig]):
         remote_id = self._remote_id(session, operation="authorize_user")
         try:
             user = await self._authorize(remote_id, address)
+        except RequestRejectedError as exc:
+            # The spec declares no 404 here: the service refuses an unknown
+            # session with a 400. Tell that apart by reading the session.
+            if await self._fetch(
+                remote_id, operation="authorize_user", missing_ok=True
+            ):
+                raise
+            msg = f"relay session {remote_id} does not exist (any more)"
+            raise RemoteNotFoundError(
+                msg,
+                provider=self.name,
+                operation="authorize_user",
+                session_id=remote_id,
+                status_code=exc.status_code,
+                body=exc.body,
+            ) from exc
         except ConflictError:
             user = None
             payload = await self._fetch(remote_id, operation="authorize_user")
@@ -413,6 +444,29 @@ class RelayProvider(Provider[RelayConfig]):
                     error=type(exc).__name__,
                 )
 
+    async def _settle_pending(self) -> None:
+        """
+        Wait, up to ``ready_timeout``, until no listed session is initializing.
+
+        An initializing relay lists no users, so it cannot be matched to the
+        create that made it until it is ready (or failed).
+        """
+        config: RelayConfig = self.config
+        delay = config.poll_initial
+        with anyio.move_on_after(config.ready_timeout):
+            while True:
+                try:
+                    listed = await self.list()
+                except TransientProviderError:
+                    listed = None
+                if listed is not None and not any(
+                    r.data.get("ready") is not True and not r.data.get("error")
+                    for r in listed
+                ):
+                    return
+                await anyio.sleep(delay)
+                delay = min(max(delay, 0.001) * config.poll_multiplier, config.poll_max)
+
     async def _discard(self, remote_id: str, log: Any) -> bool:
         """
         Delete a session that never became usable; return whether it is gone.
@@ -488,14 +542,19 @@ class RelayProvider(Provider[RelayConfig]):
         )
 
     def _session_payload(self, response: httpx.Response, *, operation: str) -> Any:
-        body = self.json(response, operation=operation)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
         if not isinstance(body, Mapping) or not isinstance(body.get("session_id"), str):
             raise self._malformed(response, operation=operation)
         return body
 
     def _malformed(self, response: httpx.Response, *, operation: str) -> ProviderError:
         msg = f"{self.name} answered {response.status_code} with an unexpected body"
-        return ProviderUnavailableError(
+        # A create the service took (2xx) may have made a session.
+        cls = OutcomeUnknownError if operation == "create" else ProviderUnavailableError
+        return cls(
             msg,
             provider=self.name,
             operation=operation,
@@ -553,16 +612,31 @@ class RelayProvider(Provider[RelayConfig]):
     ) -> ProviderError:
         """
         Read Edgegap's ``{"message": ...}`` envelope, then map by status.
+
+        A 502 or 504 to a create is an
+        :class:`~tether.exceptions.OutcomeUnknownError`: a gateway gave up
+        waiting, and the service may have made the session anyway.
         """
         found = self._message(response)
         if message is None and found:
             message = (
                 f"{self.name} answered {response.status_code} to {operation}: {found}"
             )
-        return super().error_from_response(
+        error = super().error_from_response(
             response,
             operation=operation,
             session_id=session_id,
             message=message,
             code=code,
         )
+        if operation == "create" and response.status_code in (502, 504):
+            return OutcomeUnknownError(
+                str(error.args[0]),
+                provider=self.name,
+                operation=operation,
+                session_id=session_id,
+                status_code=response.status_code,
+                body=error.body,
+                code=error.code,
+            )
+        return error

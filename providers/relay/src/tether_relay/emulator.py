@@ -209,18 +209,18 @@ class RelayEmulator:
         return "ready"
 
     def _render(self, relay: _Relay) -> dict[str, Any]:
+        # Fields without a value are left out: the spec declares none of them
+        # nullable, and the service's answers validate against it.
         state = self._state(relay)
         body: dict[str, Any] = {
             "session_id": relay.id,
-            "authorization_token": None,
             "status": "Initializing",
             "ready": False,
             "linked": False,
-            "error": None,
             "session_users": [],
-            "relay": None,
-            "webhook_url": relay.webhook_url,
         }
+        if relay.webhook_url is not None:
+            body["webhook_url"] = relay.webhook_url
         if state == "error":
             body["status"] = "Error"
             body["error"] = relay.forced_error or relay.pending_error
@@ -301,9 +301,7 @@ class RelayEmulator:
             return denied
         if not isinstance(body, dict):
             return _error(400, "The request body must be a JSON object")
-        unknown = set(body) - {"users", "filters", "webhook_url"}
-        if unknown:
-            return _error(400, f"Unknown field: {min(unknown)}")
+        # Other top-level fields are ignored: the payload's schema allows them.
         users = body.get("users")
         if not isinstance(users, list) or not users:
             return _error(400, "users: at least one user is required")
@@ -376,30 +374,34 @@ class RelayEmulator:
         await self._body(request)
         if (denied := self._auth(request)) is not None:
             return denied
+        # The spec declares no page parameter and no 400 on this path: a page
+        # that is not a whole number >= 1 is the first.
         raw_page = request.query_params.get("page", "1")
         try:
-            page = int(raw_page)
+            page = max(1, int(raw_page))
         except ValueError:
-            page = 0
-        if page < 1:
-            return _error(400, "page must be an integer >= 1")
+            page = 1
         every = list(self._sessions.values())
         num_pages = max(1, math.ceil(len(every) / self.page_size))
         chunk = every[(page - 1) * self.page_size : page * self.page_size]
         has_next = page < num_pages
         has_previous = page > 1
+        pagination: dict[str, Any] = {
+            "number": page,
+            "paginator": {"num_pages": num_pages},
+            "has_next": has_next,
+            "has_previous": has_previous,
+        }
+        # Page numbers that do not exist are left out, not null.
+        if has_next:
+            pagination["next_page_number"] = page + 1
+        if has_previous:
+            pagination["previous_page_number"] = page - 1
         return JSONResponse(
             {
                 "sessions": [self._render(r) for r in chunk],
                 "total_count": len(every),
-                "pagination": {
-                    "number": page,
-                    "next_page_number": page + 1 if has_next else None,
-                    "previous_page_number": page - 1 if has_previous else None,
-                    "paginator": {"num_pages": num_pages},
-                    "has_next": has_next,
-                    "has_previous": has_previous,
-                },
+                "pagination": pagination,
             }
         )
 

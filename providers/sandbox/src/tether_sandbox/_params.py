@@ -62,20 +62,31 @@ def _invalid(
     )
 
 
+def _whole(field: str, value: object, allowed: str) -> int:
+    """
+    The one rule for every whole-number field: an int, or an integral float
+    (``512.0`` is 512), never a bool or a fraction.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _invalid(
+            field,
+            value,
+            allowed,
+            f"must be a whole number, not {type(value).__name__}",
+        )
+    if isinstance(value, float) and (
+        not math.isfinite(value) or not value.is_integer()
+    ):
+        raise _invalid(field, value, allowed, f"must be a whole number, not {value!r}")
+    return int(value)
+
+
 def check_whole(field: str, value: object, lo: int, hi: int) -> int:
     """
     A whole number in ``lo..hi`` (integral floats accepted), or raise.
     """
     allowed = f"a whole number from {lo} to {hi}"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _invalid(
-            field, value, allowed, f"must be a number, not {type(value).__name__}"
-        )
-    if isinstance(value, float) and (
-        not math.isfinite(value) or not value.is_integer()
-    ):
-        raise _invalid(field, value, allowed, f"must be whole seconds, not {value!r}")
-    number = int(value)
+    number = _whole(field, value, allowed)
     if not lo <= number <= hi:
         raise _invalid(field, value, allowed, f"is out of range ({number})")
     return number
@@ -131,13 +142,11 @@ def _check_env(value: object) -> dict[str, str]:
 
 
 def _check_vcpus(value: object) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value not in VCPU_COUNTS
-    ):
-        raise _invalid("vcpu_count", value, "1, 2, 4, 6 or 8", f"cannot be {value!r}")
-    return value
+    allowed = "a whole number: 1, 2, 4, 6 or 8"
+    number = _whole("vcpu_count", value, allowed)
+    if number not in VCPU_COUNTS:
+        raise _invalid("vcpu_count", value, allowed, f"cannot be {value!r}")
+    return number
 
 
 def parse_create(params: Mapping[str, Any]) -> dict[str, Any]:

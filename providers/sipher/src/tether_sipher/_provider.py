@@ -55,6 +55,8 @@ VIEWING_KEY_REF: Final = "defaultViewingKeyRef"
 SESSION_NOT_FOUND: Final = "SESSION_NOT_FOUND"
 
 _VIEWING_KEY_NAMES: Final = frozenset({VIEWING_KEY, "default_viewing_key"})
+#: Statuses that leave a create's outcome unknown: the service may have acted.
+_CREATE_UNKNOWN: Final = frozenset({408, 502, 504})
 
 
 def _ms_to_datetime(value: Any) -> datetime | None:
@@ -377,6 +379,19 @@ class SipherProvider(Provider[SipherConfig]):
         error.body = self._mask(_scrub(error.body))
         if isinstance(error, RateLimitedError) and error.retry_after is None:
             error.retry_after = self._retry_after_from(details)
+        if operation == "create" and response.status_code in _CREATE_UNKNOWN:
+            # The request reached the service, which may have made the session
+            # and lost the answer: a gateway gave up waiting (502, 504), or the
+            # service's own 30 s timeout answered 408 while the handler ran on.
+            return OutcomeUnknownError(
+                str(error.args[0]),
+                provider=self.name,
+                operation=operation,
+                session_id=session_id,
+                status_code=response.status_code,
+                body=error.body,
+                code=error.code,
+            )
         return error
 
     def _known_secrets(self) -> list[str]:
@@ -458,15 +473,23 @@ class SipherProvider(Provider[SipherConfig]):
 
     def _mark_ended(self, session: Session, how: str) -> None:
         if session.remote_id is not None:
-            self._liveness.setdefault(session.remote_id, _Liveness()).ended = how
+            live = self._liveness.setdefault(session.remote_id, _Liveness())
+            # A session tether closed stays closed: the 404 (or the deadline)
+            # seen afterwards is the close's own doing, not a loss.
+            if live.ended != "closed":
+                live.ended = how
 
     async def create(self, request: CreateRequest) -> RemoteSession:
         """
         ``POST /v1/sessions`` with ``{defaults, ttlSeconds}``.
 
         Sipher cannot tag a session (unknown keys are stripped), so the session
-        is not tagged with tether's id. A garbled 201 is an
-        :class:`~tether.exceptions.OutcomeUnknownError`: the session may exist.
+        is not tagged with tether's id. A create sent without a good answer (no
+        answer, 408, 502, 504, or a garbled 201) is an
+        :class:`~tether.exceptions.OutcomeUnknownError`: the session may exist,
+        and since the service can neither list nor find sessions, the manager
+        never repeats it; the record stays ``CREATING`` for reconcile, and the
+        service's TTL (the ``lifetime``, at most 24 h) ends the orphan.
         """
         body: dict[str, Any] = {
             "defaults": self._wire_defaults(request.params, "create")

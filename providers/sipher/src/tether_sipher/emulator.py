@@ -204,11 +204,23 @@ class _StoredSession:
     created_at: int
     expires_at: int
     last_accessed_at: int
+    #: When the in-process LRU drops the entry (epoch ms): each write stores it
+    #: with a TTL of the remaining seconds *rounded*, so up to half a second
+    #: before ``expires_at``.
+    forget_at: int = 0
+
+    def persist(self, now: int) -> None:
+        # persistSession: Math.max(1, Math.round((expiresAt - now) / 1000)) s.
+        ttl = max(1, math.floor((self.expires_at - now) / 1000 + 0.5))
+        self.forget_at = now + ttl * 1000
+
+    def gone(self, now: int) -> bool:
+        return now >= self.expires_at or now > self.forget_at
 
 
 @attrs.define
 class _Window:
-    start: float
+    start: int
     count: int = 0
 
 
@@ -278,7 +290,7 @@ class SipherEmulator:
         Ids of the sessions the emulator holds and that have not expired.
         """
         now = self._now_ms()
-        return {s.id for s in self._sessions.values() if now < s.expires_at}
+        return {s.id for s in self._sessions.values() if not s.gone(now)}
 
     def session_defaults(self, session_id: str) -> dict[str, str] | None:
         """
@@ -327,14 +339,18 @@ class SipherEmulator:
     def _rate_limit(self, request: Request, headers: dict[str, str]) -> None:
         # express-rate-limit, fixed window, keyed by client IP: the limiter runs
         # before authentication, so the per-tier limits never apply.
+        # Times are whole milliseconds (Date.now()), and the seconds left are
+        # rounded up from them, as express-rate-limit does: float seconds would
+        # round 59 s and a hair up to 60.
         ip = request.client.host if request.client else "unknown"
-        now = self.clock()
+        now = self._now_ms()
+        window_ms = round(self.rate_window * 1000)
         window = self._windows.get(ip)
-        if window is None or now >= window.start + self.rate_window:
+        if window is None or now >= window.start + window_ms:
             window = _Window(start=now)
             self._windows[ip] = window
         window.count += 1
-        reset = max(0, math.ceil(window.start + self.rate_window - now))
+        reset = max(0, -((now - window.start - window_ms) // 1000))
         headers["RateLimit-Policy"] = f"{self.rate_limit};w={int(self.rate_window)}"
         headers["RateLimit-Limit"] = str(self.rate_limit)
         headers["RateLimit-Remaining"] = str(max(0, self.rate_limit - window.count))
@@ -344,8 +360,8 @@ class SipherEmulator:
                 429,
                 "RATE_LIMIT_EXCEEDED",
                 "Too many requests, please try again later",
-                {"retryAfter": int(self.rate_window), "limit": self.rate_limit},
-                headers={**headers, "Retry-After": str(max(1, reset))},
+                {"retryAfter": math.ceil(self.rate_window), "limit": self.rate_limit},
+                headers={**headers, "Retry-After": str(reset)},
             )
 
     def _authenticate(self, request: Request) -> tuple[str, str]:
@@ -378,51 +394,79 @@ class SipherEmulator:
 
     def _check_quota(self, key: str, tier: str, category: str) -> None:
         if self.quota_backend_down:
-            raise _error(503, "SERVICE_UNAVAILABLE", "Quota service unavailable")
+            raise _error(
+                503,
+                "SERVICE_UNAVAILABLE",
+                "Usage quota service temporarily unavailable. Please retry.",
+            )
         total_limit, category_limit = self.daily_quotas[tier]
         day = self._day()
         total = sum(v for (k, d, _), v in self._usage.items() if k == key and d == day)
         current = self._usage.get((key, day, category), 0)
-        if total >= total_limit or current >= category_limit:
-            now = datetime.fromtimestamp(self.clock(), UTC)
-            reset_at = (now + timedelta(days=1)).replace(
-                hour=0, minute=0, second=0, microsecond=0
-            )
-            raise _error(
-                429,
-                "DAILY_QUOTA_EXCEEDED",
-                f"Daily {category} quota exceeded for {tier} tier",
-                {
-                    "category": category,
-                    "current": current,
-                    "limit": category_limit,
-                    "resetAt": reset_at.isoformat().replace("+00:00", "Z"),
-                    "tier": tier,
-                },
-            )
+        # checkQuota reports the total when the total is spent, else the category.
+        if total >= total_limit:
+            used, limit = total, total_limit
+        elif current >= category_limit:
+            used, limit = current, category_limit
+        else:
+            return
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        midnight = (now + timedelta(days=1)).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        # JavaScript's Date.toISOString(): milliseconds, and Z.
+        reset_at = midnight.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        raise _error(
+            429,
+            "DAILY_QUOTA_EXCEEDED",
+            f"Daily quota exceeded. Used {used}/{limit} operations. "
+            f"Resets at {reset_at}.",
+            {
+                "category": category,
+                "current": used,
+                "limit": limit,
+                "resetAt": reset_at,
+                "tier": tier,
+            },
+        )
 
     def _count(self, key: str, category: str) -> None:
         slot = (key, self._day(), category)
         self._usage[slot] = self._usage.get(slot, 0) + 1
 
     async def _json_body(self, request: Request) -> Any:
+        # express.json({limit: '1mb'}) parses only a JSON content type; any
+        # other leaves the body undefined (then refused by validation).
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/json" and not (
+            media.startswith("application/") and media.endswith("+json")
+        ):
+            return None
         raw = await request.body()
         if not raw:
             return None
         if len(raw) > 1024 * 1024:
-            raise _error(413, "PAYLOAD_TOO_LARGE", "Request body exceeds 1mb limit")
+            # body-parser's 413 error reaches the error handler, which answers
+            # every error it does not know with 500.
+            raise _error(500, "INTERNAL_SERVER_ERROR", "An unexpected error occurred")
         try:
             return json.loads(raw)
         except ValueError:
-            raise _error(400, "INVALID_JSON", "Invalid JSON in request body") from None
+            raise _error(
+                400, "INVALID_JSON", "Request body is not valid JSON"
+            ) from None
 
     def _lookup(self, session_id: str, owner: str) -> _StoredSession | None:
         stored = self._sessions.get(session_id)
         if stored is None:
             return None
-        if self._now_ms() >= stored.expires_at:
+        now = self._now_ms()
+        if stored.gone(now):
             del self._sessions[session_id]
             return None
+        # getSession writes the session back (lastAccessedAt) before the
+        # ownership check, storing it with a freshly rounded TTL.
+        stored.persist(now)
         if stored.owner != owner:
             return None
         self._sessions.move_to_end(session_id)
@@ -517,8 +561,8 @@ class SipherEmulator:
                 "Invalid session ID format. Expected sess_ + 64 hex chars.",
             )
 
-    def _not_found(self) -> _Reply:
-        return _error(404, "SESSION_NOT_FOUND", "Session not found or expired")
+    def _not_found(self, session_id: str) -> _Reply:
+        return _error(404, "SESSION_NOT_FOUND", f"Session not found: {session_id}")
 
     def _create(self, owner: str, body: Any) -> Response:
         issues: list[dict[str, Any]] = []
@@ -581,7 +625,7 @@ class SipherEmulator:
                 else:
                     ttl = int(raw_ttl)
         if issues:
-            raise _error(400, "VALIDATION_ERROR", "Request validation failed", issues)
+            raise _error(400, "VALIDATION_ERROR", "Invalid request data", issues)
         now = self._now_ms()
         stored = _StoredSession(
             id="sess_" + secrets.token_hex(32),
@@ -591,6 +635,7 @@ class SipherEmulator:
             expires_at=now + ttl * 1000,
             last_accessed_at=now,
         )
+        stored.persist(now)
         self._sessions[stored.id] = stored
         while len(self._sessions) > self.max_sessions:
             self._sessions.popitem(last=False)
@@ -611,7 +656,7 @@ class SipherEmulator:
         self._check_id(session_id)
         stored = self._lookup(session_id, owner)
         if stored is None:
-            raise self._not_found()
+            raise self._not_found(session_id)
         stored.last_accessed_at = self._now_ms()
         return JSONResponse(
             {
@@ -627,7 +672,7 @@ class SipherEmulator:
         )
 
     def _update(self, owner: str, session_id: str, body: Any) -> Response:
-        self._check_id(session_id)
+        # validateRequest runs before the handler checks the id: body first.
         if not isinstance(body, dict):
             issues = [
                 _issue(
@@ -637,14 +682,15 @@ class SipherEmulator:
                     expected="object",
                 )
             ]
-            raise _error(400, "VALIDATION_ERROR", "Request validation failed", issues)
+            raise _error(400, "VALIDATION_ERROR", "Invalid request data", issues)
         # ttlSeconds (and any other top-level key) is stripped by zod: ignored.
         defaults, issues = _validate_defaults(body.get("defaults"), ["defaults"])
         if issues:
-            raise _error(400, "VALIDATION_ERROR", "Request validation failed", issues)
+            raise _error(400, "VALIDATION_ERROR", "Invalid request data", issues)
+        self._check_id(session_id)
         stored = self._lookup(session_id, owner)
         if stored is None:
-            raise self._not_found()
+            raise self._not_found(session_id)
         stored.defaults.update(defaults)
         stored.last_accessed_at = self._now_ms()
         return JSONResponse(
@@ -663,7 +709,7 @@ class SipherEmulator:
         self._check_id(session_id)
         stored = self._lookup(session_id, owner)
         if stored is None:
-            raise self._not_found()
+            raise self._not_found(session_id)
         del self._sessions[session_id]
         return JSONResponse(
             {"success": True, "data": {"sessionId": session_id, "deleted": True}}
@@ -706,7 +752,7 @@ class SipherEmulator:
                 )
             )
         if issues:
-            raise _error(400, "VALIDATION_ERROR", "Request validation failed", issues)
+            raise _error(400, "VALIDATION_ERROR", "Invalid request data", issues)
         return JSONResponse(
             {
                 "success": True,

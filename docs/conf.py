@@ -117,6 +117,8 @@ nitpick_ignore = [("py:class", name) for name in _EXTERNAL_CLASSES] + [
     ("py:class", "H"),
     ("py:class", "BlockingPortal"),
     ("py:class", "SyncSessionLike"),
+    ("py:class", "_SyncHandled"),
+    ("py:class", "SH"),
     # A provider class, as session() and connect() read its handle type.
     ("py:class", "tether._manager._Handled"),
 ]

@@ -56,3 +56,18 @@ def sync(manager: tether.SyncSessionManager) -> None:
         assert_type(manager.ping(sb), tether.Health)
     with manager.session("sandbox") as by_name:
         assert_type(by_name, tether.Session)
+
+
+async def relay_and_sipher(manager: tether.SessionManager) -> None:
+    import httpx  # noqa: PLC0415
+
+    from tether_relay import RelayHandle, RelayProvider, RelayUser  # noqa: PLC0415
+    from tether_sipher import SipherHandle, SipherProvider  # noqa: PLC0415
+
+    async with manager.session(RelayProvider, users=["1.1.1.1"]) as relay:
+        assert_type(relay, RelayHandle)
+        assert_type(await relay.authorize_user("8.8.8.8"), RelayUser)
+        assert_type(await relay.revoke_user("8.8.8.8"), bool)
+    async with manager.session(SipherProvider) as sip:
+        assert_type(sip, SipherHandle)
+        assert_type(await sip.request("GET", "/v1/x"), httpx.Response)

@@ -7,6 +7,7 @@ emulator lives in :mod:`tether_relay.emulator` (extra ``emulator``).
 """
 
 from tether_relay._config import RelayConfig
+from tether_relay._handle import RelayHandle, SyncRelayHandle
 from tether_relay._models import RelayCredentials, RelayEndpoint, RelayUser
 from tether_relay._provider import RelayProvider
 
@@ -15,6 +16,8 @@ __all__ = [
     "RelayConfig",
     "RelayCredentials",
     "RelayEndpoint",
+    "RelayHandle",
     "RelayProvider",
     "RelayUser",
+    "SyncRelayHandle",
 ]

@@ -16,6 +16,7 @@ from tether.abc import (
     Capabilities,
     ClientOptions,
     CreateRequest,
+    Operation,
     Provider,
     ProviderConfig,
     RemoteSession,
@@ -31,6 +32,7 @@ from tether.exceptions import (
 )
 from tether_relay import _params
 from tether_relay._config import RelayConfig
+from tether_relay._handle import RelayHandle, SyncRelayHandle
 from tether_relay._models import (
     RelayCredentials,
     RelayUser,
@@ -81,6 +83,14 @@ class RelayProvider(Provider[RelayConfig]):
     """
 
     config_class: ClassVar[type[ProviderConfig]] = RelayConfig
+    #: The session's operations, and its handles (``manager.session(RelayProvider)``).
+    operations: ClassVar[Mapping[str, Operation]] = {
+        "authorize_user": Operation(idempotent=True),
+        "revoke_user": Operation(idempotent=True),
+        "credentials": Operation(idempotent=True),
+    }
+    handle_class: ClassVar[type[RelayHandle]] = RelayHandle
+    sync_handle_class: ClassVar[type[SyncRelayHandle]] = SyncRelayHandle
     capabilities: ClassVar[Capabilities] = Capabilities(
         update=True,
         # The service has no lifetime to extend; tether's own deadline is the

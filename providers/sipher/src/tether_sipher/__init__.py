@@ -8,6 +8,7 @@ through the ``tether.providers`` entry-point group. The emulator lives in
 
 from tether_sipher._config import DEFAULT_BASE_URL, SipherConfig
 from tether_sipher._defaults import BACKENDS, CHAINS, PRIVACY_LEVELS, RPC_PROVIDERS
+from tether_sipher._handle import SipherHandle, SyncSipherHandle
 from tether_sipher._provider import SipherProvider, SipherSessionAuth
 
 
@@ -18,6 +19,8 @@ __all__ = [
     "PRIVACY_LEVELS",
     "RPC_PROVIDERS",
     "SipherConfig",
+    "SipherHandle",
     "SipherProvider",
     "SipherSessionAuth",
+    "SyncSipherHandle",
 ]

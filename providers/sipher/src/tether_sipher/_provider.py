@@ -24,6 +24,7 @@ from tether.abc import (
     Capabilities,
     ClientOptions,
     CreateRequest,
+    Operation,
     Provider,
     RemoteSession,
 )
@@ -39,6 +40,7 @@ from tether.exceptions import (
 )
 from tether_sipher._config import SipherConfig
 from tether_sipher._defaults import SESSION_ID_PATTERN, VIEWING_KEY, normalise_defaults
+from tether_sipher._handle import SipherHandle, SyncSipherHandle
 
 
 #: How masked secrets read (the same mask as tether.redact).
@@ -113,6 +115,13 @@ class SipherProvider(Provider[SipherConfig]):
     """
 
     config_class: ClassVar[type[SipherConfig]] = SipherConfig
+    #: The session's operations, and its handles (``manager.session(SipherProvider)``).
+    operations: ClassVar[Mapping[str, Operation]] = {
+        "get": Operation(idempotent=True),
+        "request": Operation(idempotent=False),
+    }
+    handle_class: ClassVar[type[SipherHandle]] = SipherHandle
+    sync_handle_class: ClassVar[type[SyncSipherHandle]] = SyncSipherHandle
     capabilities: ClassVar[Capabilities] = Capabilities(
         update=True,
         renew=False,

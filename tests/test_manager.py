@@ -745,3 +745,32 @@ def test_a_bad_environment_value_names_the_variable_and_what_is_valid():
         info.value.field,
         info.value.allowed,
     )
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"base_url": 42},
+        {"base_url": None},
+        {"timeout": __import__("decimal").Decimal("-sNaN")},
+        {"timeout": "thirty"},
+        {"api_key": 12345},
+    ],
+    ids=["int-url", "none-url", "snan-timeout", "str-timeout", "int-key"],
+)
+async def test_odd_config_values_are_config_errors(
+    tether_registry, tether_fake_backend, config
+):
+    """
+    Values of the wrong type or a signalling NaN in a provider's config are a
+    ConfigError when the provider is first used, never a crash from inside.
+    """
+    async with tether.SessionManager(
+        registry=tether_registry,
+        config={"fake": {"backend": tether_fake_backend, **config}},
+        environ={},
+    ) as manager:
+        with pytest.raises(tether.ConfigError):
+            await manager.create("fake")
+
+    assert 0 == tether_fake_backend.calls["create"]

@@ -204,6 +204,10 @@ def build_provider_config(
             values[name] = _from_env(
                 hints.get(name, str), raw, field=name, provider=provider
             )
+    raw_url: object = values.get("base_url", "")
+    if not isinstance(raw_url, str):
+        msg = f"{provider}: base_url must be a URL string, not {type(raw_url).__name__}"
+        raise InvalidParameterError(msg, field="base_url", provider=provider)
     try:
         return cls(**values)
     except InvalidParameterError as exc:
@@ -227,8 +231,11 @@ def build_provider_config(
             )
             raise ConfigError(msg, provider=provider) from None
         raise ConfigError(f"{provider}: {exc}", provider=provider) from None
-    except ValueError as exc:
-        raise ConfigError(f"{provider}: {exc}", provider=provider) from None
+    except (ValueError, ArithmeticError, AttributeError) as exc:
+        # A validator meeting a value it did not expect (Decimal('-sNaN'), a
+        # number where a string belongs) is still bad config, not a crash.
+        reason = str(exc) or type(exc).__name__
+        raise ConfigError(f"{provider}: {reason}", provider=provider) from None
 
 
 def _freeze(value: Mapping[str, Any] | None) -> Mapping[str, Any]:

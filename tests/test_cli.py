@@ -564,3 +564,15 @@ def test_reconcile_accepts_no_grace(cli: CLI) -> None:
     assert [] == ok.json()["actions"]
     assert 2 == bad.code
     assert "duration" in bad.err
+
+
+def test_an_unreachable_store_is_json_and_exit_4(cli: CLI) -> None:
+    """
+    ``--json ls`` on a Redis store nobody serves answers a JSON error with
+    exit status 4 (unavailable), and never shows the URL's password.
+    """
+    result = cli("--json", "ls", "--store", "redis://:pw-in-store-url@127.0.0.1:1/0")
+
+    assert EXIT_UNAVAILABLE == result.code
+    assert "StoreUnavailableError" == result.error()["type"]
+    assert "pw-in-store-url" not in result.err + result.out

@@ -17,6 +17,7 @@ from tether.exceptions import (
     ProviderLoadError,
     ProviderNotFoundError,
     SessionNotFoundError,
+    StoreUnavailableError,
     TetherError,
     TransientProviderError,
 )
@@ -47,7 +48,13 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_NOT_FOUND
     if isinstance(exc, ConfigError | AuthError):
         return EXIT_USAGE
-    if isinstance(exc, ProviderLoadError | TransientProviderError | AdmissionError):
+    if isinstance(
+        exc,
+        ProviderLoadError
+        | TransientProviderError
+        | AdmissionError
+        | StoreUnavailableError,
+    ):
         return EXIT_UNAVAILABLE
     if isinstance(exc, NotSupportedError):
         return EXIT_UNSUPPORTED

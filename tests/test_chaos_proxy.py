@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import random
+import signal
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -204,10 +206,10 @@ def typed(errors: Counter[str], untyped: list[BaseException]) -> Any:
         untyped.append(exc)
 
 
-@pytest.mark.parametrize("seed", [1])
+@pytest.mark.parametrize(("seed", "rate"), [(1, RATE), (2, 2 * RATE)])
 @pytest.mark.parametrize("name", ["sandbox", "relay"])
 async def test_lifecycles_through_a_faulty_proxy_leave_nothing_live(
-    name: str, seed: int, tmp_path: Path, anyio_backend: str
+    name: str, seed: int, rate: float, tmp_path: Path, anyio_backend: str
 ) -> None:
     """
     Lifecycles (create, maybe ping, close) through a proxy that drops answers
@@ -230,7 +232,7 @@ async def test_lifecycles_through_a_faulty_proxy_leave_nothing_live(
         proxy = ChaosProxy(
             upstream=(host, int(port)),
             classify=target.route,
-            rate=RATE,
+            rate=rate,
             seed=backend_seed,
         )
         async with serve_proxy(proxy):
@@ -294,3 +296,82 @@ async def test_lifecycles_through_a_faulty_proxy_leave_nothing_live(
     assert [] == creating, f"{name}: records left CREATING"
     assert [] == unended, f"{name}: records left live after closing"
     assert [] == lost_while_alive, f"{name}: marked LOST while alive"
+
+
+async def test_sigkill_mid_run_then_reconcile_leaves_nothing_live(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    """
+    A worker process creating sandboxes on a SQLite store, through the proxy
+    (every create delayed, so one is likely in flight), is killed with SIGKILL;
+    a manager in the test process reconciles over a clean route. The emulator's
+    ground truth then holds nothing live, and no record was marked LOST while
+    its session was alive.
+    """
+    target = TARGETS["sandbox"]
+    store = f"sqlite:///{tmp_path / 'killed.db'}"
+    async with (
+        emulator_process("sandbox", SANDBOX_KEY) as url,
+        httpx.AsyncClient(timeout=30) as truth_client,
+    ):
+        host, port = url.removeprefix("http://").split(":")
+        proxy = ChaosProxy(
+            upstream=(host, int(port)),
+            classify=target.route,
+            rate=1.0,
+            seed=7,
+            kinds=["delay"],
+            delay=0.1,
+        )
+        async with serve_proxy(proxy):
+            args = {
+                "store": store,
+                "sandbox_url": proxy.url,
+                "sandbox_key": SANDBOX_KEY,
+                "mode": "churn",
+                "backend": anyio_backend,
+            }
+            async with await anyio.open_process(
+                [sys.executable, WORKER, json.dumps(args)]
+            ) as process:
+                assert process.stdout is not None
+                with anyio.fail_after(PHASE):
+                    await process.stdout.receive()  # started
+                    while proxy.created_upstream < 3:  # noqa: ASYNC110 -- another process's effect
+                        await anyio.sleep(0.02)
+                    # Kill it in the middle of a create: wait for the next
+                    # create to reach the proxy, then kill.
+                    seen = proxy.requests["create"]
+                    while proxy.requests["create"] == seen:  # noqa: ASYNC110
+                        await anyio.sleep(0.005)
+                os.kill(process.pid, signal.SIGKILL)
+                await process.wait()
+            created_upstream = proxy.created_upstream
+        before = sandbox_live(await sandbox_truth(truth_client, url))
+
+        with anyio.fail_after(PHASE):
+            async with manager(target, url, store) as clean:
+                report = await clean.reconcile(grace=0)
+                alive = sandbox_live(await sandbox_truth(truth_client, url))
+                records = await clean.list()
+                lost_while_alive = [
+                    r for r in records if r.state is S.LOST and r.remote_id in alive
+                ]
+                for record in await clean.list(state=[S.ACTIVE, S.DEGRADED, S.CLOSING]):
+                    await clean.close(record)
+                leftovers = await clean.list(state=[S.CREATING, S.CLOSING])
+        rows = await sandbox_truth(truth_client, url)
+
+    leaks = sandbox_live(rows)
+    tags = Counter((r.get("metadata") or {}).get("tether_id") for r in rows)
+    CHAOS["proxy.sigkill.runs"] += 1
+    CHAOS["proxy.sigkill.created_before_kill"] += created_upstream
+    CHAOS["proxy.sigkill.reconcile_actions"] += len(report.actions)
+    CHAOS["proxy.leaks"] += len(leaks)
+    CHAOS["proxy.lost_while_alive"] += len(lost_while_alive)
+    assert created_upstream >= 3
+    assert len(before) >= 3, "the worker left nothing live: the test tested nothing"
+    assert set() == leaks
+    assert [] == leftovers
+    assert [] == lost_while_alive
+    assert all(n == 1 for n in tags.values()), "a create was made twice"

@@ -56,12 +56,14 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def soak(session: nox.Session) -> None:
     """
-    The reliability suite's long form: many more lifecycles under chaos.
+    The reliability suite's long form: many more lifecycles under chaos, in
+    process and through the TCP proxy to emulator processes.
     """
     _install(session, "tests")
     session.run(
         "pytest",
         "tests/test_chaos.py",
+        "tests/test_chaos_proxy.py",
         "-q",
         *session.posargs,
         env={"TETHER_SOAK_LIFECYCLES": "200"},

@@ -1,0 +1,297 @@
+"""
+A fault-injecting HTTP/1.1 proxy on real TCP, for the proxy chaos tests.
+
+It sits between a client and a service (an emulator in its own process),
+parses each request (h11: request line, headers, Content-Length or chunked
+body), and, per request, draws a fault from a seeded ``random.Random``:
+
+- ``pass``: forward, relay the answer;
+- ``delay``: wait a little, then as ``pass``;
+- ``drop_after_forward``: forward (the service acts), then close the client's
+  connection without answering;
+- ``502`` / ``504``: forward (the service acts), then answer a gateway error
+  instead of the real answer;
+- ``reset_before_forward``: reset the client's connection (RST) without
+  forwarding: the service never sees the request;
+- ``truncate_list``: forward a list request, and cut the list in the answer to
+  its first element (only on routes the caller calls lists).
+
+Only requests the caller's ``route`` function classifies are faulted; others
+pass. Each request opens its own upstream connection (``Connection: close``),
+while the client's connection is kept alive across requests when it asks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import socket
+import struct
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Literal
+
+import anyio
+import anyio.abc
+import attrs
+import h11
+from anyio.abc import SocketAttribute
+
+
+Route = Literal["session", "list", "create"]
+#: Classifies a request by (method, path): a session route, a list route, a
+#: create route (a session route the proxy also counts), or ``None`` (not faulted).
+Classifier = Callable[[str, str], Route | None]
+
+FAULTS: Sequence[str] = (
+    "delay",
+    "drop_after_forward",
+    "502",
+    "504",
+    "reset_before_forward",
+    "truncate_list",
+)
+
+_HOP = {b"connection", b"keep-alive", b"content-length", b"transfer-encoding"}
+
+
+class _Reset(Exception):  # noqa: N818 -- a control-flow signal
+    """
+    Close the client's connection now (after a reset or a dropped answer).
+    """
+
+
+@attrs.define
+class ChaosProxy:
+    """
+    The proxy's configuration and its counts; run it with :func:`serve_proxy`.
+
+    Attributes:
+        upstream: ``(host, port)`` of the service.
+        classify: Which requests may be faulted, and which are lists.
+        rate: The fraction of classified requests that get a fault.
+        seed: Seed of the fault sequence.
+        kinds: The faults to draw from (``truncate_list`` only hits lists).
+        delay: Upper bound of a ``delay`` fault, in seconds.
+        faults: Faults injected, by kind.
+        requests: Requests received, by route class (``None`` as ``"other"``).
+        created_upstream: Creates the service answered with a 2xx (whatever
+            the client was then told).
+        duplicate_creates: Test hook: forward each create this many extra times
+            (to check that the suite can fail).
+    """
+
+    upstream: tuple[str, int]
+    classify: Classifier
+    rate: float = 0.3
+    seed: int = 0
+    kinds: Sequence[str] = FAULTS
+    delay: float = 0.05
+    faults: Counter[str] = attrs.field(factory=Counter)
+    requests: Counter[str] = attrs.field(factory=Counter)
+    created_upstream: int = 0
+    duplicate_creates: int = 0
+    url: str = ""
+    _random: random.Random = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._random = random.Random(self.seed)  # noqa: S311 -- not for security
+
+    def draw(self, route: Route | None) -> str:
+        """
+        The fault for one request (``"pass"`` for none).
+        """
+        if route is None or self._random.random() >= self.rate:
+            return "pass"
+        kinds = [k for k in self.kinds if k != "truncate_list" or route == "list"]
+        return self._random.choice(kinds) if kinds else "pass"
+
+    async def handle(self, client: anyio.abc.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                request, body = await self._read_request(client, conn)
+                if request is None:
+                    return
+                if not await self._cycle(client, conn, request, body):
+                    return
+                if conn.our_state is h11.MUST_CLOSE:
+                    return
+                conn.start_next_cycle()
+        except _Reset:
+            return
+        except (
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+            anyio.EndOfStream,
+            h11.ProtocolError,
+            OSError,
+        ):
+            return
+
+    async def _read_request(
+        self, client: anyio.abc.SocketStream, conn: h11.Connection
+    ) -> tuple[h11.Request | None, bytes]:
+        request: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                try:
+                    data = await client.receive(65536)
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    data = b""
+                conn.receive_data(data)
+                continue
+            if isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                return request, bytes(body)
+            else:  # ConnectionClosed, or anything unexpected
+                return None, b""
+
+    async def _cycle(
+        self,
+        client: anyio.abc.SocketStream,
+        conn: h11.Connection,
+        request: h11.Request,
+        body: bytes,
+    ) -> bool:
+        method = request.method.decode("ascii")
+        path = request.target.decode("latin-1").partition("?")[0]
+        route = self.classify(method, path)
+        self.requests[route or "other"] += 1
+        fault = self.draw(route)
+        if fault != "pass":
+            self.faults[fault] += 1
+        if fault == "reset_before_forward":
+            await _reset(client)
+            raise _Reset
+        if fault == "delay":
+            await anyio.sleep(self._random.uniform(0, self.delay))
+        status, headers, answer = await self._forward(request, body)
+        if route == "create" and 200 <= status < 300:
+            self.created_upstream += 1
+            for _ in range(self.duplicate_creates):
+                status2, _h, _a = await self._forward(request, body)
+                if 200 <= status2 < 300:
+                    self.created_upstream += 1
+        if fault == "drop_after_forward":
+            await client.aclose()
+            raise _Reset
+        if fault in ("502", "504"):
+            status = int(fault)
+            headers = [(b"content-type", b"text/plain")]
+            answer = b"Bad Gateway" if fault == "502" else b"Gateway Timeout"
+        if fault == "truncate_list":
+            answer = _truncate(answer)
+        keep = [(k, v) for k, v in headers if k.lower() not in _HOP]
+        keep.append((b"content-length", str(len(answer)).encode()))
+        await client.send(conn.send(h11.Response(status_code=status, headers=keep)))
+        if answer:
+            await client.send(conn.send(h11.Data(data=answer)))
+        await client.send(conn.send(h11.EndOfMessage()))
+        return True
+
+    async def _forward(
+        self, request: h11.Request, body: bytes
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """
+        Send *request* upstream on a fresh connection; read the whole answer.
+        """
+        host, port = self.upstream
+        headers = [(k, v) for k, v in request.headers if k.lower() not in _HOP]
+        headers.append((b"connection", b"close"))
+        if body or request.method in (b"POST", b"PUT", b"PATCH"):
+            headers.append((b"content-length", str(len(body)).encode()))
+        up = h11.Connection(h11.CLIENT)
+        async with await anyio.connect_tcp(host, port) as stream:
+            data = up.send(
+                h11.Request(
+                    method=request.method, target=request.target, headers=headers
+                )
+            )
+            data += up.send(h11.Data(data=body)) if body else b""
+            data += up.send(h11.EndOfMessage())
+            await stream.send(data)
+            response: h11.Response | None = None
+            answer = bytearray()
+            while True:
+                event = up.next_event()
+                if event is h11.NEED_DATA:
+                    try:
+                        chunk = await stream.receive(65536)
+                    except (anyio.EndOfStream, anyio.BrokenResourceError):
+                        chunk = b""
+                    up.receive_data(chunk)
+                    continue
+                if isinstance(event, h11.Response):
+                    response = event
+                elif isinstance(event, h11.Data):
+                    answer += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                elif isinstance(event, h11.InformationalResponse):
+                    continue
+                else:
+                    msg = f"upstream closed mid-answer: {event!r}"
+                    raise OSError(msg)
+        assert response is not None
+        return response.status_code, list(response.headers), bytes(answer)
+
+
+async def _reset(client: anyio.abc.SocketStream) -> None:
+    """
+    Abort the client's connection with a TCP RST (SO_LINGER 0, then close).
+    """
+    raw = client.extra(SocketAttribute.raw_socket)
+    with contextlib.suppress(OSError):
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await client.aclose()
+
+
+def _truncate(answer: bytes) -> bytes:
+    """
+    A list answer cut to its first element: a JSON array, or the first list
+    found among a JSON object's values (e.g. ``{"sessions": [...]}``).
+    """
+    try:
+        doc = json.loads(answer)
+    except ValueError:
+        return answer
+    if isinstance(doc, list):
+        return json.dumps(doc[:1]).encode()
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            if isinstance(value, list):
+                doc[key] = value[:1]
+                return json.dumps(doc).encode()
+    return answer
+
+
+@contextlib.asynccontextmanager
+async def serve_proxy(proxy: ChaosProxy) -> AsyncIterator[ChaosProxy]:
+    """
+    Run *proxy* on 127.0.0.1, a free port, for the ``async with`` block; its
+    ``url`` is set.
+    """
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(SocketAttribute.local_port)
+    proxy.url = f"http://127.0.0.1:{port}"
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        try:
+            await proxy.handle(stream)
+        finally:
+            with contextlib.suppress(OSError, anyio.BrokenResourceError):
+                await stream.aclose()
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        try:
+            yield proxy
+        finally:
+            tg.cancel_scope.cancel()

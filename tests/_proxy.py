@@ -78,6 +78,8 @@ class ChaosProxy:
         requests: Requests received, by route class (``None`` as ``"other"``).
         created_upstream: Creates the service answered with a 2xx (whatever
             the client was then told).
+        creates: Each such create's fault and the service's real answer body:
+            the ground truth of what was made, for services that cannot list.
         duplicate_creates: Test hook: forward each create this many extra times
             (to check that the suite can fail).
     """
@@ -91,6 +93,7 @@ class ChaosProxy:
     faults: Counter[str] = attrs.field(factory=Counter)
     requests: Counter[str] = attrs.field(factory=Counter)
     created_upstream: int = 0
+    creates: list[tuple[str, bytes]] = attrs.field(factory=list)
     duplicate_creates: int = 0
     url: str = ""
     _random: random.Random = attrs.field(init=False)
@@ -175,10 +178,12 @@ class ChaosProxy:
         status, headers, answer = await self._forward(request, body)
         if route == "create" and 200 <= status < 300:
             self.created_upstream += 1
+            self.creates.append((fault, answer))
             for _ in range(self.duplicate_creates):
-                status2, _h, _a = await self._forward(request, body)
+                status2, _h, answer2 = await self._forward(request, body)
                 if 200 <= status2 < 300:
                     self.created_upstream += 1
+                    self.creates.append(("duplicate", answer2))
         if fault == "drop_after_forward":
             await client.aclose()
             raise _Reset

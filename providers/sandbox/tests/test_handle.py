@@ -5,6 +5,7 @@ against the emulator on a real socket.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -163,3 +164,64 @@ async def test_connect_takes_over_a_session_tether_did_not_create(
     assert remote_id in emulator.live_sessions()
     await manager.close(sb)
     assert remote_id not in emulator.live_sessions()
+
+
+class Recording:
+    """
+    Keeps the JSON bodies sent to /execute, then passes them on.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app, self.bodies = app, list[dict[str, Any]]()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/execute":
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        raw = b"".join(chunks)
+        self.bodies.append(json.loads(raw))
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def test_code_is_sent_as_the_sdk_sends_it(
+    emulator: SandboxEmulator, clock: ManualClock
+) -> None:
+    """
+    Python code goes to ``/execute`` as ``command`` with ``language``, as
+    InstaVM's own SDK sends it (not as ``code``).
+    """
+    recording = Recording(emulator.app)
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("sandbox", SandboxProvider)
+    async with (
+        serve_asgi(recording) as server,
+        tether.SessionManager(
+            registry=registry,
+            config={"sandbox": {"base_url": server.url, "api_key": KEY}},
+            clock=clock,
+            health_checks=False,
+            environ={},
+        ) as manager,
+        manager.session(SandboxProvider) as sb,
+    ):
+        out = await sb.execute("print('sdk')")
+
+    [body] = recording.bodies
+    assert ("print('sdk')", "python") == (body["command"], body["language"])
+    assert "code" not in body
+    assert "sdk" in out.stdout

@@ -611,7 +611,9 @@ class SandboxProvider(Provider[SandboxConfig]):
             "language": language,
             "timeout": seconds,
         }
-        body["code" if code is not None else "command"] = source
+        # The service documents both keys; its SDK (and every integration it
+        # ships) sends `command` with `language`, for code too: so do we.
+        body["command"] = source
         if vault_ids is not None:
             ids: Sequence[object] = vault_ids
             if isinstance(vault_ids, str) or not all(

@@ -228,3 +228,14 @@ async def test_chat_on_a_stale_session_object_is_refused(server, emulator, clock
                 s, [{"role": "user", "content": "hi"}]
             )
         assert len(_calls(emulator, CHAT)) == before
+
+
+# -- 5. emulator fidelity ---------------------------------------------------------------
+
+
+async def test_model_session_reply_has_no_note(client, emulator):
+    """
+    The real v1.14.0 model-session reply has no ``note`` (even on the fallback key).
+    """
+    opened = await client.model_session(emulator.model_id("llama-3.3-70b"))
+    assert opened.note is None

@@ -25,7 +25,9 @@ from tether.abc import (
     get_logger,
 )
 from tether.exceptions import (
+    ConfigError,
     InvalidParameterError,
+    OutcomeUnknownError,
     PermanentProviderError,
     ProviderError,
     ProviderUnavailableError,
@@ -41,7 +43,13 @@ from tether_morpheus._client import ChatStream, MorpheusClient
 from tether_morpheus._config import MorpheusConfig
 from tether_morpheus._errors import from_response
 from tether_morpheus._handle import MorpheusHandle, SyncMorpheusHandle
-from tether_morpheus._models import ChatCompletion, Model, PingStatus, RatedBid
+from tether_morpheus._models import (
+    ChatCompletion,
+    Model,
+    PingResult,
+    PingStatus,
+    RatedBid,
+)
 
 
 __all__ = ["MorpheusProvider"]
@@ -88,6 +96,23 @@ class _Lease:
     ended: SessionState | None = None
 
 
+@attrs.define
+class _Attempt:
+    """
+    A session-mode create this provider sent: what it asked for, and the
+    gateway's session id once the answer came.
+    """
+
+    data: dict[str, Any]
+    duration: int
+    started: float
+    remote_id: str | None = None
+
+
+#: Seconds the model lists are reused (the gateway itself caches them 300 s).
+MODELS_TTL: Final = 300.0
+
+
 class MorpheusProvider(Provider[MorpheusConfig]):
     """
     Sessions on the Morpheus API Gateway, an AI inference marketplace.
@@ -129,6 +154,9 @@ class MorpheusProvider(Provider[MorpheusConfig]):
         min_lifetime=60.0,
         max_lifetime=86400.0,
         max_sessions_per_credential=1,
+        # find: the key's current session (pingsession tells which one) is
+        # adopted for a create whose answer was lost.
+        find=True,
         # A session-mode ping spends a real inference and queues behind live
         # requests (a lease ping is a cheap model-list read).
         ping_interval=900.0,
@@ -148,6 +176,11 @@ class MorpheusProvider(Provider[MorpheusConfig]):
         self._failed_providers: set[str] = set()
         self._bid_providers: dict[str, str] = {}
         self._leases: dict[str, _Lease] = {}
+        self._attempts: dict[str, _Attempt] = {}
+        #: Gateway session ids this provider closed (a stale Session is refused).
+        self._closed: set[str] = set()
+        self._models_cache: dict[str, tuple[float, list[Model]]] = {}
+        self._session_routes: bool | None = None
 
     @classmethod
     def client_options(cls, config: MorpheusConfig) -> ClientOptions:
@@ -295,7 +328,8 @@ class MorpheusProvider(Provider[MorpheusConfig]):
             # Today's gateway has no per-key session: a key may hold leases on
             # several models at once. The manager reads provider.capabilities
             # per instance, so the one-per-key limit stays with the session era.
-            self.set_capabilities(max_sessions_per_credential=None)
+            # A lease's create only reads, so its outcome is never unknown.
+            self.set_capabilities(max_sessions_per_credential=None, find=False)
         else:
             self.set_capabilities()
         if detected:
@@ -311,10 +345,10 @@ class MorpheusProvider(Provider[MorpheusConfig]):
             InvalidParameterError: No such model (the gateway itself would
                 silently use its default model instead).
         """
-        models = await self.api.models()
+        models = await self._cached_models("models")
         found = _find_model(models, model)
         if found is None:
-            models = await self.api.all_models()
+            models = await self._cached_models("all_models")
             found = _find_model(models, model)
         if found is None:
             names = ", ".join(sorted(m.name for m in models)[:20])
@@ -325,6 +359,20 @@ class MorpheusProvider(Provider[MorpheusConfig]):
                 allowed=names,
             )
         return found
+
+    async def _cached_models(
+        self, which: Literal["models", "all_models"]
+    ) -> list[Model]:
+        # Model lists change rarely: reuse one for MODELS_TTL seconds, so a
+        # create by a known model costs one request (the open).
+        now = self.clock()
+        cached = self._models_cache.get(which)
+        if cached is not None and now - cached[0] < MODELS_TTL:
+            return cached[1]
+        fetch = self.api.models if which == "models" else self.api.all_models
+        models = await fetch()
+        self._models_cache[which] = (now, models)
+        return models
 
     async def bids(self, model: str) -> list[RatedBid]:
         """
@@ -392,7 +440,12 @@ class MorpheusProvider(Provider[MorpheusConfig]):
     async def create(self, request: CreateRequest) -> RemoteSession:
         params = request.params
         duration = int(request.lifetime or self.capabilities.default_lifetime or 3600)
-        mode = await self.mode()
+        try:
+            mode = await self.mode()
+            if mode == "lease" and self.config.mode == "lease":
+                await self._refuse_forced_lease()
+        except OutcomeUnknownError as exc:
+            raise self._read_failed(exc) from exc
         if mode == "sessions":
             try:
                 return await self._create_session(request, duration)
@@ -409,7 +462,41 @@ class MorpheusProvider(Provider[MorpheusConfig]):
             raise RequestRejectedError(
                 msg, provider=self.name, operation="create", code="lease_mode"
             )
-        return await self._create_lease(request, duration)
+        try:
+            return await self._create_lease(request, duration)
+        except OutcomeUnknownError as exc:
+            # A lease's create only reads (balance, models): nothing was made.
+            raise self._read_failed(exc) from exc
+
+    def _read_failed(self, exc: OutcomeUnknownError) -> ProviderUnavailableError:
+        """
+        A lost answer to a step that cannot have created anything: a plain,
+        retryable failure (an unknown outcome would leave the record CREATING
+        and the key's one slot blocked).
+        """
+        return ProviderUnavailableError(
+            f"{exc} (a read before the open: nothing was created)",
+            provider=self.name,
+            operation=exc.operation or "create",
+            code="read_unanswered",
+        )
+
+    async def _refuse_forced_lease(self) -> None:
+        """
+        Refuse ``mode="lease"`` on a gateway with session routes (v1.14.x).
+
+        There a model-only chat makes the gateway open its own session on the
+        key, which tether's close of the lease never ends.
+        """
+        if self._session_routes is None:
+            self._session_routes = await self.api.has_session_routes()
+        if self._session_routes:
+            msg = (
+                f"{self.name}: mode='lease' on a gateway with session routes "
+                "(v1.14.x): its chats would open gateway sessions that tether "
+                "never closes; use mode='sessions' or mode='auto'"
+            )
+            raise ConfigError(msg, provider=self.name)
 
     async def _model_for_create(self, model: str) -> Model:
         try:
@@ -488,10 +575,16 @@ class MorpheusProvider(Provider[MorpheusConfig]):
         }
         approve = params.get("approve", False)
         if params.get("model") is not None:
-            model = await self._model_for_create(str(params["model"]))
+            try:
+                model = await self._model_for_create(str(params["model"]))
+            except OutcomeUnknownError as exc:
+                raise self._read_failed(exc) from exc
             data.update(model=model.name, model_id=model.blockchain_id)
             if approve is True:
-                bids = await self.api.rated_bids(model.blockchain_id)
+                try:
+                    bids = await self.api.rated_bids(model.blockchain_id)
+                except OutcomeUnknownError as exc:
+                    raise self._read_failed(exc) from exc
                 if not bids:
                     msg = f"{self.name}: model {model.name!r} has no bids to price an approval"
                     raise RemoteNotFoundError(
@@ -502,6 +595,9 @@ class MorpheusProvider(Provider[MorpheusConfig]):
             if approve:
                 approval = await self.api.approve(int(approve))
                 data.update(approved=int(approve), approval_tx=approval.tx)
+            attempt = self._attempts[request.tether_id] = _Attempt(
+                data=dict(data), duration=duration, started=self.clock()
+            )
             opened = await self.api.model_session(
                 model.blockchain_id,
                 session_duration=duration,
@@ -516,6 +612,9 @@ class MorpheusProvider(Provider[MorpheusConfig]):
             if approve:
                 approval = await self.api.approve(int(approve))
                 data.update(approved=int(approve), approval_tx=approval.tx)
+            attempt = self._attempts[request.tether_id] = _Attempt(
+                data=dict(data), duration=duration, started=self.clock()
+            )
             try:
                 opened = await self.api.bid_session(
                     bid_id,
@@ -527,6 +626,7 @@ class MorpheusProvider(Provider[MorpheusConfig]):
                 if bid_id in self._bid_providers:
                     self.mark_failed(bid_id)
                 raise
+        attempt.remote_id = opened.session_id
         # The key prefix is not stored: legacy keys authenticate by it alone.
         if opened.note:
             data["note"] = opened.note
@@ -632,6 +732,18 @@ class MorpheusProvider(Provider[MorpheusConfig]):
             msg = f"{msg}: {lease.last_error}"
         raise cls(msg, session_id=session.id, provider=self.name, state=state.value)
 
+    def _ensure_not_closed(self, session: Session) -> None:
+        # A Session object from before close() still says ACTIVE; the gateway
+        # would take its session_id as-is (no ownership check).
+        if session.remote_id is not None and session.remote_id.lower() in self._closed:
+            msg = f"session {session.id} ({self.name}) is closed"
+            raise SessionClosedError(
+                msg,
+                session_id=session.id,
+                provider=self.name,
+                state=SessionState.CLOSED.value,
+            )
+
     def _chat_outcome(self, session: Session, error: ProviderError | None) -> None:
         lease = self._lease(session)
         if error is None:
@@ -647,7 +759,78 @@ class MorpheusProvider(Provider[MorpheusConfig]):
                 error=type(error).__name__,
             )
 
+    async def _key_session(self, *, session_id: str | None) -> PingResult:
+        """
+        Which session the key holds now (``pingsession``: one inference).
+
+        Raises:
+            ProviderUnavailableError: The gateway could not say.
+        """
+        result = await self.api.ping_session(session_id=session_id)
+        if result.status in (PingStatus.ERROR, PingStatus.UNKNOWN):
+            msg = (
+                f"{self.name}: the gateway could not say which session the key "
+                f"holds: {result.message or result.raw_status}"
+            )
+            raise ProviderUnavailableError(
+                msg, provider=self.name, operation="ping", session_id=session_id
+            )
+        return result
+
+    async def find(self, tether_id: str) -> RemoteSession | None:
+        """
+        The session a create for *tether_id* opened, when its answer was lost.
+
+        The gateway keeps no tag of tether's: the key's current session (as
+        ``pingsession`` tells) is adopted when it is alive and is no other
+        session this provider opened or closed. Only creates this provider
+        sent can be found (what they asked for is not on the gateway).
+        """
+        attempt = self._attempts.get(tether_id)
+        if attempt is None:
+            return None
+        result = await self._key_session(session_id=tether_id)
+        held = (result.session_id or "").lower()
+        if result.status is not PingStatus.ALIVE or not held:
+            return None
+        if attempt.remote_id is not None:
+            if held != attempt.remote_id.lower():
+                return None
+        elif held in self._closed or any(
+            a.remote_id is not None and a.remote_id.lower() == held
+            for t, a in self._attempts.items()
+            if t != tether_id
+        ):
+            return None
+        attempt.remote_id = result.session_id
+        logger.info(
+            "tether.morpheus.session_found",
+            provider=self.name,
+            session_id=tether_id,
+            remote_id=result.session_id,
+        )
+        return RemoteSession(
+            id=str(result.session_id),
+            raw_state="active",
+            tether_id=tether_id,
+            # Opened after the attempt started: this deadline is not later
+            # than the gateway's.
+            expires_at=datetime.fromtimestamp(attempt.started + attempt.duration, UTC),
+            data=attempt.data,
+        )
+
     async def close(self, session: Session) -> None:
+        """
+        Close *session* on the gateway, if the key still holds it.
+
+        ``/session/closesession`` names no session: it closes whatever the
+        key holds now, which after another client's create is not ours. So
+        the key's session is checked first (``pingsession``, one inference);
+        when it is another one, or none, nothing is closed, the event
+        ``tether.morpheus.close_skipped`` is logged and
+        :class:`~tether.exceptions.RemoteNotFoundError` says it is already
+        gone (the manager records it closed).
+        """
         if session.data.get("mode") == "lease":
             lease = self._lease(session)
             if lease.ended is None:
@@ -656,14 +839,45 @@ class MorpheusProvider(Provider[MorpheusConfig]):
             return
         if session.remote_id is None:
             return
+        mine = session.remote_id.lower()
+        if mine in self._closed:
+            return  # closed (or found gone) by this provider already
+        held = await self._key_session(session_id=session.id)
+        if (
+            held.status is not PingStatus.ALIVE
+            or (held.session_id or "").lower() != mine
+        ):
+            self._closed.add(mine)
+            logger.info(
+                "tether.morpheus.close_skipped",
+                provider=self.name,
+                session_id=session.id,
+                remote_id=session.remote_id,
+                key_session=held.session_id,
+                key_status=held.raw_status or held.status.value,
+            )
+            if held.session_id is not None and held.session_id.lower() == mine:
+                reason = f"the gateway reports it {held.status.value}"
+            elif held.session_id is None:
+                reason = "the API key holds no session"
+            else:
+                reason = "the API key now holds another session"
+            msg = f"{self.name}: session {session.id} is already gone ({reason}); not closing"
+            raise RemoteNotFoundError(
+                msg,
+                provider=self.name,
+                operation="close",
+                session_id=session.id,
+                code="close_skipped",
+            )
         try:
             result = await self.api.close_session(session_id=session.id)
         except RemoteNotFoundError:
+            self._closed.add(mine)
             return
-        if (
-            result.session_id is not None
-            and result.session_id.lower() != session.remote_id.lower()
-        ):
+        self._closed.add(mine)
+        if result.session_id is not None and result.session_id.lower() != mine:
+            # Another client's create between the check and the close.
             logger.warning(
                 "tether.morpheus.close_mismatched",
                 provider=self.name,
@@ -753,6 +967,7 @@ class MorpheusProvider(Provider[MorpheusConfig]):
             self._ensure_lease_usable(session)
             kwargs["model"] = session.data.get("model")
         else:
+            self._ensure_not_closed(session)
             kwargs["session_id"] = session.remote_id
         try:
             if stream:

@@ -1197,8 +1197,8 @@ class MorpheusEmulator:
             "api_key_prefix": key.prefix,
             "model": model_id,
         }
-        if note:
-            result["note"] = note
+        # The real v1.14.0 model-session reply carries no "note" (the bid one does).
+        del note
         return result
 
     async def _bid_session(self, request: Request) -> Any:
@@ -1214,7 +1214,7 @@ class MorpheusEmulator:
             raise self._proxy_error("Failed to get bid", 400, "bid not found")
         if bid.provider in self._failed_providers:
             raise self._proxy_error(
-                "Failed to create session", 500, "provider refused session"
+                "Failed to create bid session", 500, "provider refused session"
             )
         # deactivate_existing_sessions: DB only; the old session stays open on chain.
         for row in self._rows:

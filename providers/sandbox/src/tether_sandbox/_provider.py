@@ -598,7 +598,9 @@ class SandboxProvider(Provider[SandboxConfig]):
             "language": language,
             "timeout": seconds,
         }
-        body["code" if code is not None else "command"] = source
+        # Both keys are documented; the official SDK and every integration it
+        # ships send the source as `command`, with `language`: so do we.
+        body["command"] = source
         if vault_ids is not None:
             ids: Sequence[object] = vault_ids
             if isinstance(vault_ids, str) or not all(

@@ -915,3 +915,32 @@ def test_session_values_hold_no_secret() -> None:
     assert KEY not in repr(session)
     assert KEY not in json.dumps(session.to_dict())
     assert timedelta(seconds=60).total_seconds() == session.lifetime
+
+
+async def test_execute_sends_command_with_language_as_the_sdk_does(
+    config: SandboxConfig,
+) -> None:
+    """
+    Python code goes out as ``command`` with ``language``, never ``code``.
+    """
+    sent: list[dict[str, Any]] = []
+
+    async def record(request: httpx.Request) -> None:
+        if request.url.path in ("/execute", "/execute_async"):
+            sent.append(json.loads(request.content))
+
+    options = SandboxProvider.client_options(config)
+    async with httpx.AsyncClient(
+        base_url=options.base_url,
+        headers=dict(options.headers),
+        timeout=options.timeout,
+        event_hooks={"request": [record]},
+    ) as client:
+        provider = SandboxProvider(config, client=client, name="sandbox")
+        session = await make(provider)
+        result = await provider.execute(session, "x = 42\nprint(x)")
+
+    assert result.stdout == "42\n"
+    assert [(b.get("command"), b.get("language"), "code" in b) for b in sent] == [
+        ("x = 42\nprint(x)", "python", False)
+    ]

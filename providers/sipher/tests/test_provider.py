@@ -528,3 +528,52 @@ async def test_credential_id_depends_on_api_key_only() -> None:
 
     assert a.credential_id() == b.credential_id() != c.credential_id()
     assert "sk_pro_1" not in (a.credential_id() or "")
+
+
+# -- the daily session quota ------------------------------------------------------
+
+
+async def test_spent_quota_refuses_delete_and_pings_stop_spending(
+    make_provider: Any, server: ASGIServer, emulator: SipherEmulator
+) -> None:
+    """
+    A spent daily quota refuses DELETE too (429 DAILY_QUOTA_EXCEEDED, hours to
+    wait); after that, pings stop asking the service until the reset.
+    """
+    provider = await make_provider()
+    session = await _create(provider)
+    emulator.daily_quotas = {"pro": (100, 2)}
+    await provider.ping(session)  # the second successful session request
+
+    with pytest.raises(RateLimitedError) as info:
+        await provider.close(session)
+    before = server.request_count
+    health = await provider.ping(session)
+
+    assert info.value.code == "DAILY_QUOTA_EXCEEDED"
+    assert (info.value.retry_after or 0) > 3600
+    assert server.request_count == before
+    assert health.status is HealthStatus.ALIVE
+    assert health.raw_state == "unverified"
+
+
+async def test_pings_keep_the_quota_a_close_needs(
+    make_provider: Any, server: ASGIServer, emulator: SipherEmulator
+) -> None:
+    """
+    With session_quota set, pings stop while what is left would not cover
+    closing the open sessions, and the close still goes through.
+    """
+    emulator.daily_quotas = {"pro": (100, 5)}
+    provider = await make_provider(session_quota=5)
+    session = await _create(provider)  # 1 used
+    pinged = 0
+    for _ in range(10):
+        before = server.request_count
+        await provider.ping(session)
+        pinged += server.request_count - before
+
+    await provider.close(session)
+
+    assert pinged == 3
+    assert emulator.live_sessions() == set()

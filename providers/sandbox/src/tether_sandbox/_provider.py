@@ -611,8 +611,8 @@ class SandboxProvider(Provider[SandboxConfig]):
             "language": language,
             "timeout": seconds,
         }
-        # The service documents both keys; its SDK (and every integration it
-        # ships) sends `command` with `language`, for code too: so do we.
+        # Both keys are documented; the official SDK and every integration it
+        # ships send the source as `command`, with `language`: so do we.
         body["command"] = source
         if vault_ids is not None:
             ids: Sequence[object] = vault_ids

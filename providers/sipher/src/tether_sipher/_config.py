@@ -68,6 +68,14 @@ def _check_viewing_key(_instance: Any, _attribute: Any, value: Secret | None) ->
         )
 
 
+def _optional_quota(_instance: Any, _attribute: Any, value: int | None) -> None:
+    if value is not None and (type(value) is not int or value < 1):
+        raise ConfigError(
+            f"sipher: session_quota must be a whole number >= 1, not {value!r}",
+            provider="sipher",
+        )
+
+
 @attrs.frozen(kw_only=True, repr=False)
 class SipherConfig(ProviderConfig):
     """
@@ -90,6 +98,11 @@ class SipherConfig(ProviderConfig):
         verify_after: Seconds a confirmation stays fresh for ``"stale"``.
         expiry_margin: Seconds before ``expiresAt`` from which a session counts
             as expired locally, covering clock skew and transit time.
+        session_quota: The key's daily quota of successful ``/v1/sessions``
+            requests (pro: 2,000; enterprise: 20,000), if known. Pings, gets and
+            closes all spend it, and a spent quota refuses closes too; with it
+            set, pings stop asking the service while what is left would not
+            cover closing every session this provider knows.
     """
 
     base_url: str = DEFAULT_BASE_URL
@@ -105,6 +118,7 @@ class SipherConfig(ProviderConfig):
     verify: str = attrs.field(default="stale", validator=_one_of(*_VERIFY_POLICIES))
     verify_after: float = attrs.field(default=60.0, validator=_non_negative)
     expiry_margin: float = attrs.field(default=5.0, validator=_non_negative)
+    session_quota: int | None = attrs.field(default=None, validator=_optional_quota)
 
     def __repr__(self) -> str:
         return (

@@ -9,7 +9,14 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Mapping,
+    Sequence,
+)
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
@@ -55,6 +62,8 @@ logger = structlog.get_logger("tether.sipher")
 VIEWING_KEY_REF: Final = "defaultViewingKeyRef"
 #: The one error code that means "no such session (or expired, or foreign)".
 SESSION_NOT_FOUND: Final = "SESSION_NOT_FOUND"
+#: The daily quota is spent: every session route, DELETE too, is refused.
+DAILY_QUOTA_EXCEEDED: Final = "DAILY_QUOTA_EXCEEDED"
 
 _VIEWING_KEY_NAMES: Final = frozenset({VIEWING_KEY, "default_viewing_key"})
 #: Statuses that leave a create's outcome unknown: the service may have acted.
@@ -155,6 +164,12 @@ class SipherProvider(Provider[SipherConfig]):
         self._viewing_keys: dict[str, Secret] = {}
         self._liveness: dict[str, _Liveness] = {}
         self._log = logger.bind(provider=name)
+        # The daily "session" quota, as far as this process can tell: its own
+        # successful session requests per UTC day, and when the service said
+        # the quota is spent, until when.
+        self._quota_day: str | None = None
+        self._quota_used = 0
+        self._quota_spent_until: float | None = None
 
     # -- set-up ------------------------------------------------------------------
 
@@ -269,6 +284,68 @@ class SipherProvider(Provider[SipherConfig]):
         elif operation == "create" and self.config.default_viewing_key is not None:
             wire[VIEWING_KEY] = self.config.default_viewing_key.reveal()
         return wire
+
+    # -- the daily session quota ------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        operation: str,
+        session_id: str | None = None,
+        ok: Sequence[int] = (),
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """
+        :meth:`Provider.request`, counting what the daily session quota spends.
+        """
+        try:
+            response = await super().request(
+                method,
+                url,
+                operation=operation,
+                session_id=session_id,
+                ok=ok,
+                **kwargs,
+            )
+        except RateLimitedError as exc:
+            if exc.code == DAILY_QUOTA_EXCEEDED and url.startswith("/v1/sessions"):
+                wait = exc.retry_after if exc.retry_after is not None else 3600.0
+                self._quota_spent_until = self.clock() + wait
+                self._log.warning("tether.sipher.session_quota_spent", retry_after=wait)
+            raise
+        if url.startswith("/v1/sessions") and response.status_code < 400:  # noqa: PLR2004
+            self._quota_today()
+            self._quota_used += 1
+        return response
+
+    def _quota_today(self) -> None:
+        day = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%d")
+        if day != self._quota_day:
+            self._quota_day = day
+            self._quota_used = 0
+
+    def _ping_saves_quota(self) -> str | None:
+        """
+        Why a ping should not ask the service now, or ``None``.
+        """
+        now = self.clock()
+        if self._quota_spent_until is not None:
+            if now < self._quota_spent_until:
+                return "the daily session quota is spent"
+            self._quota_spent_until = None
+        quota = self.config.session_quota
+        if quota is None:
+            return None
+        self._quota_today()
+        # Keep one request for closing each session still known to be open.
+        reserve = max(
+            1, sum(1 for live in self._liveness.values() if live.ended is None)
+        )
+        if quota - self._quota_used <= reserve:
+            return "the daily session quota left is kept for closing sessions"
+        return None
 
     # -- reading answers ---------------------------------------------------------
 
@@ -553,6 +630,13 @@ class SipherProvider(Provider[SipherConfig]):
 
         404 ``SESSION_NOT_FOUND`` is ``EXPIRED`` when the deadline has passed and
         ``GONE`` before it (lost on a restart without Redis, or deleted).
+
+        Pings spend the daily ``session`` quota that closes need too (a spent
+        quota refuses ``DELETE`` with 429 ``DAILY_QUOTA_EXCEEDED`` for hours).
+        So a ping does not ask the service, answering ``ALIVE`` with
+        ``raw_state="unverified"``, while the service says the quota is spent,
+        or while what ``session_quota`` leaves would not cover closing every
+        session this provider knows to be open.
         """
         if self._past_expiry(session):
             self._mark_ended(session, "expired")
@@ -560,6 +644,14 @@ class SipherProvider(Provider[SipherConfig]):
                 status=HealthStatus.EXPIRED,
                 raw_state="expired",
                 detail="expiresAt has passed (Sipher's expiry is absolute)",
+            )
+        saving = self._ping_saves_quota()
+        if saving is not None:
+            # Not asked: the local deadline still ends it (above).
+            return Health(
+                status=HealthStatus.ALIVE,
+                raw_state="unverified",
+                detail=f"not asked: {saving}",
             )
         remote = await self.get(session)
         if remote is None:

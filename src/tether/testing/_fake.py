@@ -65,6 +65,7 @@ class FakeRemote:
     expires_at: float | None
     state: str = "running"
     data: dict[str, Any] = attrs.field(factory=dict)
+    labels: dict[str, str] = attrs.field(factory=dict)
 
 
 @attrs.define
@@ -325,6 +326,7 @@ class FakeProvider(Provider[FakeConfig]):
             tether_id=remote.tether_id or None,
             created_at=_ts(remote.created_at),
             data={"params": dict(remote.params), **remote.data},
+            labels=remote.labels,
         )
 
     def _lookup(self, session: Session, operation: str) -> FakeRemote:
@@ -351,6 +353,7 @@ class FakeProvider(Provider[FakeConfig]):
             id=f"fake-{uuid.uuid4().hex[:12]}",
             tether_id=request.tether_id,
             params=dict(request.params),
+            labels=dict(request.labels),
             created_at=now,
             expires_at=now + request.lifetime if request.lifetime else None,
         )

@@ -319,9 +319,15 @@ class FakeProvider(Provider[FakeConfig]):
         return self.parse_create(changes)
 
     def _remote(self, remote: FakeRemote) -> RemoteSession:
+        expired = remote.state == "expired" or (
+            remote.state == "running"
+            and remote.expires_at is not None
+            and self.backend.clock() >= remote.expires_at
+        )
         return RemoteSession(
             id=remote.id,
-            raw_state=remote.state,
+            raw_state="expired" if expired else remote.state,
+            state=SessionState.EXPIRED if expired else SessionState.ACTIVE,
             expires_at=_ts(remote.expires_at),
             tether_id=remote.tether_id or None,
             created_at=_ts(remote.created_at),

@@ -5,6 +5,7 @@ dishonest ones naming the contract rule they broke.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -85,6 +86,21 @@ class ListsAnywayProvider(FakeProvider):
         return await super().list()
 
 
+class AsksAnywayProvider(FakeProvider):
+    """
+    Dishonest: denies get, and asks the service before saying so.
+    """
+
+    capabilities: ClassVar[Capabilities] = attrs.evolve(
+        FakeProvider.capabilities, get=False
+    )
+
+    async def get(self, session: Session) -> RemoteSession | None:
+        with contextlib.suppress(Exception):
+            await self.client.get(f"/sessions/{session.remote_id}")
+        raise self.not_supported("get")
+
+
 class TestFakeConformance(ProviderConformanceTests):
     """
     FakeProvider (server_ttl) passes, with the clock-driven expiry check.
@@ -158,3 +174,24 @@ async def test_without_a_clock_expiry_is_skipped() -> None:
     target = attrs.evolve(fake_target(NeverExpiresProvider), clock=None)
     with pytest.raises(pytest.skip.Exception, match=r"no ConformanceTarget\.clock"):
         await suite.test_expiry_matches_server_ttl(target)
+
+
+async def test_a_denied_capability_that_sends_fails_naming_the_rule() -> None:
+    """
+    NotSupportedError after a request is still a broken contract: a denied
+    operation must send nothing.
+    """
+    target = fake_target(AsksAnywayProvider)
+    # Nothing listens there: the request is refused at once, and still counted.
+    target = attrs.evolve(
+        target, config={**target.config, "base_url": "http://127.0.0.1:9"}
+    )
+    suite = ProviderConformanceTests()
+    with pytest.raises(AssertionError) as info:
+        await suite.test_capabilities_are_honest(target)
+
+    assert str(info.value).startswith(
+        "contract: a provider whose capabilities deny get must raise"
+        " NotSupportedError for it, without sending a request (it sent GET"
+        " /sessions/fake-"
+    )

@@ -150,10 +150,14 @@ class ProviderConformanceTests:
     ping ALIVE, close, nothing left live), idempotent close, not-found semantics
     (a session killed on the service is GONE, EXPIRED or not found, and the
     manager marks it LOST or EXPIRED), capability honesty (every operation the
-    capabilities deny raises :class:`~tether.exceptions.NotSupportedError`, every
-    one they grant works), bad input refused before any request, no secret in
-    reprs, and cancellation at many points of create and close leaving nothing
-    running.
+    capabilities deny raises :class:`~tether.exceptions.NotSupportedError`
+    without sending a request, every one they grant works), expiry against the
+    ``server_ttl`` claim (when :attr:`ConformanceTarget.clock` is given), bad
+    input refused before any request, no secret in reprs, and cancellation at
+    many points of create and close leaving nothing running.
+
+    A failure's message names the contract rule broken, in words, then what the
+    provider did: ``contract: <rule> (<observed>)``.
     """
 
     @pytest.fixture(name="conformance_target")

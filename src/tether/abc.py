@@ -198,6 +198,8 @@ class RemoteSession:
         data: Provider data to keep on the session (JSON-like, no secrets).
         created_at: When the service made it, if it says (reconcile's grace
             period for orphans needs it).
+        labels: The user's labels, when the service keeps them (a session
+            adopted by reconcile gets them); empty if it does not.
     """
 
     id: str
@@ -207,6 +209,7 @@ class RemoteSession:
     tether_id: str | None = None
     data: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
     created_at: datetime | None = attrs.field(default=None, converter=_to_utc)
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
 
 
 async def send(

@@ -422,6 +422,7 @@ class Reconciler:
             id=session_id,
             provider=name,
             state=SessionState.CREATING,
+            labels=remote.labels,
             created_at=now,
             updated_at=now,
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import attrs
@@ -23,6 +23,7 @@ from tether.exceptions import (
     NotSupportedError,
     RemoteNotFoundError,
 )
+from tether.testing._clock import ManualClock
 
 
 @attrs.frozen(kw_only=True)
@@ -41,6 +42,11 @@ class ConformanceTarget:
         update: Valid update changes, if the provider can update.
         lifetime: A lifetime to create with, if the provider needs one.
         unknown_param: A parameter name the provider must refuse.
+        clock: The :class:`~tether.testing.ManualClock` the emulator reads its
+            time from (``Emulator(clock=clock.time)``). Given it, the suite also
+            checks expiry: a ``server_ttl`` provider reports a session past its
+            lifetime as ended, and for one without it the manager closes the
+            session on the service at its deadline. ``None`` skips those checks.
     """
 
     name: str
@@ -52,6 +58,61 @@ class ConformanceTarget:
     update: Mapping[str, Any] | None = None
     lifetime: float | None = None
     unknown_param: str = "__not_a_parameter__"
+    clock: ManualClock | None = None
+
+
+def contract(ok: object, rule: str, observed: str = "") -> None:
+    """
+    Fail, naming the broken contract *rule* in words, unless *ok*.
+
+    The message reads ``contract: <rule> (<observed>)``, so a provider author
+    sees first which promise the provider broke, then what it did instead.
+    """
+    __tracebackhide__ = True
+    if not ok:
+        broken(rule, observed)
+
+
+def broken(rule: str, observed: str = "") -> NoReturn:
+    """
+    Fail at once, naming the broken contract *rule*: see :func:`contract`.
+    """
+    __tracebackhide__ = True
+    msg = f"contract: {rule}" + (f" ({observed})" if observed else "")
+    raise AssertionError(msg)
+
+
+def _lifetime(target: ConformanceTarget) -> float:
+    # A lifetime the provider accepts, for the expiry checks.
+    caps = target.provider.capabilities
+    lifetime = target.lifetime or caps.default_lifetime or 60.0
+    if caps.min_lifetime is not None:
+        lifetime = max(lifetime, caps.min_lifetime)
+    if caps.max_lifetime is not None:
+        lifetime = min(lifetime, caps.max_lifetime)
+    return lifetime
+
+
+class _SendCounter:
+    """
+    Counts what a provider sends through its HTTP client, while installed.
+    """
+
+    def __init__(self, provider: Provider[Any]) -> None:
+        self.client = provider.client
+        self.sent: list[str] = []
+        self._send = self.client.send
+
+    async def _counting(self, request: Any, **kwargs: Any) -> Any:
+        self.sent.append(f"{request.method} {request.url.path}")
+        return await self._send(request, **kwargs)
+
+    def __enter__(self) -> _SendCounter:
+        self.client.send = self._counting  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self.client.send
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -89,10 +150,14 @@ class ProviderConformanceTests:
     ping ALIVE, close, nothing left live), idempotent close, not-found semantics
     (a session killed on the service is GONE, EXPIRED or not found, and the
     manager marks it LOST or EXPIRED), capability honesty (every operation the
-    capabilities deny raises :class:`~tether.exceptions.NotSupportedError`, every
-    one they grant works), bad input refused before any request, no secret in
-    reprs, and cancellation at many points of create and close leaving nothing
-    running.
+    capabilities deny raises :class:`~tether.exceptions.NotSupportedError`
+    without sending a request, every one they grant works), expiry against the
+    ``server_ttl`` claim (when :attr:`ConformanceTarget.clock` is given), bad
+    input refused before any request, no secret in reprs, and cancellation at
+    many points of create and close leaving nothing running.
+
+    A failure's message names the contract rule broken, in words, then what the
+    provider did: ``contract: <rule> (<observed>)``.
     """
 
     @pytest.fixture(name="conformance_target")
@@ -122,14 +187,38 @@ class ProviderConformanceTests:
             session = await manager.create(
                 target.name, lifetime=target.lifetime, **target.params
             )
-            assert SessionState.ACTIVE == session.state
-            assert session.remote_id is not None
-            assert session.remote_id in await _live(target)
+            contract(
+                SessionState.ACTIVE == session.state,
+                "a created session is ACTIVE",
+                f"it is {session.state.value}",
+            )
+            contract(
+                session.remote_id is not None,
+                "create must report the service's id of the session",
+                "remote_id is None",
+            )
+            contract(
+                session.remote_id in await _live(target),
+                "a created session is live on the service",
+                f"{session.remote_id} is not in ConformanceTarget.live()",
+            )
             health = await manager.ping(session)
-            assert HealthStatus.ALIVE == health.status
+            contract(
+                HealthStatus.ALIVE == health.status,
+                "ping must report a fresh session as ALIVE",
+                f"ping returned {health.status.name}",
+            )
             closed = await manager.close(session)
-            assert SessionState.CLOSED == closed.state
-            assert session.remote_id not in await _live(target)
+            contract(
+                SessionState.CLOSED == closed.state,
+                "a closed session is CLOSED",
+                f"it is {closed.state.value}",
+            )
+            contract(
+                session.remote_id not in await _live(target),
+                "close must end the session on the service",
+                f"{session.remote_id} is still live",
+            )
 
     async def test_close_is_idempotent(
         self, conformance_target: ConformanceTarget
@@ -144,8 +233,19 @@ class ProviderConformanceTests:
             )
             provider = manager.provider(target.name)
             await provider.close(session)
-            await provider.close(session)
-            assert session.remote_id not in await _live(target)
+            try:
+                await provider.close(session)
+            except Exception as exc:  # noqa: BLE001
+                broken(
+                    "closing an already closed session must succeed (close is "
+                    "idempotent)",
+                    f"the second close raised {type(exc).__name__}: {exc}",
+                )
+            contract(
+                session.remote_id not in await _live(target),
+                "close must end the session on the service",
+                f"{session.remote_id} is still live",
+            )
 
     async def test_not_found_semantics(
         self, conformance_target: ConformanceTarget
@@ -167,17 +267,27 @@ class ProviderConformanceTests:
             except RemoteNotFoundError:
                 pass
             else:
-                assert health.status in (HealthStatus.GONE, HealthStatus.EXPIRED)
+                contract(
+                    health.status in (HealthStatus.GONE, HealthStatus.EXPIRED),
+                    "ping must report a session the service ended as GONE or "
+                    "EXPIRED (or raise RemoteNotFoundError)",
+                    f"ping returned {health.status.name}",
+                )
             await manager.ping(session)
             after = await manager.get(session.id)
-            assert after.state in (SessionState.LOST, SessionState.EXPIRED)
+            contract(
+                after.state in (SessionState.LOST, SessionState.EXPIRED),
+                "the manager must mark a session the service ended LOST or EXPIRED",
+                f"it is {after.state.value}",
+            )
 
     async def test_capabilities_are_honest(
         self, conformance_target: ConformanceTarget
     ) -> None:
         """
-        Every operation the capabilities deny raises NotSupportedError; every
-        one they grant works on a live session.
+        Every operation the capabilities deny raises NotSupportedError without
+        sending a request; every one they grant works on a live session: get
+        returns it, list contains it, find finds it by tether's id.
         """
         target = conformance_target
         caps = target.provider.capabilities
@@ -190,31 +300,160 @@ class ProviderConformanceTests:
                 "get": lambda: provider.get(session),
                 "list": provider.list,
                 "find": lambda: provider.find(session.id),
-                "renew": lambda: provider.renew(session, target.lifetime or 60.0),
+                "renew": lambda: provider.renew(session, _lifetime(target)),
                 "update": lambda: provider.update(
                     session, provider.parse_update(target.update or {})
                 ),
             }
             for operation, call in checks.items():
-                granted = getattr(caps, operation)
-                if not granted:
-                    with pytest.raises(NotSupportedError):
-                        await call()
+                if not getattr(caps, operation):
+                    await self._check_denied(provider, operation, call)
                     continue
                 if operation == "update" and target.update is None:
                     msg = "the provider can update: give ConformanceTarget.update"
                     raise AssertionError(msg)
                 result = await call()
-                if operation == "get":
-                    assert isinstance(result, RemoteSession)
-                    assert session.remote_id == result.id
-                elif operation == "list":
-                    assert session.remote_id in {r.id for r in result}
-                elif operation == "find":
-                    assert isinstance(result, RemoteSession)
-                    assert session.remote_id == result.id
-                else:
-                    assert isinstance(result, RemoteSession)
+                self._check_granted(operation, session, result)
+
+    @staticmethod
+    async def _check_denied(
+        provider: Provider[Any], operation: str, call: Callable[[], Awaitable[Any]]
+    ) -> None:
+        __tracebackhide__ = True
+        rule = (
+            f"a provider whose capabilities deny {operation} must raise "
+            "NotSupportedError for it, without sending a request"
+        )
+        with _SendCounter(provider) as counter:
+            try:
+                result = await call()
+            except NotSupportedError:
+                pass
+            except Exception as exc:  # noqa: BLE001
+                broken(rule, f"{operation} raised {type(exc).__name__}")
+            else:
+                broken(rule, f"{operation} returned {result!r}")
+        contract(not counter.sent, rule, f"it sent {', '.join(counter.sent)}")
+
+    @staticmethod
+    def _check_granted(operation: str, session: Any, result: Any) -> None:
+        __tracebackhide__ = True
+        claims = f"a provider that claims {operation} must "
+        if operation == "get":
+            contract(
+                isinstance(result, RemoteSession) and session.remote_id == result.id,
+                claims + "return the live session from get",
+                f"get returned {result!r}",
+            )
+        elif operation == "list":
+            ids = {r.id for r in result}
+            contract(
+                session.remote_id in ids,
+                claims + "include a live session in list",
+                f"{session.remote_id} not among {sorted(ids)}",
+            )
+        elif operation == "find":
+            contract(
+                isinstance(result, RemoteSession) and session.remote_id == result.id,
+                claims + "find a live session by tether's id",
+                f"find({session.id!r}) returned {result!r}",
+            )
+            contract(
+                result.tether_id in (None, session.id),
+                claims + "report the tether id it found the session by",
+                f"tether_id is {result.tether_id!r}",
+            )
+        else:
+            contract(
+                isinstance(result, RemoteSession),
+                claims + f"return a RemoteSession from {operation}",
+                f"{operation} returned {result!r}",
+            )
+
+    async def test_expiry_matches_server_ttl(
+        self, conformance_target: ConformanceTarget
+    ) -> None:
+        """
+        With a clock (``ConformanceTarget.clock``): a provider claiming
+        ``server_ttl`` reports a session past its lifetime as EXPIRED or GONE
+        (the service ended it); for one without it, the manager expires the
+        session at its deadline and closes it on the service.
+        """
+        target = conformance_target
+        clock = target.clock
+        if clock is None:
+            pytest.skip("no ConformanceTarget.clock: expiry is not checked")
+        lifetime = _lifetime(target)
+        if target.provider.capabilities.server_ttl:
+            await self._check_server_ends(target, clock, lifetime)
+        else:
+            await self._check_manager_ends(target, clock, lifetime)
+
+    async def _check_server_ends(
+        self, target: ConformanceTarget, clock: ManualClock, lifetime: float
+    ) -> None:
+        __tracebackhide__ = True
+        claims = "a provider that claims server_ttl must "
+        # The manager's own clock stands still: only the service may end it.
+        frozen = ManualClock(start=clock.time())
+        async with self._manager(target, clock=frozen) as manager:
+            session = await manager.create(
+                target.name, lifetime=lifetime, **target.params
+            )
+            provider = manager.provider(target.name)
+            await clock.advance(lifetime + 1)
+            try:
+                health = await provider.ping(session)
+            except RemoteNotFoundError:
+                pass
+            else:
+                contract(
+                    health.status in (HealthStatus.EXPIRED, HealthStatus.GONE),
+                    claims + "report a session past its lifetime as EXPIRED or GONE",
+                    f"ping returned {health.status.name}",
+                )
+            if provider.capabilities.get:
+                remote = await provider.get(session)
+                contract(
+                    remote is None or not remote.state.is_live,
+                    claims + "not get a session past its lifetime as live",
+                    f"get returned {remote!r}",
+                )
+            contract(
+                session.remote_id not in await _live(target),
+                claims + "end a session on the service at its lifetime",
+                f"{session.remote_id} is still live",
+            )
+
+    async def _check_manager_ends(
+        self, target: ConformanceTarget, clock: ManualClock, lifetime: float
+    ) -> None:
+        __tracebackhide__ = True
+        rule = (
+            "without server_ttl, tether's manager expires a session at its "
+            "deadline and closes it on the service"
+        )
+        async with self._manager(target, clock=clock) as manager:
+            session = await manager.create(
+                target.name, lifetime=lifetime, **target.params
+            )
+            contract(
+                session.expires_at is not None,
+                rule,
+                "the session has no deadline",
+            )
+            await clock.advance(lifetime + 1)
+            after = await manager.get(session.id)
+            contract(
+                SessionState.EXPIRED == after.state,
+                rule,
+                f"past its deadline it is {after.state.value}",
+            )
+            contract(
+                session.remote_id not in await _live(target),
+                rule,
+                f"{session.remote_id} is still live on the service",
+            )
 
     async def test_create_reports_a_live_state(
         self, conformance_target: ConformanceTarget
@@ -233,8 +472,12 @@ class ProviderConformanceTests:
                 )
             )
             try:
-                assert remote.state.is_live
-                assert remote.id
+                contract(
+                    remote.state.is_live,
+                    "create must report a live state",
+                    f"it reported {remote.state.value} ({remote.raw_state!r})",
+                )
+                contract(remote.id, "create must report the service's id", "id empty")
             finally:
                 from tether._session import Session  # noqa: PLC0415
 
@@ -257,17 +500,26 @@ class ProviderConformanceTests:
         sees no create.
         """
         target = conformance_target
+        rule = (
+            "an unknown create parameter must be refused with "
+            "InvalidParameterError naming it, before any request"
+        )
         async with self._manager(target) as manager:
             before = await _live(target)
-            with pytest.raises(InvalidParameterError) as info:
+            try:
                 await manager.create(
                     target.name,
                     lifetime=target.lifetime,
                     **{**target.params, target.unknown_param: 1},
                 )
-            assert target.unknown_param == info.value.field
-            assert before == await _live(target)
-            assert [] == await manager.list()
+            except InvalidParameterError as exc:
+                contract(
+                    target.unknown_param == exc.field, rule, f"field={exc.field!r}"
+                )
+            else:
+                broken(rule, "create succeeded")
+            contract(before == await _live(target), rule, "the service got a session")
+            contract([] == await manager.list(), rule, "a record was kept")
 
     async def test_no_secrets_in_reprs(
         self, conformance_target: ConformanceTarget
@@ -290,7 +542,12 @@ class ProviderConformanceTests:
                 [repr(provider), repr(provider.config), repr(session), str(session)]
             )
         for secret in secrets:
-            assert secret not in blob
+            contract(
+                secret not in blob,
+                "no secret of the config may show in a repr of the config, the "
+                "provider or a session (wrap it in Secret)",
+                "a secret was found",
+            )
 
     @pytest.mark.parametrize("delay", [0.0, 0.001, 0.003, 0.01, 0.03])
     async def test_cancellation_leaks_nothing(
@@ -307,4 +564,9 @@ class ProviderConformanceTests:
                 )
                 with anyio.move_on_after(delay):
                     await manager.close(session)
-        assert set() == await _live(target)
+        left = await _live(target)
+        contract(
+            set() == left,
+            "cancelling create or close must leave no session running",
+            f"still live: {sorted(left)}",
+        )

@@ -65,6 +65,7 @@ class FakeRemote:
     expires_at: float | None
     state: str = "running"
     data: dict[str, Any] = attrs.field(factory=dict)
+    labels: dict[str, str] = attrs.field(factory=dict)
 
 
 @attrs.define
@@ -318,13 +319,20 @@ class FakeProvider(Provider[FakeConfig]):
         return self.parse_create(changes)
 
     def _remote(self, remote: FakeRemote) -> RemoteSession:
+        expired = remote.state == "expired" or (
+            remote.state == "running"
+            and remote.expires_at is not None
+            and self.backend.clock() >= remote.expires_at
+        )
         return RemoteSession(
             id=remote.id,
-            raw_state=remote.state,
+            raw_state="expired" if expired else remote.state,
+            state=SessionState.EXPIRED if expired else SessionState.ACTIVE,
             expires_at=_ts(remote.expires_at),
             tether_id=remote.tether_id or None,
             created_at=_ts(remote.created_at),
             data={"params": dict(remote.params), **remote.data},
+            labels=remote.labels,
         )
 
     def _lookup(self, session: Session, operation: str) -> FakeRemote:
@@ -351,6 +359,7 @@ class FakeProvider(Provider[FakeConfig]):
             id=f"fake-{uuid.uuid4().hex[:12]}",
             tether_id=request.tether_id,
             params=dict(request.params),
+            labels=dict(request.labels),
             created_at=now,
             expires_at=now + request.lifetime if request.lifetime else None,
         )

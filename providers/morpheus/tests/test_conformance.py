@@ -8,7 +8,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tether.testing import ConformanceTarget, ProviderConformanceTests, serve_asgi
+from tether.testing import (
+    ConformanceTarget,
+    ManualClock,
+    ProviderConformanceTests,
+    serve_asgi,
+)
 from tether_morpheus import MorpheusProvider
 from tether_morpheus.emulator import MorpheusEmulator
 
@@ -23,9 +28,11 @@ class TestMorpheusConformance(ProviderConformanceTests):
 
     @pytest.fixture(name="conformance_target")
     async def _conformance_target(self) -> AsyncIterator[ConformanceTarget]:
-        emulator = MorpheusEmulator(api_keys=[KEY])
+        clock = ManualClock()
+        emulator = MorpheusEmulator(api_keys=[KEY], clock=clock.time)
         async with serve_asgi(emulator.app) as server:
             yield ConformanceTarget(
+                clock=clock,
                 name="morpheus",
                 provider=MorpheusProvider,
                 config={"base_url": server.url, "api_key": KEY, "timeout": 5},

@@ -8,7 +8,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tether.testing import ConformanceTarget, ProviderConformanceTests, serve_asgi
+from tether.testing import (
+    ConformanceTarget,
+    ManualClock,
+    ProviderConformanceTests,
+    serve_asgi,
+)
 from tether_relay import RelayProvider
 from tether_relay.emulator import RelayEmulator
 
@@ -23,9 +28,11 @@ class TestRelayConformance(ProviderConformanceTests):
 
     @pytest.fixture(name="conformance_target")
     async def _conformance_target(self) -> AsyncIterator[ConformanceTarget]:
-        emulator = RelayEmulator(tokens=(TOKEN,), ready_delay=0.0)
+        clock = ManualClock()
+        emulator = RelayEmulator(tokens=(TOKEN,), ready_delay=0.0, clock=clock.time)
         async with serve_asgi(emulator.app) as server:
             yield ConformanceTarget(
+                clock=clock,
                 name="relay",
                 provider=RelayProvider,
                 config={"base_url": server.url, "api_token": TOKEN, "timeout": 5},

@@ -8,7 +8,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tether.testing import ConformanceTarget, ProviderConformanceTests, serve_asgi
+from tether.testing import (
+    ConformanceTarget,
+    ManualClock,
+    ProviderConformanceTests,
+    serve_asgi,
+)
 from tether_sandbox import SandboxProvider
 from tether_sandbox.emulator import SandboxEmulator
 
@@ -23,13 +28,17 @@ class TestSandboxConformance(ProviderConformanceTests):
 
     @pytest.fixture(name="conformance_target")
     async def _conformance_target(self) -> AsyncIterator[ConformanceTarget]:
-        emulator = SandboxEmulator(api_keys=(KEY,))
+        clock = ManualClock()
+        emulator = SandboxEmulator(api_keys=(KEY,), clock=clock.time)
         async with serve_asgi(emulator.app) as server:
             yield ConformanceTarget(
+                clock=clock,
                 name="sandbox",
                 provider=SandboxProvider,
                 config={"base_url": server.url, "api_key": KEY, "timeout": 5},
-                params={"vcpu_count": 2},
+                # env makes the VM (and its lifetime) start at create, not at
+                # the first execute: the expiry check needs a running clock.
+                params={"vcpu_count": 2, "env": {"CONFORMANCE": "1"}},
                 lifetime=300,
                 live=emulator.live_sessions,
                 kill=emulator.kill,

@@ -8,7 +8,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tether.testing import ConformanceTarget, ProviderConformanceTests, serve_asgi
+from tether.testing import (
+    ConformanceTarget,
+    ManualClock,
+    ProviderConformanceTests,
+    serve_asgi,
+)
 from tether_sipher import SipherProvider
 from tether_sipher.emulator import PRO_KEY, SipherEmulator
 
@@ -20,9 +25,11 @@ class TestSipherConformance(ProviderConformanceTests):
 
     @pytest.fixture(name="conformance_target")
     async def _conformance_target(self) -> AsyncIterator[ConformanceTarget]:
-        emulator = SipherEmulator()
+        clock = ManualClock()
+        emulator = SipherEmulator(clock=clock.time)
         async with serve_asgi(emulator.app) as server:
             yield ConformanceTarget(
+                clock=clock,
                 name="sipher",
                 provider=SipherProvider,
                 config={"base_url": server.url, "api_key": PRO_KEY, "timeout": 5},

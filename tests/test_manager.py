@@ -4,6 +4,7 @@ The SessionManager's lifecycle, driven through the FakeProvider.
 
 from __future__ import annotations
 
+import decimal
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -752,7 +753,7 @@ def test_a_bad_environment_value_names_the_variable_and_what_is_valid():
     [
         {"base_url": 42},
         {"base_url": None},
-        {"timeout": __import__("decimal").Decimal("-sNaN")},
+        {"timeout": decimal.Decimal("-sNaN")},
         {"timeout": "thirty"},
         {"api_key": 12345},
     ],

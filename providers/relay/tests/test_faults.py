@@ -9,16 +9,19 @@ the answer (a reset) or replaces it with a gateway's 502 or 504; the emulator's
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, MutableMapping
-from typing import Any
+from collections.abc import AsyncIterator
 
 import anyio
-import attrs
 import pytest
 
 import tether
 from tether import SessionState
-from tether.testing import ASGIApp, ASGIServer, DropConnection, ManualClock, serve_asgi
+from tether.testing import (
+    ASGIServer,
+    LoseAnswer,
+    ManualClock,
+    serve_asgi,
+)
 from tether_relay import RelayProvider
 from tether_relay.emulator import RelayEmulator
 
@@ -30,55 +33,6 @@ FAST = {
     "ready_timeout": 5.0,
     "cleanup_timeout": 2.0,
 }
-
-
-@attrs.define
-class LoseAnswer:
-    """
-    Let the app handle the next *times* matching requests, then lose the answer.
-    """
-
-    app: ASGIApp
-    method: str
-    path: str
-    how: str
-    times: int = 1
-    lost: int = 0
-
-    async def __call__(
-        self,
-        scope: MutableMapping[str, Any],
-        receive: Any,
-        send: Any,
-    ) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != self.method
-            or scope["path"] != self.path
-            or self.lost >= self.times
-        ):
-            await self.app(scope, receive, send)
-            return
-        self.lost += 1
-
-        async def swallow(message: MutableMapping[str, Any]) -> None:
-            pass
-
-        await self.app(scope, receive, swallow)
-        if self.how == "reset":
-            raise DropConnection
-        body = f"<html><body>{self.how} gateway error</body></html>".encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": int(self.how),
-                "headers": [
-                    (b"content-type", b"text/html"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
 
 @pytest.fixture(name="lose")

@@ -8,69 +8,23 @@ the answer (a reset) or replaces it with a gateway's 502 or 504; the emulator's
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, MutableMapping
-from typing import Any
+from collections.abc import AsyncIterator
 
-import attrs
 import pytest
 
 import tether
 from tether import SessionState
-from tether.testing import ASGIApp, ASGIServer, DropConnection, ManualClock, serve_asgi
+from tether.testing import (
+    ASGIServer,
+    LoseAnswer,
+    ManualClock,
+    serve_asgi,
+)
 from tether_sandbox import SandboxProvider
 from tether_sandbox.emulator import SandboxEmulator
 
 
 KEY = "instavm_sk_test_9f8e7d6c5b4a"
-
-
-@attrs.define
-class LoseAnswer:
-    """
-    Let the app handle the next *times* matching requests, then lose the answer.
-    """
-
-    app: ASGIApp
-    method: str
-    path: str
-    how: str
-    times: int = 1
-    lost: int = 0
-
-    async def __call__(
-        self,
-        scope: MutableMapping[str, Any],
-        receive: Any,
-        send: Any,
-    ) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != self.method
-            or scope["path"] != self.path
-            or self.lost >= self.times
-        ):
-            await self.app(scope, receive, send)
-            return
-        self.lost += 1
-
-        async def swallow(message: MutableMapping[str, Any]) -> None:
-            pass
-
-        await self.app(scope, receive, swallow)
-        if self.how == "reset":
-            raise DropConnection
-        body = f"<html><body>{self.how} gateway error</body></html>".encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": int(self.how),
-                "headers": [
-                    (b"content-type", b"text/html"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
 
 @pytest.fixture(name="lose")

@@ -16,7 +16,7 @@ from tether.testing._asgi import (
 from tether.testing._clock import ManualClock
 from tether.testing._emulation import DemoScript, Emulator, EmulatorFactory
 from tether.testing._fake import FakeBackend, FakeConfig, FakeProvider, FakeRemote
-from tether.testing._faults import Fault, FaultInjector
+from tether.testing._faults import Fault, FaultInjector, LoseAnswer
 
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ __all__ = [
     "FakeRemote",
     "Fault",
     "FaultInjector",
+    "LoseAnswer",
     "ManualClock",
     "ProviderConformanceTests",
     "RecordedRequest",

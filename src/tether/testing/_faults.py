@@ -151,3 +151,58 @@ async def _respond(
         }
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+@attrs.define
+class LoseAnswer:
+    """
+    ASGI middleware that lets the service act, then loses its answer: the
+    fault that matters most to a create.
+
+    The next *times* requests matching *method* and *path* reach *app*, which
+    carries them out; the client then gets a reset connection (``how="reset"``)
+    or a gateway's error page with that status (``how="502"``, ``"504"``) instead
+    of the real answer. Judge the outcome by the emulator's own state::
+
+        lose = LoseAnswer(emulator.app, "POST", "/v1/sessions", "502")
+        async with serve_asgi(lose) as server:
+            ...
+        assert lose.lost == 1 and len(emulator.live_sessions()) == 1
+    """
+
+    app: ASGIApp
+    method: str
+    path: str
+    how: str
+    times: int = 1
+    lost: int = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != self.method
+            or scope["path"] != self.path
+            or self.lost >= self.times
+        ):
+            await self.app(scope, receive, send)
+            return
+        self.lost += 1
+
+        async def swallow(message: Message) -> None:
+            pass
+
+        await self.app(scope, receive, swallow)
+        if self.how == "reset":
+            raise DropConnection
+        body = f"<html><body>{self.how} gateway error</body></html>".encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": int(self.how),
+                "headers": [
+                    (b"content-type", b"text/html"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

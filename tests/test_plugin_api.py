@@ -117,7 +117,9 @@ class BrowserProvider(Provider[BrowserConfig]):
 
     async def create(self, request: CreateRequest) -> RemoteSession:
         body = {"tag": request.tether_id, "labels": dict(request.labels)}
-        response = await self.request("POST", "/sessions", operation="create", json=body)
+        response = await self.request(
+            "POST", "/sessions", operation="create", json=body
+        )
         answer = self.json(response, operation="create")
         # A careless provider keeps the whole answer: tether still stores no secret.
         return RemoteSession(id=answer["id"], data=answer)

@@ -775,3 +775,21 @@ async def test_odd_config_values_are_config_errors(
             await manager.create("fake")
 
     assert 0 == tether_fake_backend.calls["create"]
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_manager_can_be_built_outside_an_event_loop(backend: str) -> None:
+    """
+    An application may build its manager at import time (a module global)
+    and enter it later, in whichever event loop it runs.
+    """
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("fake", FakeProvider)
+    manager = tether.SessionManager(registry=registry, health_checks=False, environ={})
+
+    async def main() -> tether.SessionState:
+        async with manager:
+            session = await manager.create("fake")
+            return (await manager.close(session)).state
+
+    assert tether.SessionState.CLOSED == anyio.run(main, backend=backend)

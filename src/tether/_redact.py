@@ -110,6 +110,28 @@ class Secret:
         raise TypeError(msg)
 
 
+@final
+class MaskedURL(str):
+    """
+    A URL string whose ``repr`` masks the password in its userinfo: the value
+    itself is unchanged, so clients still get the whole URL.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(_URL_PASSWORD.sub(rf"\1:{REDACTED}@", str.__str__(self)))
+
+
+def mask_url(value: str) -> str:
+    """
+    *value*, as a :class:`MaskedURL` if it holds a password in its userinfo.
+    """
+    if isinstance(value, str) and _URL_PASSWORD.search(value):
+        return MaskedURL(value)
+    return value
+
+
 def _normalise(key: str) -> str:
     return key.lower().replace("-", "_")
 

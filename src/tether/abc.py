@@ -31,7 +31,13 @@ import httpx
 
 from tether._handle import Operation, SessionHandle, SyncSessionHandle
 from tether._log import TetherLogger, get_logger
-from tether._redact import Secret, declare_secret_keys, remember_secrets
+from tether._redact import (
+    MaskedURL,
+    Secret,
+    declare_secret_keys,
+    mask_url,
+    remember_secrets,
+)
 from tether._session import Health, Session, SessionState, _frozen_mapping, _to_utc
 from tether._validators import number
 from tether.exceptions import (
@@ -148,6 +154,15 @@ class ProviderConfig:
         default=None,
         validator=number(gt=0, optional=True),
     )
+
+    def __attrs_post_init__(self) -> None:
+        # A password in the URL's userinfo stays out of the config's repr
+        # (subclasses inherit this; one of their own should call it).
+        url = getattr(self, "base_url", None)
+        if isinstance(url, str) and not isinstance(url, MaskedURL):
+            masked = mask_url(url)
+            if masked is not url:
+                object.__setattr__(self, "base_url", masked)
 
 
 ConfigT = TypeVar("ConfigT", bound=ProviderConfig)

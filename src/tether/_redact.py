@@ -127,7 +127,7 @@ def mask_url(value: str) -> str:
     """
     *value*, as a :class:`MaskedURL` if it holds a password in its userinfo.
     """
-    if isinstance(value, str) and _URL_PASSWORD.search(value):
+    if _URL_PASSWORD.search(value):
         return MaskedURL(value)
     return value
 

@@ -700,6 +700,7 @@ class SessionManager:
         lifetime: float | timedelta | None = None,
     ) -> Session: ...
 
+    @instrumented("connect")
     async def connect(
         self,
         provider: _Handled[Any] | str,

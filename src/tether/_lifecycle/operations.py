@@ -63,7 +63,7 @@ def instrumented(
             elif isinstance(target, SessionHandle):
                 provider, session_id = target.provider_name, target.id
             elif isinstance(target, str):
-                if name == "create":
+                if name in ("create", "connect"):
                     provider = target
                 else:
                     session_id = target
@@ -74,6 +74,9 @@ def instrumented(
                 if isinstance(result, Session):
                     attributes["session_id"] = result.id
                     attributes["provider"] = result.provider
+                elif isinstance(result, SessionHandle):
+                    attributes["session_id"] = result.id
+                    attributes["provider"] = result.provider_name
                 return result
 
         return wrapper

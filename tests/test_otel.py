@@ -500,11 +500,11 @@ async def test_a_sessions_operations_are_children_of_its_span(
             environ={},
             instrumentation=instrumentation,
         ) as manager,
+        manager.session(SandboxProvider, lifetime=60) as sb,
     ):
-        async with manager.session(SandboxProvider, lifetime=60) as sb:
-            with caller_tracer.start_as_current_span("agent.step") as step:
-                await sb.execute("print(1)")
-            await manager.ping(sb)
+        with caller_tracer.start_as_current_span("agent.step") as step:
+            await sb.execute("print(1)")
+        await manager.ping(sb)
 
     (create,) = spans_named(exporter, "tether.create")
     (execute,) = spans_named(exporter, "tether.execute")

@@ -18,9 +18,11 @@ from tether.abc import (
     Capabilities,
     ClientOptions,
     CreateRequest,
+    Operation,
     Provider,
     ProviderConfig,
     RemoteSession,
+    SessionHandle,
 )
 from tether.exceptions import AdmissionError, OutcomeUnknownError
 from tether.testing import ASGIServer, serve_asgi
@@ -39,6 +41,9 @@ class Browsers:
     answer: tuple[int, bytes] | None = None
     #: The API key the service expects in ``X-BB-API-Key`` (None: no check).
     key: str | None = None
+    #: Screenshot requests received, and how many of the next ones get a 503.
+    screenshots: int = 0
+    screenshot_unavailable: int = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -76,6 +81,14 @@ class Browsers:
                 for s, t in self.sessions.items()
             ]
             status, out = 200, json.dumps(every).encode()
+        elif method == "GET" and path.endswith("/screenshot"):
+            sid = path.split("/")[2]
+            self.screenshots += 1
+            if self.screenshot_unavailable:
+                self.screenshot_unavailable -= 1
+                status, out = 503, b"busy"
+            elif sid in self.sessions:
+                status, out = 200, f"png:{sid}".encode()
         elif method == "DELETE" and path.startswith("/sessions/"):
             status = 204 if self.sessions.pop(path.rsplit("/", 1)[1], None) else 404
             out = b""
@@ -90,6 +103,17 @@ class BrowserConfig(ProviderConfig):
     key: str = attrs.field(default="", repr=False)
 
 
+class BrowserHandle(SessionHandle["BrowserProvider"]):
+    """
+    Written as the guide's "Operations and a typed handle" shows.
+    """
+
+    __slots__ = ()
+
+    async def screenshot(self) -> bytes:
+        return await self.run("screenshot", self.provider.screenshot)
+
+
 class BrowserProvider(Provider[BrowserConfig]):
     """
     Written as the guide says: ``self.request`` and ``self.json``.
@@ -99,6 +123,10 @@ class BrowserProvider(Provider[BrowserConfig]):
     config_class: ClassVar[type[ProviderConfig]] = BrowserConfig
     secret_headers: ClassVar[frozenset[str]] = frozenset({"X-BB-API-Key"})
     secret_fields: ClassVar[frozenset[str]] = frozenset({"signingKey"})
+    operations: ClassVar[Mapping[str, Operation]] = {
+        "screenshot": Operation(idempotent=True)
+    }
+    handle_class: ClassVar[type[SessionHandle[Any]]] = BrowserHandle
 
     def __init__(self, config: BrowserConfig, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -137,6 +165,15 @@ class BrowserProvider(Provider[BrowserConfig]):
         )
         found = self.json(response, operation="find")
         return RemoteSession(id=found[0], tether_id=tether_id) if found else None
+
+    async def screenshot(self, session: tether.Session) -> bytes:
+        response = await self.request(
+            "GET",
+            f"/sessions/{session.remote_id}/screenshot",
+            operation="screenshot",
+            session_id=session.id,
+        )
+        return response.content
 
     async def ping(self, session: tether.Session) -> tether.Health:
         return tether.Health(status=tether.HealthStatus.ALIVE)
@@ -300,3 +337,26 @@ async def test_adopted_sessions_keep_their_labels(
         dict(adopted.labels),
     )
     assert [made.remote_id] == list(service.sessions)
+
+
+async def test_a_third_party_handle_runs_under_the_managers_guarantees(
+    server: ASGIServer, service: Browsers
+) -> None:
+    """
+    A handle declared as the guide shows: ``manager.session(BrowserProvider)``
+    gives it, an idempotent operation is retried past a 503, and once the
+    session ended the operation is refused before any request is sent.
+    """
+    service.screenshot_unavailable = 1
+    async with manager(server) as m:
+        async with m.session(BrowserProvider) as browser:
+            assert isinstance(browser, BrowserHandle)
+            shot = await browser.screenshot()
+        sent = service.screenshots
+        with pytest.raises(tether.SessionEndedError):
+            await browser.screenshot()
+
+    assert f"png:{browser.remote_id}".encode() == shot
+    assert 2 == sent  # the 503, then the retry
+    assert sent == service.screenshots  # nothing sent after the end
+    assert [] == list(service.sessions)

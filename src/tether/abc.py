@@ -43,6 +43,7 @@ from tether._validators import number
 from tether.exceptions import (
     AuthError,
     ConflictError,
+    InvalidParameterError,
     NotSupportedError,
     OutcomeUnknownError,
     PermanentProviderError,
@@ -385,6 +386,9 @@ class Provider(abc.ABC, Generic[ConfigT]):
     #: them are masked by value wherever tether redacts, and the names are
     #: masked in any mapping (a request log, an error body).
     secret_headers: ClassVar[frozenset[str]] = frozenset()
+    #: The filters :meth:`search` takes besides ``labels`` (a relay's
+    #: ``user_ip``), each passed to the service where it can filter.
+    search_filters: ClassVar[frozenset[str]] = frozenset()
     #: Field names in the service's answers whose values are secrets (a
     #: ``signingKey``): masked wherever they appear (errors, stored data,
     #: events), and each value :meth:`json` reads is then masked by value too.
@@ -563,6 +567,41 @@ class Provider(abc.ABC, Generic[ConfigT]):
         Every session the service has for this credential.
         """
         raise self.not_supported("list")
+
+    def parse_search(self, filters: Mapping[str, Any]) -> dict[str, Any]:
+        """
+        Validate :meth:`search` filters, before any network call.
+
+        The default accepts the names in :attr:`search_filters`, as given;
+        override to check their values. Raise
+        :class:`~tether.exceptions.InvalidParameterError` naming the filter.
+        """
+        unknown = sorted(set(filters) - self.search_filters)
+        if unknown:
+            known = ", ".join(sorted(self.search_filters | {"labels"}))
+            msg = (
+                f"{self.name}: unknown search filter {', '.join(map(repr, unknown))}; "
+                f"known: {known}"
+            )
+            raise InvalidParameterError(msg, field=unknown[0], provider=self.name)
+        return dict(filters)
+
+    async def search(
+        self, labels: Mapping[str, str], filters: Mapping[str, Any]
+    ) -> Sequence[RemoteSession]:
+        """
+        The service's sessions whose labels include *labels* and that match
+        the provider's own *filters* (validated by :meth:`parse_search`).
+
+        The default lists every session (:meth:`list`) and keeps those whose
+        :attr:`RemoteSession.labels` include *labels*; override it to let the
+        service filter (a query parameter), where it can.
+        """
+        return [
+            remote
+            for remote in await self.list()
+            if all(remote.labels.get(k) == v for k, v in labels.items())
+        ]
 
     async def find(self, tether_id: str) -> RemoteSession | None:
         """

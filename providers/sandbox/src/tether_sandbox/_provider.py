@@ -127,6 +127,7 @@ class SandboxProvider(Provider[SandboxConfig]):
     sync_handle_class: ClassVar[type[SyncSandboxHandle]] = SyncSandboxHandle
     #: Environment values are secrets: the stored record keeps only their names.
     secret_params: ClassVar[frozenset[str]] = frozenset({"env"})
+    search_filters: ClassVar[frozenset[str]] = frozenset({"metadata"})
     capabilities: ClassVar[Capabilities] = Capabilities(
         update=False,
         renew=False,
@@ -514,6 +515,43 @@ class SandboxProvider(Provider[SandboxConfig]):
         live = [s for s in found if s.state is SessionState.ACTIVE]
         return (live or found)[0]
 
+    def parse_search(self, filters: Mapping[str, Any]) -> dict[str, Any]:
+        """
+        ``metadata``: a JSON object the sessions' metadata must contain.
+        """
+        parsed = super().parse_search(filters)
+        if "metadata" in parsed:
+            metadata = parsed["metadata"]
+            if not isinstance(metadata, Mapping) or not all(
+                isinstance(k, str) for k in metadata
+            ):
+                msg = f"metadata must be a mapping with string keys, not {metadata!r}"
+                raise InvalidParameterError(
+                    msg, field="metadata", value=metadata, provider=self.name
+                )
+            try:
+                json.dumps(metadata)
+            except (TypeError, ValueError):
+                msg = "metadata must be JSON (strings, numbers, lists, mappings)"
+                raise InvalidParameterError(
+                    msg, field="metadata", provider=self.name
+                ) from None
+            parsed["metadata"] = dict(metadata)
+        return parsed
+
+    async def search(
+        self, labels: Mapping[str, str], filters: Mapping[str, Any]
+    ) -> Sequence[RemoteSession]:
+        """
+        The service filters: ``?metadata=`` with the labels (stored under
+        tether's key at create) and the caller's ``metadata``, matched by
+        containment; at most 1000 sessions.
+        """
+        metadata: dict[str, Any] = dict(filters.get("metadata") or {})
+        if labels:
+            metadata[_params.TETHER_LABELS_KEY] = dict(labels)
+        return await self._sandboxes(metadata or None, limit=_params.MAX_LIST_LIMIT)
+
     async def _sandboxes(
         self, metadata: Mapping[str, Any] | None, *, limit: int
     ) -> Sequence[RemoteSession]:
@@ -539,6 +577,7 @@ class SandboxProvider(Provider[SandboxConfig]):
             raw_state = str(row.get("status") or "") or None
             state = _LIST_STATES.get((raw_state or "").lower(), SessionState.ACTIVE)
             tether_id = meta.get(_params.TETHER_ID_KEY) if meta else None
+            labels = meta.get(_params.TETHER_LABELS_KEY) if meta else None
             end_at = _naive_utc(row.get("end_at"))
             out.append(
                 RemoteSession(
@@ -547,6 +586,7 @@ class SandboxProvider(Provider[SandboxConfig]):
                     state=state,
                     expires_at=end_at if state is SessionState.ACTIVE else None,
                     tether_id=str(tether_id) if tether_id is not None else None,
+                    labels=_labels(labels),
                     created_at=_naive_utc(row.get("started_at")),
                     data={
                         "template_id": row.get("template_id"),
@@ -787,3 +827,11 @@ def _result(answer: Mapping[str, Any]) -> ExecutionResult:
         cpu_time=_float(answer.get("cpu_time")),
         raw=answer,
     )
+
+
+def _labels(value: object) -> dict[str, str]:
+    # The labels tether stored at create; anything else in their place is
+    # someone else's metadata, not labels.
+    if not isinstance(value, Mapping):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}

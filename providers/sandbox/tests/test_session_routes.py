@@ -66,7 +66,7 @@ async def upload(
     """
     fields = {"remote_path": remote_path, "session_id": sid, "recursive": "false"}
     # On the wire a form holds strings; the model reads "false" as a boolean.
-    model = {**fields, **extra, "file": ""}
+    model: dict[str, Any] = {**fields, **extra, "file": ""}
     model["recursive"] = model["recursive"] == "true"
     check("Body_upload_file_endpoint_upload_post", model)
     return await http.post(

@@ -113,6 +113,10 @@ class SandboxProvider(SessionWork):
     4, 6 or 8; default 2), ``metadata`` (JSON mapping) and ``env`` (string
     mapping; spawns a billed VM at once).
 
+    Inside a session, besides code execution: :meth:`session_info`,
+    :meth:`usage`, :meth:`app_url`, :meth:`upload`, :meth:`download`,
+    :meth:`egress` and :meth:`set_egress`.
+
     Do not instantiate directly: the manager builds it from :class:`SandboxConfig`.
     """
 

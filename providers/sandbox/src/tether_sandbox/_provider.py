@@ -20,7 +20,6 @@ from tether.abc import (
     ClientOptions,
     CreateRequest,
     Operation,
-    Provider,
     RemoteSession,
 )
 from tether.exceptions import (
@@ -34,6 +33,7 @@ from tether_sandbox import _params
 from tether_sandbox._compat import Health, HealthStatus, Session, SessionState
 from tether_sandbox._config import SandboxConfig
 from tether_sandbox._handle import SandboxHandle, SyncSandboxHandle
+from tether_sandbox._session_work import SessionWork
 from tether_sandbox._types import Execution, ExecutionResult, SandboxStatus
 
 
@@ -97,7 +97,7 @@ def _float(value: object) -> float | None:
     return float(value)
 
 
-class SandboxProvider(Provider[SandboxConfig]):
+class SandboxProvider(SessionWork):
     """
     tether provider for InstaVM sandbox sessions (Firecracker microVMs).
 
@@ -113,6 +113,10 @@ class SandboxProvider(Provider[SandboxConfig]):
     4, 6 or 8; default 2), ``metadata`` (JSON mapping) and ``env`` (string
     mapping; spawns a billed VM at once).
 
+    Inside a session, besides code execution: :meth:`session_info`,
+    :meth:`usage`, :meth:`app_url`, :meth:`upload`, :meth:`download`,
+    :meth:`egress` and :meth:`set_egress`.
+
     Do not instantiate directly: the manager builds it from :class:`SandboxConfig`.
     """
 
@@ -122,6 +126,15 @@ class SandboxProvider(Provider[SandboxConfig]):
         "execute_async": Operation(idempotent=False),
         "execution": Operation(idempotent=True),
         "wait": Operation(idempotent=True),
+        # Reads, an overwrite of one file, and a whole-policy replacement:
+        # each may be repeated when its answer was lost.
+        "session_info": Operation(idempotent=True),
+        "usage": Operation(idempotent=True),
+        "app_url": Operation(idempotent=True),
+        "upload": Operation(idempotent=True),
+        "download": Operation(idempotent=True),
+        "egress": Operation(idempotent=True),
+        "set_egress": Operation(idempotent=True),
     }
     handle_class: ClassVar[type[SandboxHandle]] = SandboxHandle
     sync_handle_class: ClassVar[type[SyncSandboxHandle]] = SyncSandboxHandle

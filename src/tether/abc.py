@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 import attrs
 import httpx
 
+from tether._execution import CodeExecutor, ExecutingHandle, ExecutionResult
 from tether._handle import Operation, SessionHandle, SyncSessionHandle
 from tether._log import TetherLogger, get_logger
 from tether._redact import Secret
@@ -55,7 +56,10 @@ __all__ = [
     "API_VERSION",
     "Capabilities",
     "ClientOptions",
+    "CodeExecutor",
     "CreateRequest",
+    "ExecutingHandle",
+    "ExecutionResult",
     "Instrumentation",
     "Operation",
     "Provider",
@@ -79,6 +83,9 @@ TetherLogger.__module__ = __name__
 Operation.__module__ = __name__
 SessionHandle.__module__ = __name__
 SyncSessionHandle.__module__ = __name__
+ExecutionResult.__module__ = __name__
+CodeExecutor.__module__ = __name__
+ExecutingHandle.__module__ = __name__
 
 #: The plugin API version this tether implements. A provider declares the version
 #: it was written for in :attr:`Provider.api_version`; a mismatch refuses to load.

@@ -486,7 +486,7 @@ class ProviderConformanceTests:
             provider = manager.provider(target.name)
             assert isinstance(provider, CodeExecutor)
             await provider.execute(handle.session, "conformance_x = 42")
-            result = await provider.execute(handle.session, "print(conformance_x)")
+            result: Any = await provider.execute(handle.session, "print(conformance_x)")
             contract(
                 isinstance(result, ExecutionResult),
                 claims + "answer execute with tether.abc.ExecutionResult",
@@ -503,7 +503,7 @@ class ProviderConformanceTests:
                 f"the handle is {type(handle).__name__}",
             )
             assert isinstance(handle, ExecutingHandle)
-            again = await handle.execute("print(conformance_x)")
+            again: Any = await handle.execute("print(conformance_x)")
             contract(
                 isinstance(again, ExecutionResult) and "42\n" == again.stdout,
                 claims + "run code through its handle, on the same session",

@@ -102,7 +102,7 @@ class Kernel:
             while True:
                 self._client.kernel_info()
                 try:
-                    self._client.get_shell_msg(timeout=0.5)
+                    self._client.shell_channel.get_msg(timeout=0.5)
                 except queue.Empty:
                     self._check()
                     if time.monotonic() > end:
@@ -112,7 +112,7 @@ class Kernel:
                 # Drain the iopub status messages of the start.
                 while True:
                     try:
-                        self._client.get_iopub_msg(timeout=0.05)
+                        self._client.iopub_channel.get_msg(timeout=0.05)
                     except queue.Empty:
                         break
                 return
@@ -122,7 +122,7 @@ class Kernel:
         end = time.monotonic() + 5
         while time.monotonic() < end:
             try:
-                reply: dict[str, Any] = self._client.get_shell_msg(timeout=0.5)
+                reply: dict[str, Any] = self._client.shell_channel.get_msg(timeout=0.5)
             except queue.Empty:
                 continue
             if reply["parent_header"].get("msg_id") == msg_id:
@@ -204,7 +204,7 @@ class Kernel:
                     "the kernel did not stop after an interrupt"
                 ) from None
             try:
-                msg = client.get_iopub_msg(timeout=_POLL)
+                msg = client.iopub_channel.get_msg(timeout=_POLL)
             except queue.Empty:
                 self._check()
                 continue

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 import tether
@@ -54,15 +55,29 @@ def session_processes(remote_id: str, pgid: int | None = None) -> list[int]:
     return found
 
 
+async def processes_after(
+    remote_id: str, pgid: int | None, wait: float = 60
+) -> list[int]:
+    """
+    The session's processes once they are gone, or those left after *wait*
+    seconds (liveness with a generous margin: a loaded machine reaps slowly).
+    """
+    for _ in range(int(wait * 10)):
+        if not session_processes(remote_id, pgid):
+            break
+        await anyio.sleep(0.1)
+    return session_processes(remote_id, pgid)
+
+
 @pytest.fixture(name="dirs")
-def _dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def _dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """
     A state directory and a runtime directory of this test's own (short: the
     kernel's unix sockets live in the runtime directory).
     """
     root = tmp_path_factory.mktemp("lp")
     root.chmod(0o755)
-    yield {"state_dir": str(root / "state"), "runtime_dir": str(root / "run")}
+    return {"state_dir": str(root / "state"), "runtime_dir": str(root / "run")}
 
 
 def make_manager(config: dict[str, Any], **kw: Any) -> tether.SessionManager:

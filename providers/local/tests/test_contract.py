@@ -8,7 +8,6 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 
-import anyio
 import pytest
 
 import tether
@@ -16,7 +15,7 @@ from tether.abc import ExecutionResult
 from tether.exceptions import RemoteNotFoundError
 from tether_local import LocalProvider
 
-from .conftest import needs_bwrap, session_processes
+from .conftest import make_manager, needs_bwrap, processes_after, session_processes
 
 
 @pytest.fixture(name="listener")
@@ -27,14 +26,6 @@ def _listener() -> Iterator[int]:
     with socket.create_server(("127.0.0.1", 0)) as server:
         server.listen(8)
         yield server.getsockname()[1]
-
-
-async def _gone(remote_id: str, pgid: int | None) -> list[int]:
-    # Liveness with a generous margin: a loaded machine reaps slowly.
-    with anyio.move_on_after(30):
-        while session_processes(remote_id, pgid):
-            await anyio.sleep(0.1)
-    return session_processes(remote_id, pgid)
 
 
 @needs_bwrap
@@ -50,8 +41,7 @@ async def test_the_contract(manager: tether.SessionManager, listener: int) -> No
         await sb.execute("x = 41")
         out = await sb.execute("print(x + 1)")
         blocked = await sb.execute(
-            "import socket; socket.create_connection(('127.0.0.1', "
-            f"{listener}), 1)"
+            f"import socket; socket.create_connection(('127.0.0.1', {listener}), 1)"
         )
 
     assert isinstance(out, ExecutionResult)
@@ -61,7 +51,7 @@ async def test_the_contract(manager: tether.SessionManager, listener: int) -> No
     assert "OSError" in blocked.stderr or "Error" in blocked.stderr, blocked
     assert "Network is unreachable" in blocked.stderr or "refused" in blocked.stderr
     assert running  # the check below can see the session's processes
-    assert [] == await _gone(remote_id, pgid)
+    assert [] == await processes_after(remote_id, pgid)
 
 
 @needs_bwrap
@@ -135,8 +125,6 @@ async def test_without_isolation_code_runs_all_the_same(
     isolation="none" runs the same kernel without a sandbox (no security
     boundary): state carries, and the network is the machine's.
     """
-    from .conftest import make_manager  # noqa: PLC0415
-
     async with (
         make_manager(dirs) as manager,
         manager.session(LocalProvider, isolation="none") as sb,
@@ -149,11 +137,13 @@ async def test_without_isolation_code_runs_all_the_same(
         remote_id = sb.remote_id
     assert "connected\n" == reached.stdout, reached.stderr
     assert remote_id is not None
-    assert [] == await _gone(remote_id, None)
+    assert [] == await processes_after(remote_id, None)
 
 
 @needs_bwrap
-async def test_network_when_asked(manager: tether.SessionManager, listener: int) -> None:
+async def test_network_when_asked(
+    manager: tether.SessionManager, listener: int
+) -> None:
     """
     network=True keeps the sandbox but shares the machine's network.
     """

@@ -310,7 +310,21 @@ class LocalProvider(Provider[LocalConfig]):
         return None if record is None else self._remote(record)
 
     async def list(self) -> Sequence[RemoteSession]:
-        return [self._remote(r) for r in self._book.all()]
+        """
+        The live sessions in the state directory. Those that ended (their
+        watchdog ended them, or they died) are swept: their records and
+        directories go.
+        """
+        return await anyio.to_thread.run_sync(self._sweep)
+
+    def _sweep(self) -> list[RemoteSession]:
+        live = []
+        for record in self._book.all():
+            if self._died(record) is None:
+                live.append(self._remote(record))
+            else:
+                self._end(record)
+        return live
 
     async def find(self, tether_id: str) -> RemoteSession | None:
         for record in self._book.all():

@@ -85,8 +85,15 @@ class Kernel:
         self._client.start_channels(hb=False)
 
     def close(self) -> None:
-        with self._lock:
-            self._client.stop_channels()
+        """
+        Close the sockets, once an execution still running (abandoned by a
+        cancelled caller) has stopped.
+        """
+        if self._lock.acquire(timeout=_INTERRUPT_GRACE + 1):
+            try:
+                self._client.stop_channels()
+            finally:
+                self._lock.release()
 
     def _check(self) -> None:
         reason = self._died()

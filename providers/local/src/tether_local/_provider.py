@@ -335,9 +335,9 @@ class LocalProvider(Provider[LocalConfig]):
     async def aclose(self) -> None:
         # Sessions outlive the provider (their watchdogs end them); the
         # sockets to their kernels do not.
-        for kernel in self._kernels.values():
-            kernel.close()
-        self._kernels.clear()
+        kernels, self._kernels = list(self._kernels.values()), {}
+        for kernel in kernels:
+            await anyio.to_thread.run_sync(kernel.close)
 
     # -- work in a session -----------------------------------------------
 

@@ -9,9 +9,9 @@ from datetime import datetime
 from typing import assert_type
 
 import tether
-from tether_morpheus import ChatCompletion, ChatStream, MorpheusHandle, MorpheusProvider
 from tether.abc import CodeExecutor, ExecutingHandle
 from tether_local import LocalHandle, LocalProvider
+from tether_morpheus import ChatCompletion, ChatStream, MorpheusHandle, MorpheusProvider
 from tether_sandbox import ExecutionResult, SandboxHandle, SandboxProvider
 
 
@@ -73,7 +73,6 @@ async def relay_and_sipher(manager: tether.SessionManager) -> None:
     async with manager.session(SipherProvider) as sip:
         assert_type(sip, SipherHandle)
         assert_type(await sip.request("GET", "/v1/x"), httpx.Response)
-
 
 
 async def code_execution(

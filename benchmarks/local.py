@@ -47,8 +47,6 @@ def _tree_rss(remote_id: str) -> int:
 async def _variant(
     isolation: str, rounds: int, later: int, where: str
 ) -> dict[str, list[float]]:
-    from tether_local import LocalProvider  # noqa: PLC0415
-
     config = {"local": {"state_dir": f"{where}/state", "runtime_dir": f"{where}/run"}}
     figures: dict[str, list[float]] = {
         "create": [],
@@ -62,9 +60,7 @@ async def _variant(
     ) as manager:
         for _ in range(rounds):
             t0 = time.perf_counter()
-            session = await manager.create(
-                LocalProvider, isolation=isolation, memory_mb=512
-            )
+            session = await manager.create("local", isolation=isolation, memory_mb=512)
             figures["create"].append(time.perf_counter() - t0)
             handle = manager.handle(session)
             t0 = time.perf_counter()

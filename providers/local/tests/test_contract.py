@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -55,7 +56,9 @@ async def test_the_contract(manager: tether.SessionManager, listener: int) -> No
 
 
 @needs_bwrap
-async def test_the_sandbox_holds(manager: tether.SessionManager) -> None:
+async def test_the_sandbox_holds(
+    manager: tether.SessionManager, dirs: dict[str, str]
+) -> None:
     """
     One isolated session, checked in turn: a read-only system and a private
     /tmp, a writable working directory that shell commands run in, a fork
@@ -97,8 +100,10 @@ async def test_the_sandbox_holds(manager: tether.SessionManager) -> None:
         lost = await manager.get(sb.id)
 
     assert "Read-only file system" in readonly.stderr
-    assert "" == ls_tmp.stdout.replace("tether-local-0\n", "").strip() or (
-        "lp" not in ls_tmp.stdout
+    # A tmpfs of its own: nothing of the machine's /tmp but the way to the
+    # session's own runtime directory.
+    assert [Path(dirs["runtime_dir"]).relative_to("/tmp").parts[0]] == (  # noqa: S108
+        ls_tmp.stdout.split()
     )
     assert wrote.stdout.startswith("hi\n")
     assert wrote.stdout.strip().endswith("/work")

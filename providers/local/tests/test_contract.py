@@ -13,7 +13,7 @@ import pytest
 
 import tether
 from tether.abc import ExecutionResult
-from tether.exceptions import RemoteNotFoundError
+from tether.exceptions import InvalidParameterError, RemoteNotFoundError
 from tether_local import LocalProvider
 
 from .conftest import make_manager, needs_bwrap, processes_after, session_processes
@@ -64,7 +64,8 @@ async def test_the_sandbox_holds(
     /tmp, a writable working directory that shell commands run in, a fork
     bomb held at the process limit, an allocation past the memory limit
     refused, a timeout that interrupts the kernel and not the session, output
-    cut at the cap; and a kernel that dies makes the session LOST, saying why.
+    cut at the cap, bad arguments refused before anything runs; and a kernel
+    that dies makes the session LOST, saying why.
     """
     async with manager.session(
         LocalProvider, memory_mb=256, processes=64, lifetime=300
@@ -94,6 +95,10 @@ async def test_the_sandbox_holds(
         slow = await sb.execute("y = 1\nimport time; time.sleep(600)", exec_timeout=2)
         after = await sb.execute("print(y)")
         loud = await sb.execute("print('x' * 2_000_000)")
+        with pytest.raises(InvalidParameterError) as both:
+            await sb.execute("print(1)", command="ls")
+        with pytest.raises(InvalidParameterError) as no_time:
+            await sb.execute("print(1)", exec_timeout=0)
         with pytest.raises(RemoteNotFoundError):
             await sb.execute("import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
         health = await manager.ping(sb)
@@ -117,6 +122,8 @@ async def test_the_sandbox_holds(
     assert "1\n" == after.stdout
     assert loud.raw["truncated"]
     assert "[tether: output cut at" in loud.stdout
+    assert "code" == both.value.field
+    assert "exec_timeout" == no_time.value.field
     assert tether.HealthStatus.GONE == health.status
     assert "SIGKILL" in (health.raw_state or "")
     assert tether.SessionState.LOST == lost.state

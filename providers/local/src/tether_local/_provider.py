@@ -4,6 +4,7 @@ The local provider: sessions that are Jupyter kernels on this machine.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import secrets
 import shutil
@@ -317,8 +318,8 @@ class LocalProvider(Provider[LocalConfig]):
         """
         return await anyio.to_thread.run_sync(self._sweep)
 
-    def _sweep(self) -> list[RemoteSession]:
-        live = []
+    def _sweep(self) -> Sequence[RemoteSession]:
+        live: builtins.list[RemoteSession] = []
         for record in self._book.all():
             if self._died(record) is None:
                 live.append(self._remote(record))

@@ -88,7 +88,7 @@ def test_the_watchdog_ends_a_session_nobody_watches(dirs: dict[str, str]) -> Non
     Synchronous: no event loop here, only processes (the worker's manager
     runs on asyncio).
     """
-    lifetime = 25.0
+    lifetime = 30.0
     made = _start_worker(dirs, lifetime)
     remote_id, pgid = made["remote_id"], made["pgid"]
     alive = session_processes(remote_id, pgid)

@@ -169,3 +169,19 @@ async def test_network_when_asked(
 
     assert "connected\n" == reached.stdout, reached.stderr
     assert "Read-only file system" in readonly.stderr
+
+
+def test_one_execution_result_for_both_providers() -> None:
+    """
+    The sandbox and local providers answer with the same class, from
+    tether.abc, and both are CodeExecutors with ExecutingHandles.
+    """
+    import tether_sandbox  # noqa: PLC0415
+    from tether.abc import CodeExecutor, ExecutingHandle  # noqa: PLC0415
+    from tether_local import LocalHandle  # noqa: PLC0415
+
+    assert tether_sandbox.ExecutionResult is ExecutionResult
+    assert issubclass(LocalProvider, CodeExecutor)
+    assert issubclass(tether_sandbox.SandboxProvider, CodeExecutor)
+    assert issubclass(LocalHandle, ExecutingHandle)
+    assert issubclass(tether_sandbox.SandboxHandle, ExecutingHandle)

@@ -73,7 +73,8 @@ def soak(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     """
-    The four providers on their local emulators: sessions, pinging, a failover.
+    The four emulated providers on their local emulators, and local running real
+    code on this machine: sessions, pinging, a failover.
     """
     _install(session)
     session.run("tether", "demo", *session.posargs)

@@ -1,5 +1,5 @@
 """
-README's first command: the demo runs a session on each of the four providers.
+README's first command: the demo runs a session on each of the five providers.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ def _tether() -> list[str]:
 def test_demo_runs_every_provider(backend: str) -> None:
     """
     `tether demo` creates, pings, works with and closes a session on each of the
-    four providers (found through their entry points), fails over once, and
-    exits 0.
+    four emulated providers and on local (real code on this machine), all found
+    through their entry points, fails over once, and exits 0.
     """
     result = subprocess.run(
         [*_tether(), "demo", "--backend", backend],
@@ -34,10 +34,11 @@ def test_demo_runs_every_provider(backend: str) -> None:
 
     assert 0 == result.returncode, result.stdout + result.stderr
     out = result.stdout
-    for name in ("morpheus", "sandbox", "sipher", "relay"):
+    for name in ("morpheus", "sandbox", "sipher", "relay", "local"):
         assert f"[{name}] active" in out
         assert f"[{name}] ping: alive" in out
         assert f"[{name}] closed" in out
+    assert "[local] execute -> '42'" in out
     assert "[morpheus] failover: active" in out
     assert "failovers: 1" in out
     assert "demo finished: every session closed" in out

@@ -19,16 +19,21 @@ from tether.exceptions import (
     ProviderNotFoundError,
     ProviderValidationError,
 )
-from tether.testing._emulation import Emulator
+from tether.testing._emulation import DemoScript, Emulator
 
 
 GROUP: Final = "tether.emulators"
+#: Demos of providers that need no emulator (they run for real, on this
+#: machine): a factory of a :class:`~tether.testing.DemoScript` per provider.
+DEMO_GROUP: Final = "tether.demos"
 
 
-def _scan(eps: Iterable[EntryPoint] | None) -> dict[str, list[EntryPoint]]:
+def _scan(
+    eps: Iterable[EntryPoint] | None, group: str = GROUP
+) -> dict[str, list[EntryPoint]]:
     found: dict[str, list[EntryPoint]] = {}
     seen: set[tuple[str, str, str | None]] = set()
-    for ep in entry_points(group=GROUP) if eps is None else eps:
+    for ep in entry_points(group=group) if eps is None else eps:
         key = (ep.name, ep.value, _dist(ep)[0])
         if key not in seen:
             # One distribution seen twice on sys.path is not a clash.
@@ -108,4 +113,37 @@ def build_emulator(name: str, eps: Iterable[EntryPoint] | None = None) -> Emulat
         raise ProviderValidationError(
             msg, name=name, obj=built, entry_point=ep.value, distributions=dists
         )
+    return built
+
+
+def demo_names() -> list[str]:
+    """
+    The providers with a demo that needs no emulator, sorted. Imports nothing.
+    """
+    return sorted(_scan(None, DEMO_GROUP))
+
+
+def build_demo(name: str) -> DemoScript:
+    """
+    Import the ``tether.demos`` entry point *name* and build its script.
+
+    Raises:
+        ProviderLoadError: It fails to import or to build.
+        ProviderValidationError: It does not build a DemoScript.
+    """
+    found = _scan(None, DEMO_GROUP).get(name)
+    if not found:
+        msg = f"no demo named {name!r}"
+        raise ProviderNotFoundError(msg, name=name, available=demo_names())
+    ep = found[0]
+    try:
+        built = ep.load()()
+    except Exception as exc:
+        msg = f"demo {name!r} ({ep.value}) failed to build: {type(exc).__name__}: {exc}"
+        raise ProviderLoadError(msg, name=name, entry_point=ep.value) from exc
+    if not isinstance(built, DemoScript):
+        msg = (
+            f"demo {name!r} ({ep.value}) built {type(built).__name__}, not a DemoScript"
+        )
+        raise ProviderValidationError(msg, name=name, obj=built, entry_point=ep.value)
     return built

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Protocol, TypeV
 import attrs
 import httpx
 
+from tether._execution import CodeExecutor, ExecutingHandle, ExecutionResult
 from tether._handle import Operation, SessionHandle, SyncSessionHandle
 from tether._log import TetherLogger, get_logger
 from tether._redact import (
@@ -63,7 +64,10 @@ __all__ = [
     "API_VERSION",
     "Capabilities",
     "ClientOptions",
+    "CodeExecutor",
     "CreateRequest",
+    "ExecutingHandle",
+    "ExecutionResult",
     "Instrumentation",
     "Operation",
     "Provider",
@@ -87,6 +91,9 @@ TetherLogger.__module__ = __name__
 Operation.__module__ = __name__
 SessionHandle.__module__ = __name__
 SyncSessionHandle.__module__ = __name__
+ExecutionResult.__module__ = __name__
+CodeExecutor.__module__ = __name__
+ExecutingHandle.__module__ = __name__
 
 #: The plugin API version this tether implements. A provider declares the version
 #: it was written for in :attr:`Provider.api_version`; a mismatch refuses to load.

@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import assert_type
 
 import tether
-from tether.abc import RemoteSession
+from tether.abc import CodeExecutor, ExecutingHandle, RemoteSession
+from tether_local import LocalHandle, LocalProvider
 from tether_morpheus import ChatCompletion, ChatStream, MorpheusHandle, MorpheusProvider
 from tether_sandbox import (
     AppURL,
@@ -88,3 +89,21 @@ async def relay_and_sipher(manager: tether.SessionManager) -> None:
     async with manager.session(SipherProvider) as sip:
         assert_type(sip, SipherHandle)
         assert_type(await sip.request("GET", "/v1/x"), httpx.Response)
+
+
+async def code_execution(
+    manager: tether.SessionManager,
+    local_provider: LocalProvider,
+    sandbox_provider: SandboxProvider,
+    sandbox: SandboxHandle,
+) -> None:
+    # One code-execution operation: both providers and their handles are
+    # tether.abc's CodeExecutor and ExecutingHandle, with one result type.
+    executors: list[CodeExecutor] = [local_provider, sandbox_provider]
+    session = await manager.get("s-1")
+    assert_type(await executors[0].execute(session, "1"), ExecutionResult)
+    async with manager.session(LocalProvider) as local:
+        assert_type(local, LocalHandle)
+        handles: list[ExecutingHandle] = [local, sandbox]
+        assert_type(await handles[0].execute("print(1)"), ExecutionResult)
+        assert_type(await local.execute(command="ls"), ExecutionResult)

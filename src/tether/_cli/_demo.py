@@ -5,7 +5,8 @@ Providers and their emulators are found the way users find them: through the
 installed ``tether.providers`` and ``tether.emulators`` entry points, so a
 third-party provider that publishes an emulator takes part as the first-party
 ones do. Each emulator is served on a loopback port in this process; nothing
-leaves the machine.
+leaves the machine. A provider that runs for real on this machine (``local``)
+needs no emulator: it publishes its script in ``tether.demos`` instead.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import structlog
 from tether._cli._context import AddCommand, Context
 from tether._cli._errors import EXIT_ERROR, EXIT_OK
 from tether._config import HealthPolicy, RetryPolicy
-from tether._emulators import build_emulator, emulator_names
+from tether._emulators import build_demo, build_emulator, demo_names, emulator_names
 from tether._events import Event, EventKind
 from tether._registry import ProviderRegistry
 from tether.exceptions import ProviderLoadError, ProviderNotFoundError
@@ -74,6 +75,9 @@ async def _start(
     """
     try:
         registry.load(name)
+        if name not in emulator_names() and name in demo_names():
+            # It runs for real, here: nothing to serve.
+            return _Target(name=name, script=build_demo(name)), {}
         emulator = build_emulator(name)
     except (ProviderNotFoundError, ProviderLoadError) as exc:
         _say(f"[{name}] not available: {exc}")
@@ -93,8 +97,11 @@ async def run_demo(backend: str, names: list[str] | None = None) -> int:
     Start the emulators, run a session on each provider, and any failovers.
     """
     _quiet_logs()
-    names = names or emulator_names()
-    _say(f"tether demo on {backend}: {len(names)} providers on local emulators")
+    names = names or sorted({*emulator_names(), *demo_names()})
+    _say(
+        f"tether demo on {backend}: {len(names)} providers, on local emulators "
+        "or on this machine"
+    )
     if not names:
         _say("no emulators installed (pip install 'tether-<name>[emulator]')")
         return EXIT_ERROR

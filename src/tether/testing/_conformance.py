@@ -17,7 +17,14 @@ from tether._manager import SessionManager
 from tether._redact import Secret
 from tether._registry import ProviderRegistry
 from tether._session import HealthStatus, SessionState
-from tether.abc import CreateRequest, Provider, RemoteSession
+from tether.abc import (
+    CodeExecutor,
+    CreateRequest,
+    ExecutingHandle,
+    ExecutionResult,
+    Provider,
+    RemoteSession,
+)
 from tether.exceptions import (
     InvalidParameterError,
     NotSupportedError,
@@ -154,7 +161,10 @@ class ProviderConformanceTests:
     without sending a request, every one they grant works), expiry against the
     ``server_ttl`` claim (when :attr:`ConformanceTarget.clock` is given), bad
     input refused before any request, no secret in reprs, and cancellation at
-    many points of create and close leaving nothing running.
+    many points of create and close leaving nothing running. A provider that
+    runs code (a :class:`~tether.abc.CodeExecutor`) is checked to keep state
+    across executions and to answer with :class:`~tether.abc.ExecutionResult`,
+    through itself and through its session handle.
 
     A failure's message names the contract rule broken, in words, then what the
     provider did: ``contract: <rule> (<observed>)``.
@@ -444,6 +454,12 @@ class ProviderConformanceTests:
             )
             await clock.advance(lifetime + 1)
             after = await manager.get(session.id)
+            # A close that takes real time (a live service, a process to
+            # kill in a worker thread) is still under way: wait for it.
+            with anyio.move_on_after(30):
+                while after.state is SessionState.CLOSING:
+                    await anyio.sleep(0.05)
+                    after = await manager.get(session.id)
             contract(
                 SessionState.EXPIRED == after.state,
                 rule,
@@ -453,6 +469,51 @@ class ProviderConformanceTests:
                 session.remote_id not in await _live(target),
                 rule,
                 f"{session.remote_id} is still live on the service",
+            )
+
+    async def test_code_execution_keeps_state(
+        self, conformance_target: ConformanceTarget
+    ) -> None:
+        """
+        A provider that declares code execution (:class:`~tether.abc.CodeExecutor`)
+        runs code in a session, keeps its state from one execution to the next,
+        and answers with :class:`~tether.abc.ExecutionResult`; its handle does too.
+        """
+        target = conformance_target
+        if not issubclass(target.provider, CodeExecutor):
+            pytest.skip("the provider does not run code (no CodeExecutor)")
+        claims = "a provider that runs code (CodeExecutor) must "
+        async with (
+            self._manager(target) as manager,
+            manager.session(
+                target.provider, lifetime=target.lifetime, **target.params
+            ) as handle,
+        ):
+            provider = manager.provider(target.name)
+            assert isinstance(provider, CodeExecutor)
+            await provider.execute(handle.session, "conformance_x = 42")
+            result: Any = await provider.execute(handle.session, "print(conformance_x)")
+            contract(
+                isinstance(result, ExecutionResult),
+                claims + "answer execute with tether.abc.ExecutionResult",
+                f"execute returned {type(result).__name__}",
+            )
+            contract(
+                "42\n" == result.stdout,
+                claims + "keep state across executions in one session",
+                f"stdout {result.stdout!r}, stderr {result.stderr[-200:]!r}",
+            )
+            contract(
+                isinstance(handle, ExecutingHandle),
+                claims + "give a session handle with execute (ExecutingHandle)",
+                f"the handle is {type(handle).__name__}",
+            )
+            assert isinstance(handle, ExecutingHandle)
+            again: Any = await handle.execute("print(conformance_x)")
+            contract(
+                isinstance(again, ExecutionResult) and "42\n" == again.stdout,
+                claims + "run code through its handle, on the same session",
+                f"the handle's execute returned {again!r}",
             )
 
     async def test_create_reports_a_live_state(

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from tether.abc import ExecutionResult
+
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -19,28 +21,6 @@ __all__ = ["Execution", "ExecutionResult", "SandboxStatus"]
 
 def _frozen(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return types.MappingProxyType(dict(value or {}))
-
-
-@attrs.frozen(kw_only=True)
-class ExecutionResult:
-    """
-    The output of one ``/execute`` call.
-
-    A failing program is not an error: its traceback is in :attr:`stderr`.
-
-    Attributes:
-        stdout: What the program printed.
-        stderr: What it printed on stderr (tracebacks included).
-        execution_time: Seconds the service reports, if it does.
-        cpu_time: CPU seconds the service reports, if it does.
-        raw: The whole response body.
-    """
-
-    stdout: str = ""
-    stderr: str = ""
-    execution_time: float | None = None
-    cpu_time: float | None = None
-    raw: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen, repr=False)
 
 
 @attrs.frozen(kw_only=True)

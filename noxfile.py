@@ -75,7 +75,7 @@ def demo(session: nox.Session) -> None:
     """
     The four providers on their local emulators: sessions, pinging, a failover.
     """
-    _install(session)
+    _install(session, extras="[emulator]")
     session.run("tether", "demo", *session.posargs)
 
 

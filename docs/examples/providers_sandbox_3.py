@@ -19,7 +19,9 @@ async def main() -> None:
             session, command="ls -la", language="bash", exec_timeout=120
         )
         task = await sandbox.execute_async(session, "print('heavy')")
-        state = await sandbox.execution(task)  # one poll: Execution(is_complete, result)
+        state = await sandbox.execution(
+            task
+        )  # one poll: Execution(is_complete, result)
         with anyio.fail_after(300):
             r = await sandbox.wait_execution(task, poll_interval=1.0)
         status = await sandbox.status(session)  # SandboxStatus, raw status endpoint

@@ -1,5 +1,5 @@
 """
-Command line, sync facade and OpenTelemetry: opentelemetry.
+Command line, sync facade and OpenTelemetry: openTelemetry.
 """
 
 import anyio

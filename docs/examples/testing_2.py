@@ -1,5 +1,5 @@
 """
-Testing your code: fakeprovider and fakebackend.
+Testing your code: fakeProvider and FakeBackend.
 """
 
 import anyio

@@ -1,5 +1,5 @@
 """
-Testing your code: manualclock.
+Testing your code: manualClock.
 """
 
 import anyio

@@ -1,5 +1,5 @@
 """
-Testing your code: emulators: serve_asgi and faultinjector.
+Testing your code: emulators: serve_asgi and FaultInjector.
 """
 
 import anyio

@@ -121,7 +121,9 @@ def test_tether_faults_fails_a_test_whose_injector_injected_nothing(
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_rate*",
-            "tether_faults: a FaultInjector injected no fault "
-            "(rate=0.3, every=0, seed=0: 2 requests)*",
+            (
+                "tether_faults: a FaultInjector injected no fault "
+                "(rate=0.3, every=0, seed=0: 2 requests)*"
+            ),
         ]
     )

@@ -86,9 +86,7 @@ class FaultInjector:
     latency: float = 0.05
     applies_to: Callable[[Scope], bool] | None = None
     injected: Counter[Fault] = attrs.field(factory=Counter)
-    every: int = attrs.field(
-        default=0, kw_only=True, validator=attrs.validators.ge(0)
-    )
+    every: int = attrs.field(default=0, kw_only=True, validator=attrs.validators.ge(0))
     seen: int = attrs.field(default=0, init=False)
     _random: random.Random = attrs.field(init=False)
 

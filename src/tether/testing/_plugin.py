@@ -33,8 +33,8 @@ import pytest
 from tether._config import RetryPolicy
 from tether._manager import SessionManager
 from tether._registry import ProviderRegistry, default_registry
-from tether.testing._clock import ManualClock
 from tether.testing._asgi import ASGIApp
+from tether.testing._clock import ManualClock
 from tether.testing._fake import FakeBackend, FakeProvider
 from tether.testing._faults import FaultInjector
 

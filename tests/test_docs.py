@@ -7,6 +7,8 @@ Its examples are whole files in ``docs/examples/``, run by
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import re
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 
 import tether
 import tether.exceptions
+import tether.stores
 import tether.testing
 from tether._session import TRANSITIONS
 
@@ -98,3 +101,63 @@ def test_api_page_documents_every_public_name(module: str, names: list[str]) -> 
     ]
 
     assert [] == missing
+
+
+_PROVIDERS = {
+    "tether_sandbox": "SandboxEmulator",
+    "tether_relay": "RelayEmulator",
+    "tether_sipher": "SipherEmulator",
+    "tether_morpheus": "MorpheusEmulator",
+}
+
+
+@pytest.mark.parametrize(("package", "emulator"), sorted(_PROVIDERS.items()))
+def test_api_page_documents_each_provider(package: str, emulator: str) -> None:
+    """
+    The API page documents each first-party provider's ``__all__`` (automodule
+    with members, which follows ``__all__``) and its emulator class.
+    """
+    text = (DOCS / "api.md").read_text(encoding="utf-8")
+    module = importlib.import_module(package)
+    emulators = importlib.import_module(f"{package}.emulator")
+
+    assert re.search(
+        rf"\.\. automodule:: {package}\n   :members:\n   :imported-members:\n", text
+    )
+    assert module.__all__
+    assert rf".. autoclass:: {package}.emulator.{emulator}" in text
+    assert hasattr(emulators, emulator)
+
+
+def test_api_page_documents_the_stores_and_otel() -> None:
+    """
+    The stores' public names and ``tether.otel`` are on the API page.
+    """
+    text = (DOCS / "api.md").read_text(encoding="utf-8")
+
+    missing = [
+        name
+        for name in tether.stores.__all__
+        if not re.search(rf"::\s+tether\.stores\.{name}\b", text)
+    ]
+
+    assert [] == missing
+    assert ".. automodule:: tether.otel\n   :members:" in text
+
+
+def test_every_session_state_says_what_it_means() -> None:
+    """
+    Each SessionState member has a description for the reference: the ``#:``
+    comment right above it, which autodoc renders.
+    """
+    lines = inspect.getsource(tether.SessionState).splitlines()
+
+    undocumented = [
+        state.name
+        for state in tether.SessionState
+        for i, line in enumerate(lines)
+        if line.strip().startswith(f"{state.name} = ")
+        and not lines[i - 1].strip().startswith("#:")
+    ]
+
+    assert [] == undocumented

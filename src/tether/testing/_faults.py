@@ -53,7 +53,7 @@ class FaultInjector:
     A rate is a probability: ``rate=0.3`` may well inject nothing in the two
     requests a short test sends. A test that means to see faults gives a
     schedule instead, ``every=N``: the N-th, 2N-th, ... request (of those
-    :attr:`applies_to` lets through) fails, whatever the seed, which then only
+    ``applies_to`` lets through) fails, whatever the seed, which then only
     picks the kind. The pytest plugin's ``tether_faults`` fixture builds
     injectors that fail the test at teardown when they injected nothing.
 
@@ -69,10 +69,9 @@ class FaultInjector:
         every: Fail every *every*-th request, on a schedule instead of at
             :attr:`rate` (0: off; cannot be combined with a rate).
 
-    Attributes:
-        injected: The faults injected so far, by kind.
-        seen: The requests it could have failed so far (HTTP requests that
-            :attr:`applies_to` let through).
+    :attr:`injected` counts the faults injected so far, by kind, and
+    :attr:`seen` the requests it could have failed (HTTP requests that
+    ``applies_to`` let through).
 
     .. versionchanged:: 0.1.0
        *every* and :attr:`seen`.

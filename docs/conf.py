@@ -120,6 +120,8 @@ nitpick_ignore = [("py:class", name) for name in _EXTERNAL_CLASSES] + [
     ("py:obj", "tether._handle.P"),
     ("py:class", "tether._handle.T"),
     ("py:class", "tether._manager.H"),
+    # A private alias in connect's signature (shown through its tracing wrapper).
+    ("py:class", "_Handled"),
     ("py:class", "tether._handle.H"),
     ("py:obj", "tether._handle.H"),
     ("py:class", "H"),

@@ -775,3 +775,52 @@ async def test_odd_config_values_are_config_errors(
             await manager.create("fake")
 
     assert 0 == tether_fake_backend.calls["create"]
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_manager_can_be_built_outside_an_event_loop(backend: str) -> None:
+    """
+    An application may build its manager at import time (a module global)
+    and enter it later, in whichever event loop it runs.
+    """
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("fake", FakeProvider)
+    manager = tether.SessionManager(registry=registry, health_checks=False, environ={})
+
+    async def main() -> tether.SessionState:
+        async with manager:
+            session = await manager.create("fake")
+            return (await manager.close(session)).state
+
+    assert tether.SessionState.CLOSED == anyio.run(main, backend=backend)
+
+
+async def test_search_asks_the_service_by_labels(registry, tether_clock):
+    """
+    ``search`` asks the service, not the store: a session the service holds
+    under matching labels is found although this manager has no record of it;
+    a provider that cannot list refuses before anything is sent.
+    """
+    backend = FakeBackend(clock=tether_clock.time)
+    keep = manager_for(
+        registry, backend, tether_clock, health_checks=False, on_exit="keep"
+    )
+    async with keep as m:
+        ours = await m.create("fake", labels={"team": "ml", "run": "1"})
+        await m.create("fake", labels={"team": "web"})
+    async with manager_for(registry, backend, tether_clock, health_checks=False) as m:
+        found = await m.search(FakeProvider, labels={"team": "ml"})
+        everything = await m.search("fake")
+        with pytest.raises(tether.NotSupportedError):
+            await m.search("noupdate")
+        with pytest.raises(tether.InvalidParameterError):
+            await m.search("fake", labels={"team": 1})
+        with pytest.raises(tether.InvalidParameterError):
+            await m.search("fake", colour="red")
+        records = await m.list()
+
+    assert [ours.remote_id] == [r.id for r in found]
+    assert {"team": "ml", "run": "1"} == dict(found[0].labels)
+    assert 2 == len(everything)
+    assert [] == records
+    assert 2 == backend.calls["list"]  # one per search that was sent

@@ -86,6 +86,14 @@ def _instrumentation(
     )
 
 
+@pytest.fixture(name="tracer_provider_for_caller")
+def _tracer_provider_for_caller() -> TracerProvider:
+    """
+    The application's own tracing (a span the caller works in).
+    """
+    return TracerProvider()
+
+
 @pytest.fixture(name="backend")
 def _backend(clock: ManualClock) -> FakeBackend:
     """
@@ -465,3 +473,51 @@ async def test_closes_at_the_end_of_a_block_and_on_exit_have_spans(
         span.attributes and "ok" == span.attributes["tether.outcome"] for span in closes
     )
     assert set() == backend.live_ids()
+
+
+async def test_a_sessions_operations_are_children_of_its_span(
+    instrumentation: OpenTelemetryInstrumentation,
+    exporter: InMemorySpanExporter,
+    tracer_provider_for_caller: TracerProvider,
+) -> None:
+    """
+    The session's create span is the parent of what is done in it later
+    (handle operations, update, close), linked to the caller's span where the
+    caller works in another one; a background ping starts its own trace, linked
+    to the session's: one session reads as one trace.
+    """
+    emulator = SandboxEmulator(api_keys=(KEY,))
+    registry = ProviderRegistry(entry_points=False)
+    registry.register("sandbox", SandboxProvider)
+    caller_tracer = tracer_provider_for_caller.get_tracer("agent")
+    async with (
+        serve_asgi(emulator.app) as server,
+        SessionManager(
+            registry=registry,
+            config={"sandbox": {"base_url": server.url, "api_key": KEY}},
+            retry=RetryPolicy(attempts=1),
+            health_checks=False,
+            environ={},
+            instrumentation=instrumentation,
+        ) as manager,
+        manager.session(SandboxProvider, lifetime=60) as sb,
+    ):
+        with caller_tracer.start_as_current_span("agent.step") as step:
+            await sb.execute("print(1)")
+        await manager.ping(sb)
+
+    (create,) = spans_named(exporter, "tether.create")
+    (execute,) = spans_named(exporter, "tether.execute")
+    (close,) = spans_named(exporter, "tether.close")
+    (ping,) = spans_named(exporter, "tether.ping")
+    assert create.context is not None
+
+    for child in (execute, close):
+        assert child.parent is not None
+        assert create.context.span_id == child.parent.span_id
+        assert create.context.trace_id == child.context.trace_id
+    assert [step.get_span_context().span_id] == [
+        link.context.span_id for link in execute.links
+    ]
+    assert ping.parent is None
+    assert [create.context.span_id] == [link.context.span_id for link in ping.links]

@@ -161,3 +161,32 @@ async def test_a_quoted_key_never_reaches_the_stored_record() -> None:
     assert "***" in record.error
     assert QUOTED not in record.error
     assert QUOTED not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "config_class",
+    [
+        "tether.abc:ProviderConfig",
+        "tether_sandbox:SandboxConfig",
+        "tether_sipher:SipherConfig",
+        "tether_relay:RelayConfig",
+        "tether_morpheus:MorpheusConfig",
+    ],
+)
+def test_a_password_in_a_config_url_stays_out_of_its_repr(config_class: str) -> None:
+    """
+    A config whose ``base_url`` carries a password shows it masked in its
+    repr, while the URL itself (what the client gets) is unchanged.
+    """
+    import importlib  # noqa: PLC0415
+
+    module, name = config_class.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    url = "https://user:hunter2-password@service.test/api"
+    required = {"api_key": KEY, "api_token": KEY}
+    fields = {f.name for f in __import__("attrs").fields(cls)}
+    config = cls(base_url=url, **{k: v for k, v in required.items() if k in fields})
+
+    assert "hunter2-password" not in repr(config)
+    assert "user:***@service.test" in repr(config)
+    assert url == config.base_url

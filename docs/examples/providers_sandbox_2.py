@@ -20,7 +20,9 @@ async def main() -> None:
         out = await sb.execute("print(x)")  # ExecutionResult: state carries over
         task = await sb.execute_async("print(1)")
         done = await sb.wait(task)
-        print(out.stdout.strip(), done.stdout.strip())  # 42 1
+        await sb.upload("in.csv", b"a,b\n")  # and download, app_url, egress,
+        usage = await sb.usage()  # set_egress, session_info: see below
+        print(out.stdout.strip(), done.stdout.strip(), usage is not None)
 
 
 if __name__ == "__main__":

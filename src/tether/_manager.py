@@ -8,6 +8,7 @@ deadlines, closing, reconcile, the scheduler and its jobs, the record writes).
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import socket
@@ -66,7 +67,7 @@ from tether._log import (
 from tether._registry import ProviderRegistry, default_registry
 from tether._session import Health, Session, SessionState
 from tether._store import MemoryStore
-from tether.abc import Instrumentation, Provider, Store
+from tether.abc import Instrumentation, Provider, RemoteSession, Store
 from tether.exceptions import ConfigError, ProviderUnavailableError, TetherError
 
 
@@ -700,6 +701,7 @@ class SessionManager:
         lifetime: float | timedelta | None = None,
     ) -> Session: ...
 
+    @instrumented("connect")
     async def connect(
         self,
         provider: _Handled[Any] | str,
@@ -772,6 +774,36 @@ class SessionManager:
         return await self._runtime.store.list(
             provider=provider, states=states, labels=labels
         )
+
+    @instrumented("search")
+    async def search(
+        self,
+        provider: _Handled[Any] | str,
+        /,
+        *,
+        labels: Mapping[str, str] | None = None,
+        **filters: Any,
+    ) -> builtins.list[RemoteSession]:
+        """
+        Ask the service (not the store) for its sessions whose labels include
+        *labels* and that match the provider's own *filters* (a relay's
+        ``user_ip``; :attr:`~tether.abc.Provider.search_filters` names them).
+
+        The service filters where it can (the sandbox's ``metadata`` query);
+        otherwise the provider lists and filters. Sessions tether did not
+        create are included: :meth:`connect` takes one over.
+
+        Raises:
+            NotSupportedError: The service cannot list (nothing was sent).
+            InvalidParameterError: Bad labels or an unknown filter (nothing was sent).
+        """
+        self._runtime.check_open()
+        name = (
+            provider
+            if isinstance(provider, str)
+            else self._slots.registry.name_of(cast("type[Provider[Any]]", provider))
+        )
+        return await self._operations.search(name, labels, filters)
 
     @contextlib.asynccontextmanager
     async def scope(self, session: SessionLike) -> AsyncIterator[anyio.CancelScope]:

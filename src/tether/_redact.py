@@ -31,6 +31,10 @@ _SECRET_KEYS: Final = frozenset(
     }
 )
 
+# Names providers declare secret (their headers, their services' response
+# fields), normalised like _SECRET_KEYS: secret wherever they appear.
+_DECLARED_KEYS: set[str] = set()
+
 # Shapes of secrets that may hide inside free text (error messages, bodies).
 _SECRET_PATTERNS: Final = (
     # Morpheus-style API keys: sk-XXXXXX.secret
@@ -106,8 +110,71 @@ class Secret:
         raise TypeError(msg)
 
 
+@final
+class MaskedURL(str):
+    """
+    A URL string whose ``repr`` masks the password in its userinfo: the value
+    itself is unchanged, so clients still get the whole URL.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(_URL_PASSWORD.sub(rf"\1:{REDACTED}@", str.__str__(self)))
+
+
+def mask_url(value: str) -> str:
+    """
+    *value*, as a :class:`MaskedURL` if it holds a password in its userinfo.
+    """
+    if _URL_PASSWORD.search(value):
+        return MaskedURL(value)
+    return value
+
+
+def _normalise(key: str) -> str:
+    return key.lower().replace("-", "_")
+
+
 def _is_secret_key(key: object) -> bool:
-    return isinstance(key, str) and key.lower().replace("-", "_") in _SECRET_KEYS
+    if not isinstance(key, str):
+        return False
+    name = _normalise(key)
+    return name in _SECRET_KEYS or name in _DECLARED_KEYS
+
+
+def declare_secret_keys(names: Collection[str]) -> None:
+    """
+    Treat *names* (header names, response fields) as secret keys everywhere:
+    their values are masked in errors, events, records and telemetry.
+    """
+    _DECLARED_KEYS.update(_normalise(n) for n in names)
+
+
+def remember_secrets(value: Any, keys: Collection[str] = ()) -> list[Secret]:
+    """
+    The values under secret keys (and *keys*) anywhere inside *value*, as live
+    :class:`Secret` objects: while the caller holds them, those values are
+    masked by value wherever redaction runs (a service that quotes them back).
+    """
+    extra = {_normalise(k) for k in keys}
+    found: list[Secret] = []
+
+    def walk(item: Any) -> None:
+        if isinstance(item, Mapping):
+            for k, v in item.items():
+                if isinstance(v, str) and (
+                    _is_secret_key(k) or (isinstance(k, str) and _normalise(k) in extra)
+                ):
+                    found.append(Secret(v))
+                else:
+                    walk(v)
+        elif isinstance(item, list | tuple):
+            for v in item:
+                walk(v)
+
+    walk(value)
+    return found
 
 
 def redact_text(text: str) -> str:

@@ -12,6 +12,7 @@ from typing import Any, Final, TypeVar
 
 import attrs
 
+from tether._redact import redact_params
 from tether.exceptions import (
     InvalidTransitionError,
     SessionClosedError,
@@ -138,6 +139,14 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return types.MappingProxyType(dict(value))
 
 
+def _stored_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    # What a record stores never holds a secret: the values of secret keys
+    # (tether's and those providers declare) and Secret objects are masked.
+    if not value:
+        return _EMPTY
+    return types.MappingProxyType(redact_params(value, ()))
+
+
 def _to_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -197,10 +206,10 @@ class Session:
         factory=dict, converter=_frozen_mapping, hash=False
     )
     params: Mapping[str, Any] = attrs.field(
-        factory=dict, converter=_frozen_mapping, hash=False, repr=False
+        factory=dict, converter=_stored_mapping, hash=False, repr=False
     )
     data: Mapping[str, Any] = attrs.field(
-        factory=dict, converter=_frozen_mapping, hash=False
+        factory=dict, converter=_stored_mapping, hash=False
     )
     credential: str | None = None
     lifetime: float | None = None

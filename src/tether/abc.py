@@ -17,25 +17,33 @@ classifies what it hears into :mod:`tether.exceptions`.
 from __future__ import annotations
 
 import abc
+import collections
 import email.utils
 import math
 import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 import attrs
 import httpx
 
 from tether._handle import Operation, SessionHandle, SyncSessionHandle
 from tether._log import TetherLogger, get_logger
-from tether._redact import Secret
+from tether._redact import (
+    MaskedURL,
+    Secret,
+    declare_secret_keys,
+    mask_url,
+    remember_secrets,
+)
 from tether._session import Health, Session, SessionState, _frozen_mapping, _to_utc
 from tether._validators import number
 from tether.exceptions import (
     AuthError,
     ConflictError,
+    InvalidParameterError,
     NotSupportedError,
     OutcomeUnknownError,
     PermanentProviderError,
@@ -147,6 +155,15 @@ class ProviderConfig:
         default=None,
         validator=number(gt=0, optional=True),
     )
+
+    def __attrs_post_init__(self) -> None:
+        # A password in the URL's userinfo stays out of the config's repr
+        # (subclasses inherit this; one of their own should call it).
+        url = getattr(self, "base_url", None)
+        if isinstance(url, str) and not isinstance(url, MaskedURL):
+            masked = mask_url(url)
+            if masked is not url:
+                object.__setattr__(self, "base_url", masked)
 
 
 ConfigT = TypeVar("ConfigT", bound=ProviderConfig)
@@ -328,6 +345,10 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+# How many secret values one provider holds for masking by value.
+_SEEN_SECRETS: Final = 1024
+
+
 class Provider(abc.ABC, Generic[ConfigT]):
     """
     The contract every provider implements.
@@ -360,6 +381,18 @@ class Provider(abc.ABC, Generic[ConfigT]):
     #: session's stored record keeps their names only, never their values.
     #: Values that are :class:`~tether.Secret` are masked whatever their name.
     secret_params: ClassVar[frozenset[str]] = frozenset()
+    #: Header names whose values are secrets (an ``X-BB-API-Key``), besides
+    #: ``Authorization`` and ``X-API-Key``: the values the client sends under
+    #: them are masked by value wherever tether redacts, and the names are
+    #: masked in any mapping (a request log, an error body).
+    secret_headers: ClassVar[frozenset[str]] = frozenset()
+    #: The filters :meth:`search` takes besides ``labels`` (a relay's
+    #: ``user_ip``), each passed to the service where it can filter.
+    search_filters: ClassVar[frozenset[str]] = frozenset()
+    #: Field names in the service's answers whose values are secrets (a
+    #: ``signingKey``): masked wherever they appear (errors, stored data,
+    #: events), and each value :meth:`json` reads is then masked by value too.
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
     #: The provider's config class.
     config_class: ClassVar[type[ProviderConfig]] = ProviderConfig
 
@@ -377,6 +410,30 @@ class Provider(abc.ABC, Generic[ConfigT]):
         #: The manager's time source (seconds since the epoch): use it for
         #: deadlines, so tests with a ManualClock see the same time.
         self.clock: Callable[[], float] = clock or time.time
+        # Secrets seen on the wire, held so they stay masked by value.
+        self._seen_secrets: collections.deque[Secret] = collections.deque(
+            maxlen=_SEEN_SECRETS
+        )
+        self._seen_secrets.extend(self._header_secrets(client))
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declare_secret_keys(cls.secret_headers | cls.secret_fields)
+
+    @classmethod
+    def _header_secrets(cls, client: httpx.AsyncClient) -> list[Secret]:
+        headers = getattr(client, "headers", None)
+        if headers is None:
+            return []
+        found = remember_secrets(dict(headers.items()), cls.secret_headers)
+        # "Bearer abc…", "token abc…": the credential alone, too.
+        found += [
+            Secret(part)
+            for secret in list(found)
+            if len(parts := secret.reveal().split(None, 1)) == 2  # noqa: PLR2004
+            for part in parts[1:]
+        ]
+        return found
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"
@@ -511,6 +568,41 @@ class Provider(abc.ABC, Generic[ConfigT]):
         """
         raise self.not_supported("list")
 
+    def parse_search(self, filters: Mapping[str, Any]) -> dict[str, Any]:
+        """
+        Validate :meth:`search` filters, before any network call.
+
+        The default accepts the names in :attr:`search_filters`, as given;
+        override to check their values. Raise
+        :class:`~tether.exceptions.InvalidParameterError` naming the filter.
+        """
+        unknown = sorted(set(filters) - self.search_filters)
+        if unknown:
+            known = ", ".join(sorted(self.search_filters | {"labels"}))
+            msg = (
+                f"{self.name}: unknown search filter {', '.join(map(repr, unknown))}; "
+                f"known: {known}"
+            )
+            raise InvalidParameterError(msg, field=unknown[0], provider=self.name)
+        return dict(filters)
+
+    async def search(
+        self, labels: Mapping[str, str], filters: Mapping[str, Any]
+    ) -> Sequence[RemoteSession]:
+        """
+        The service's sessions whose labels include *labels* and that match
+        the provider's own *filters* (validated by :meth:`parse_search`).
+
+        The default lists every session (:meth:`list`) and keeps those whose
+        :attr:`RemoteSession.labels` include *labels*; override it to let the
+        service filter (a query parameter), where it can.
+        """
+        return [
+            remote
+            for remote in await self.list()
+            if all(remote.labels.get(k) == v for k, v in labels.items())
+        ]
+
     async def find(self, tether_id: str) -> RemoteSession | None:
         """
         Find the session tagged with tether's id, or ``None``.
@@ -628,7 +720,7 @@ class Provider(abc.ABC, Generic[ConfigT]):
         so it must be found, not created again.
         """
         try:
-            return response.json()
+            payload = response.json()
         except ValueError as exc:
             msg = f"{self.name} answered {response.status_code} with a body that is not JSON"
             cls = (
@@ -643,6 +735,9 @@ class Provider(abc.ABC, Generic[ConfigT]):
                 status_code=response.status_code,
                 body=response.text[:500],
             ) from exc
+        if self.secret_fields:
+            self._seen_secrets.extend(remember_secrets(payload, self.secret_fields))
+        return payload
 
     def error_from_response(
         self,

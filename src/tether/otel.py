@@ -77,6 +77,8 @@ _BREAKER_VALUES: Final = {
     BreakerState.HALF_OPEN: 1,
     BreakerState.OPEN: 2,
 }
+# The operations that give a session its own span.
+_SESSION_ROOTS: Final = frozenset({"create", "connect", "attach"})
 _COUNTED_STATES: Final = frozenset(
     {
         SessionState.CREATING,
@@ -176,6 +178,9 @@ class OpenTelemetryInstrumentation:
             weakref.WeakKeyDictionary()
         )
         self._clients: weakref.WeakSet[httpx.AsyncClient] = weakref.WeakSet()
+        # Each live session's own span (the one that created or took it
+        # over): its later operations are that span's children.
+        self._session_spans: dict[str, trace.SpanContext] = {}
         self._ping_duration = meter.create_histogram(
             "tether.ping.duration",
             unit="s",
@@ -234,10 +239,13 @@ class OpenTelemetryInstrumentation:
         ping_token = _PING.set(ping)
         started = time.perf_counter()
         error: BaseException | None = None
+        context, links = self._parenting(name, session_id)
         with self._tracer.start_as_current_span(
             f"tether.{name}",
+            context=context,
             kind=SpanKind.INTERNAL,
             attributes=initial,
+            links=links,
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
@@ -265,6 +273,14 @@ class OpenTelemetryInstrumentation:
                     span.set_attribute("tether.provider", str(provider))
                 if session_id is not None:
                     span.set_attribute("tether.session_id", str(session_id))
+                if (
+                    name in _SESSION_ROOTS
+                    and error is None
+                    and session_id is not None
+                    and session_id not in self._session_spans
+                ):
+                    with self._lock:
+                        self._session_spans[str(session_id)] = span.get_span_context()
                 if isinstance(error, Exception):
                     span.record_exception(error)
                 if outcome != "ok":
@@ -281,6 +297,27 @@ class OpenTelemetryInstrumentation:
                             "tether.outcome": outcome,
                         },
                     )
+
+    def _parenting(
+        self, name: str, session_id: str | None
+    ) -> tuple[Any, list[trace.Link]]:
+        """
+        Where an operation's span goes: a child of its session's span (with a
+        link to the caller's span, if the caller is in another one), except
+        background pings, which start their own trace linked to the session's.
+        """
+        own = self._session_spans.get(session_id) if session_id else None
+        if own is None:
+            return None, []
+        if name == "ping":
+            return None, [trace.Link(own)]
+        caller = trace.get_current_span().get_span_context()
+        links = (
+            [trace.Link(caller)]
+            if caller.is_valid and caller.span_id != own.span_id
+            else []
+        )
+        return trace.set_span_in_context(trace.NonRecordingSpan(own)), links
 
     # -- HTTP -----------------------------------------------------------------
 
@@ -381,6 +418,8 @@ class OpenTelemetryInstrumentation:
                 self._seen.add((session.provider, session.state))
             else:
                 self._sessions.pop(session.id, None)
+            if session.state.is_terminal:
+                self._session_spans.pop(session.id, None)
 
     def _observe_sessions(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:

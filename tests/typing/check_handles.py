@@ -9,8 +9,16 @@ from datetime import datetime
 from typing import assert_type
 
 import tether
+from tether.abc import RemoteSession
 from tether_morpheus import ChatCompletion, ChatStream, MorpheusHandle, MorpheusProvider
-from tether_sandbox import ExecutionResult, SandboxHandle, SandboxProvider
+from tether_sandbox import (
+    AppURL,
+    EgressPolicy,
+    ExecutionResult,
+    SandboxHandle,
+    SandboxProvider,
+    SessionUsage,
+)
 
 
 async def handles(manager: tether.SessionManager) -> None:
@@ -20,6 +28,10 @@ async def handles(manager: tether.SessionManager) -> None:
         assert_type(out, ExecutionResult)
         assert_type(await sb.execute_async("print(2)"), str)
         assert_type(await sb.wait("task"), ExecutionResult)
+        assert_type(await sb.usage(), SessionUsage)
+        assert_type(await sb.download("out.txt"), bytes)
+        assert_type(await sb.app_url(8080), AppURL)
+        assert_type(await sb.egress(), EgressPolicy)
         assert_type(sb.id, str)
         assert_type(sb.state, tether.SessionState)
         assert_type(sb.expires_at, datetime | None)
@@ -44,6 +56,10 @@ async def morpheus(manager: tether.SessionManager) -> None:
 async def connected(manager: tether.SessionManager) -> None:
     assert_type(await manager.connect(SandboxProvider, "r-1"), SandboxHandle)
     assert_type(await manager.connect("sandbox", "r-1"), tether.Session)
+    assert_type(
+        await manager.search(SandboxProvider, labels={"job": "1"}),
+        list[RemoteSession],
+    )
 
 
 def sync(manager: tether.SyncSessionManager) -> None:
@@ -52,6 +68,7 @@ def sync(manager: tether.SyncSessionManager) -> None:
     with manager.session(SandboxProvider, vcpu_count=2) as sb:
         assert_type(sb, SyncSandboxHandle)
         assert_type(sb.execute("print(1)"), ExecutionResult)
+        assert_type(sb.download("out.txt"), bytes)
         assert_type(sb.id, str)
         assert_type(manager.ping(sb), tether.Health)
     with manager.session("sandbox") as by_name:

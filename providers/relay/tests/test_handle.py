@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 
 import tether
+from tether.testing import ASGIServer, ManualClock
 from tether_relay import RelayHandle, RelayProvider
 from tether_relay.emulator import RelayEmulator
 
-from .test_manager import _manager  # noqa: F401 -- the manager fixture
+from .test_manager import FAST, TOKEN, _manager, _registry  # noqa: F401
 
 
 async def test_a_handle_authorizes_and_revokes_players(
@@ -31,3 +32,37 @@ async def test_a_handle_authorizes_and_revokes_players(
     with pytest.raises(tether.SessionEndedError):
         await relay.authorize_user("9.9.9.9")
     assert relay.remote_id not in emulator.live_sessions()
+
+
+async def test_search_asks_the_service_for_a_players_sessions(
+    manager: tether.SessionManager, server: ASGIServer, clock: ManualClock
+) -> None:
+    """
+    ``manager.search(RelayProvider, user_ip=...)`` lists the service's
+    sessions (not tether's records) and keeps those the player is authorized
+    on, one this manager does not track included; bad filters are refused
+    before anything is sent.
+    """
+    a = await manager.create("relay", users=["1.1.1.1", "8.8.8.8"])
+    await manager.create("relay", users=["9.9.9.9"])
+    async with tether.SessionManager(
+        registry=_registry(),
+        config={"relay": {"base_url": server.url, "api_token": TOKEN, **FAST}},
+        clock=clock,
+        health_checks=False,
+        on_exit="keep",
+        environ={},
+    ) as other:  # its own store: the first manager has no record of this one
+        foreign = await other.create("relay", users=["8.8.8.8"])
+
+    sent = len(server.requests)
+    with pytest.raises(tether.InvalidParameterError):
+        await manager.search(RelayProvider, user_ip="not an ip")
+    with pytest.raises(tether.InvalidParameterError):
+        await manager.search("relay", colour="red")
+    assert sent == len(server.requests)  # refused before any request
+
+    found = await manager.search(RelayProvider, user_ip="8.8.8.8")
+    assert {a.remote_id, foreign.remote_id} == {r.id for r in found}
+    assert len(server.requests) > sent  # the service was asked
+    assert [] == await manager.search(RelayProvider, user_ip="4.4.4.4")

@@ -225,3 +225,34 @@ async def test_code_is_sent_as_the_sdk_sends_it(
     assert ("print('sdk')", "python") == (body["command"], body["language"])
     assert "code" not in body
     assert "sdk" in out.stdout
+
+
+async def test_search_lets_the_service_filter_by_labels_and_metadata(
+    manager: tether.SessionManager, emulator: SandboxEmulator, flaky: Flaky
+) -> None:
+    """
+    ``manager.search`` sends one ``GET /v1/sessions/sandboxes?metadata=``: the
+    service matches labels (stored at create) and metadata by containment;
+    the sessions come back with their labels. Bad metadata is refused
+    before anything is sent.
+    """
+    ml = await manager.create(
+        "sandbox", labels={"team": "ml"}, metadata={"tier": "gold"}
+    )
+    await manager.create("sandbox", labels={"team": "web"}, metadata={"tier": "gold"})
+    before = flaky.seen["/v1/sessions/sandboxes"]
+
+    by_labels = await manager.search(SandboxProvider, labels={"team": "ml"})
+    gold = await manager.search("sandbox", metadata={"tier": "gold"})
+    both = await manager.search(
+        "sandbox", labels={"team": "web"}, metadata={"tier": "silver"}
+    )
+    with pytest.raises(tether.InvalidParameterError):
+        await manager.search("sandbox", metadata=["not", "a", "mapping"])
+
+    assert [ml.remote_id] == [r.id for r in by_labels]
+    assert {"team": "ml"} == dict(by_labels[0].labels)
+    assert ml.id == by_labels[0].tether_id
+    assert 2 == len(gold)
+    assert [] == both
+    assert before + 3 == flaky.seen["/v1/sessions/sandboxes"]

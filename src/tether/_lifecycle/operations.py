@@ -18,12 +18,14 @@ from tether._events import EventKind
 from tether._handle import SessionHandle
 from tether._lifecycle.bus import EventBus
 from tether._lifecycle.calls import Calls
+from tether._lifecycle.creation import check_labels
 from tether._lifecycle.records import Records
 from tether._lifecycle.runtime import Runtime
 from tether._lifecycle.scheduler import Scheduler
 from tether._lifecycle.slots import Slots
 from tether._log import EVENT_SESSION_UPDATED, logger
 from tether._session import Session
+from tether.abc import Provider, RemoteSession
 
 
 T = TypeVar("T")
@@ -63,7 +65,7 @@ def instrumented(
             elif isinstance(target, SessionHandle):
                 provider, session_id = target.provider_name, target.id
             elif isinstance(target, str):
-                if name == "create":
+                if name in ("create", "connect"):
                     provider = target
                 else:
                     session_id = target
@@ -74,6 +76,9 @@ def instrumented(
                 if isinstance(result, Session):
                     attributes["session_id"] = result.id
                     attributes["provider"] = result.provider
+                elif isinstance(result, SessionHandle):
+                    attributes["session_id"] = result.id
+                    attributes["provider"] = result.provider_name
                 return result
 
         return wrapper
@@ -136,6 +141,29 @@ class Operations:
         )
         self._bus.emit(EventKind.UPDATED, provider=record.provider, session=updated)
         return updated
+
+    async def search(
+        self,
+        provider: str,
+        labels: Mapping[str, str] | None,
+        filters: Mapping[str, Any],
+    ) -> list[RemoteSession]:
+        """
+        What :meth:`SessionManager.search` does.
+        """
+        wanted = check_labels(labels)
+        slot = self._slots.get(provider)
+        if not slot.provider.capabilities.list and (
+            type(slot.provider).search is Provider.search
+        ):
+            raise slot.provider.not_supported("search")
+        parsed = slot.provider.parse_search(filters)
+        found = await self._calls.call(
+            slot,
+            lambda: slot.provider.search(wanted, parsed),
+            operation="search",
+        )
+        return list(found)
 
     def handle(self, session: Session) -> SessionHandle[Any]:
         """

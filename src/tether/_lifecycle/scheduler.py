@@ -46,7 +46,9 @@ class Scheduler:
         self._seq = itertools.count(1)
         # The live heap entry of each manager-wide job (0: none scheduled).
         self._global_seq = dict.fromkeys(GLOBAL_JOBS, 0)
-        self._nap = anyio.CancelScope()
+        # The scope of the current nap (None before the first): made in the
+        # event loop, so a manager can be built outside one.
+        self._nap: anyio.CancelScope | None = None
         self._jobs_send: MemoryObjectSendStream[tuple[str, str]] | None = None
         self._random = random.Random()  # noqa: S311 -- jitter, not security
 
@@ -112,7 +114,8 @@ class Scheduler:
         heapq.heappush(self._heap, (at, seq, kind, session_id))
         if self._heap[0][1] == seq:
             # Earlier than what the scheduler sleeps for: wake it up.
-            self._nap.cancel()
+            if self._nap is not None:
+                self._nap.cancel()
 
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         task_status.started()

@@ -91,6 +91,7 @@ class RelayProvider(Provider[RelayConfig]):
     }
     handle_class: ClassVar[type[RelayHandle]] = RelayHandle
     sync_handle_class: ClassVar[type[SyncRelayHandle]] = SyncRelayHandle
+    search_filters: ClassVar[frozenset[str]] = frozenset({"user_ip"})
     capabilities: ClassVar[Capabilities] = Capabilities(
         update=True,
         # The service has no lifetime to extend; tether's own deadline is the
@@ -286,6 +287,31 @@ class RelayProvider(Provider[RelayConfig]):
                 break
             page = following
         return list(found.values())
+
+    def parse_search(self, filters: Mapping[str, Any]) -> dict[str, Any]:
+        """
+        ``user_ip``: the sessions one player is authorized on.
+        """
+        parsed = super().parse_search(filters)
+        if "user_ip" in parsed:
+            parsed["user_ip"] = _params.parse_ip(
+                parsed["user_ip"], field="user_ip", allow_private=True
+            )
+        return parsed
+
+    async def search(
+        self, labels: Mapping[str, str], filters: Mapping[str, Any]
+    ) -> Sequence[RemoteSession]:
+        """
+        The listed sessions (up to ``max_list_pages``) that ``user_ip`` is
+        authorized on. Edgegap stores no labels: any *labels* match nothing.
+        """
+        ip = filters.get("user_ip")
+        return [
+            remote
+            for remote in await self.list()
+            if not labels and (ip is None or ip in remote.data.get("users", ()))
+        ]
 
     async def update(
         self, session: Session, changes: Mapping[str, Any]

@@ -8,6 +8,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from tether.abc import SessionHandle, SyncSessionHandle
+from tether_sandbox._session_values import (
+    AppURL,
+    EgressPolicy,
+    SessionInfo,
+    SessionUsage,
+)
 from tether_sandbox._types import Execution, ExecutionResult
 
 
@@ -99,6 +105,51 @@ class SandboxHandle(SessionHandle["SandboxProvider"]):
             ),
         )
 
+    async def session_info(self) -> SessionInfo:
+        """
+        The service's record of the session; see
+        :meth:`SandboxProvider.session_info <tether_sandbox.SandboxProvider.session_info>`.
+        """
+        return await self.run("session_info", self.provider.session_info)
+
+    async def usage(self) -> SessionUsage:
+        """
+        What the session used, as the service reports it.
+        """
+        return await self.run("usage", self.provider.usage)
+
+    async def app_url(self, port: int = 80) -> AppURL:
+        """
+        A public URL for *port* inside the VM.
+        """
+        return await self.run("app_url", lambda s: self.provider.app_url(s, port))
+
+    async def upload(self, path: str, data: bytes) -> None:
+        """
+        Write *data* to the file *path* in the VM (overwriting it).
+        """
+        await self.run("upload", lambda s: self.provider.upload(s, path, data))
+
+    async def download(self, path: str) -> bytes:
+        """
+        The content of the file *path* in the VM.
+        """
+        return await self.run("download", lambda s: self.provider.download(s, path))
+
+    async def egress(self) -> EgressPolicy:
+        """
+        The session's egress policy.
+        """
+        return await self.run("egress", self.provider.egress)
+
+    async def set_egress(self, policy: EgressPolicy) -> EgressPolicy:
+        """
+        Replace the session's egress policy; return it as the service has it.
+        """
+        return await self.run(
+            "set_egress", lambda s: self.provider.set_egress(s, policy)
+        )
+
 
 class SyncSandboxHandle(SyncSessionHandle[SandboxHandle]):
     """
@@ -164,3 +215,45 @@ class SyncSandboxHandle(SyncSessionHandle[SandboxHandle]):
         See :meth:`SandboxHandle.wait`.
         """
         return self.call(self.handle.wait, task_id, poll_interval=poll_interval)
+
+    def session_info(self) -> SessionInfo:
+        """
+        See :meth:`SandboxHandle.session_info`.
+        """
+        return self.call(self.handle.session_info)
+
+    def usage(self) -> SessionUsage:
+        """
+        See :meth:`SandboxHandle.usage`.
+        """
+        return self.call(self.handle.usage)
+
+    def app_url(self, port: int = 80) -> AppURL:
+        """
+        See :meth:`SandboxHandle.app_url`.
+        """
+        return self.call(self.handle.app_url, port)
+
+    def upload(self, path: str, data: bytes) -> None:
+        """
+        See :meth:`SandboxHandle.upload`.
+        """
+        self.call(self.handle.upload, path, data)
+
+    def download(self, path: str) -> bytes:
+        """
+        See :meth:`SandboxHandle.download`.
+        """
+        return self.call(self.handle.download, path)
+
+    def egress(self) -> EgressPolicy:
+        """
+        See :meth:`SandboxHandle.egress`.
+        """
+        return self.call(self.handle.egress)
+
+    def set_egress(self, policy: EgressPolicy) -> EgressPolicy:
+        """
+        See :meth:`SandboxHandle.set_egress`.
+        """
+        return self.call(self.handle.set_egress, policy)

@@ -20,7 +20,6 @@ from tether.abc import (
     ClientOptions,
     CreateRequest,
     Operation,
-    Provider,
     RemoteSession,
 )
 from tether.exceptions import (
@@ -34,6 +33,7 @@ from tether_sandbox import _params
 from tether_sandbox._compat import Health, HealthStatus, Session, SessionState
 from tether_sandbox._config import SandboxConfig
 from tether_sandbox._handle import SandboxHandle, SyncSandboxHandle
+from tether_sandbox._session_work import SessionWork
 from tether_sandbox._types import Execution, ExecutionResult, SandboxStatus
 
 
@@ -97,7 +97,7 @@ def _float(value: object) -> float | None:
     return float(value)
 
 
-class SandboxProvider(Provider[SandboxConfig]):
+class SandboxProvider(SessionWork):
     """
     tether provider for InstaVM sandbox sessions (Firecracker microVMs).
 
@@ -113,6 +113,10 @@ class SandboxProvider(Provider[SandboxConfig]):
     4, 6 or 8; default 2), ``metadata`` (JSON mapping) and ``env`` (string
     mapping; spawns a billed VM at once).
 
+    Inside a session, besides code execution: :meth:`session_info`,
+    :meth:`usage`, :meth:`app_url`, :meth:`upload`, :meth:`download`,
+    :meth:`egress` and :meth:`set_egress`.
+
     Do not instantiate directly: the manager builds it from :class:`SandboxConfig`.
     """
 
@@ -122,11 +126,21 @@ class SandboxProvider(Provider[SandboxConfig]):
         "execute_async": Operation(idempotent=False),
         "execution": Operation(idempotent=True),
         "wait": Operation(idempotent=True),
+        # Reads, an overwrite of one file, and a whole-policy replacement:
+        # each may be repeated when its answer was lost.
+        "session_info": Operation(idempotent=True),
+        "usage": Operation(idempotent=True),
+        "app_url": Operation(idempotent=True),
+        "upload": Operation(idempotent=True),
+        "download": Operation(idempotent=True),
+        "egress": Operation(idempotent=True),
+        "set_egress": Operation(idempotent=True),
     }
     handle_class: ClassVar[type[SandboxHandle]] = SandboxHandle
     sync_handle_class: ClassVar[type[SyncSandboxHandle]] = SyncSandboxHandle
     #: Environment values are secrets: the stored record keeps only their names.
     secret_params: ClassVar[frozenset[str]] = frozenset({"env"})
+    search_filters: ClassVar[frozenset[str]] = frozenset({"metadata"})
     capabilities: ClassVar[Capabilities] = Capabilities(
         update=False,
         renew=False,
@@ -514,6 +528,43 @@ class SandboxProvider(Provider[SandboxConfig]):
         live = [s for s in found if s.state is SessionState.ACTIVE]
         return (live or found)[0]
 
+    def parse_search(self, filters: Mapping[str, Any]) -> dict[str, Any]:
+        """
+        ``metadata``: a JSON object the sessions' metadata must contain.
+        """
+        parsed = super().parse_search(filters)
+        if "metadata" in parsed:
+            metadata = parsed["metadata"]
+            if not isinstance(metadata, Mapping) or not all(
+                isinstance(k, str) for k in metadata
+            ):
+                msg = f"metadata must be a mapping with string keys, not {metadata!r}"
+                raise InvalidParameterError(
+                    msg, field="metadata", value=metadata, provider=self.name
+                )
+            try:
+                json.dumps(metadata)
+            except (TypeError, ValueError):
+                msg = "metadata must be JSON (strings, numbers, lists, mappings)"
+                raise InvalidParameterError(
+                    msg, field="metadata", provider=self.name
+                ) from None
+            parsed["metadata"] = dict(metadata)
+        return parsed
+
+    async def search(
+        self, labels: Mapping[str, str], filters: Mapping[str, Any]
+    ) -> Sequence[RemoteSession]:
+        """
+        The service filters: ``?metadata=`` with the labels (stored under
+        tether's key at create) and the caller's ``metadata``, matched by
+        containment; at most 1000 sessions.
+        """
+        metadata: dict[str, Any] = dict(filters.get("metadata") or {})
+        if labels:
+            metadata[_params.TETHER_LABELS_KEY] = dict(labels)
+        return await self._sandboxes(metadata or None, limit=_params.MAX_LIST_LIMIT)
+
     async def _sandboxes(
         self, metadata: Mapping[str, Any] | None, *, limit: int
     ) -> Sequence[RemoteSession]:
@@ -539,6 +590,7 @@ class SandboxProvider(Provider[SandboxConfig]):
             raw_state = str(row.get("status") or "") or None
             state = _LIST_STATES.get((raw_state or "").lower(), SessionState.ACTIVE)
             tether_id = meta.get(_params.TETHER_ID_KEY) if meta else None
+            labels = meta.get(_params.TETHER_LABELS_KEY) if meta else None
             end_at = _naive_utc(row.get("end_at"))
             out.append(
                 RemoteSession(
@@ -547,6 +599,7 @@ class SandboxProvider(Provider[SandboxConfig]):
                     state=state,
                     expires_at=end_at if state is SessionState.ACTIVE else None,
                     tether_id=str(tether_id) if tether_id is not None else None,
+                    labels=_labels(labels),
                     created_at=_naive_utc(row.get("started_at")),
                     data={
                         "template_id": row.get("template_id"),
@@ -787,3 +840,11 @@ def _result(answer: Mapping[str, Any]) -> ExecutionResult:
         cpu_time=_float(answer.get("cpu_time")),
         raw=answer,
     )
+
+
+def _labels(value: object) -> dict[str, str]:
+    # The labels tether stored at create; anything else in their place is
+    # someone else's metadata, not labels.
+    if not isinstance(value, Mapping):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}

@@ -17,11 +17,15 @@ It follows what is known of the real service (``docs/providers/sandbox.md``):
   ``/execute`` silently spawns a new VM under the same session id;
 * ``GET /v1/sessions/status/{id}``, ``POST /kill`` (404 when no VM is
   assigned), ``GET /v1/sessions/sandboxes?metadata=`` with JSON containment,
-  ``POST /execute``, ``POST /execute_async`` and ``GET /v1/executions/{id}``.
+  ``POST /execute``, ``POST /execute_async`` and ``GET /v1/executions/{id}``;
+* the session's other routes (record, usage, app URL, ``/upload``,
+  ``/download``, egress policy), in :mod:`tether_sandbox._emulator_routes`:
+  uploaded files live in the VM and die with it.
 
 Code is never run: ``/execute`` understands a tiny, deterministic subset
 (``print(<literal | name | os.environ[...]>)``, ``name = <literal>``,
-``raise Error("...")`` in Python; ``echo`` in bash), enough to show that
+``raise Error("...")`` in Python; ``echo``, ``echo ... > FILE`` and ``cat FILE``
+in bash), enough to show that
 variables live in the VM and are lost when the VM is replaced.
 
 Control methods for tests (:meth:`SandboxEmulator.kill`,
@@ -46,6 +50,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tether.testing import FaultInjector
+from tether_sandbox._emulator_routes import (
+    SessionExtras,
+    run_file_command,
+    session_routes,
+)
 
 
 if TYPE_CHECKING:
@@ -87,6 +96,7 @@ class _VM:
     lifetime: int
     killed_at: float | None = None
     variables: dict[str, Any] = attrs.Factory(dict)
+    files: dict[str, bytes] = attrs.Factory(dict)
 
     def dies_at(self) -> float:
         return self.spawned_at + self.lifetime
@@ -113,6 +123,7 @@ class _Session:
     vm: _VM | None = None
     killed: bool = False
     vms_spawned: int = 0
+    extras: SessionExtras = attrs.Factory(SessionExtras)
 
 
 @attrs.define
@@ -276,6 +287,7 @@ class SandboxEmulator:
             Route("/execute", self._execute, methods=["POST"]),
             Route("/execute_async", self._execute_async, methods=["POST"]),
             Route("/v1/executions/{task_id}", self._execution, methods=["GET"]),
+            *session_routes(self),
         ]
         starlette = Starlette(routes=routes)
 
@@ -369,6 +381,7 @@ class SandboxEmulator:
         if s.env and (s.vms_spawned == 1 or self.reapply_env_on_respawn):
             vm.variables["__env__"] = dict(s.env)
         s.vm = vm
+        s.extras.vms.append(vm)
         return vm
 
     def _ensure_vm(self, s: _Session) -> _VM:
@@ -764,7 +777,9 @@ class SandboxEmulator:
         if language in ("bash", "shell", "sh"):
             for line in source.splitlines():
                 words = line.strip()
-                if words.startswith("echo"):
+                if (done := run_file_command(vm, words)) is not None:
+                    out.append(done)
+                elif words.startswith("echo"):
                     text = words[4:].strip().strip("'\"")
                     text = re.sub(
                         r"\$\{?(" + _NAME + r")\}?", lambda m: env.get(m[1], ""), text
@@ -817,6 +832,7 @@ class SandboxEmulator:
             return parsed
         s, source, body = parsed
         stdout, stderr = self._run(s, source, body.get("language") or "python")
+        s.extras.record_execution(0.01, 0.005)
         return JSONResponse(
             {
                 "stdout": stdout,
@@ -832,6 +848,7 @@ class SandboxEmulator:
             return parsed
         s, source, body = parsed
         stdout, stderr = self._run(s, source, body.get("language") or "python")
+        s.extras.record_execution(0.01, 0.005)
         task = _Task(
             id=str(uuid.uuid4()),
             api_key=s.api_key,

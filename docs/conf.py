@@ -140,6 +140,8 @@ nitpick_ignore = [("py:class", name) for name in _EXTERNAL_CLASSES] + [
     ("py:mod", "tether_morpheus._errors"),
     ("py:attr", "handle"),
     ("py:data", "DEFAULT_MODELS"),
+    ("py:mod", "tether_sandbox._emulator_routes"),
+    ("py:class", "tether_sandbox._session_work.SessionWork"),
 ]
 # Generic annotations in provider signatures that autodoc splits at the comma
 # ("Mapping[str", "Callable[[]"): fragments, not names.

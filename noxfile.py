@@ -76,7 +76,7 @@ def demo(session: nox.Session) -> None:
     The four emulated providers on their local emulators, and local running real
     code on this machine: sessions, pinging, a failover.
     """
-    _install(session)
+    _install(session, extras="[emulator]")
     session.run("tether", "demo", *session.posargs)
 
 

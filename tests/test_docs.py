@@ -1,171 +1,28 @@
 """
-The documentation's examples run, and its tables agree with the code.
+The documentation's tables and reference agree with the code.
 
-A block is runnable when it is a MyST ``code-block`` with the ``runnable`` class::
-
-    ```{code-block} python
-    :class: runnable
-
-    async with tether.SessionManager(registry=registry, clock=clock) as m:
-        ...
-    ```
-
-Each runnable block in ``docs/**/*.md`` and ``README.md`` runs on its own, once
-per anyio backend (a block whose classes also hold ``continues`` runs after the
-runnable blocks before it on its page, in their namespace), as the body of a coroutine (top-level ``await``,
-``async with`` and ``async for`` work), with a fresh namespace holding
-``tether``, ``anyio``, ``clock`` (a :class:`~tether.testing.ManualClock`),
-``backend`` (a :class:`~tether.testing.FakeBackend` on that clock) and
-``registry`` (``"fake"``: :class:`~tether.testing.FakeProvider`, and nothing
-installed). Every runnable block asserts what it shows.
+Its examples are whole files in ``docs/examples/``, run by
+``tests/test_docs_examples.py``.
 """
 
 from __future__ import annotations
 
-import ast
+import importlib
 import inspect
 import re
 from pathlib import Path
-from typing import Any
 
-import anyio
-import attrs
 import pytest
 
 import tether
 import tether.exceptions
+import tether.stores
 import tether.testing
 from tether._session import TRANSITIONS
 
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-
-_OPEN = re.compile(r"^(?P<fence>`{3,}|~{3,})\{code-block\}\s+python\s*$")
-_OPTION = re.compile(r"^:(?P<name>[\w-]+):\s*(?P<value>.*)$")
-
-
-@attrs.frozen
-class Block:
-    """
-    One runnable code block: where it is, and its source.
-    """
-
-    path: Path
-    line: int
-    source: str
-    prelude: tuple[Block, ...] = ()
-
-    @property
-    def id(self) -> str:
-        return f"{self.path.relative_to(ROOT)}:{self.line}"
-
-
-def _sources() -> list[Path]:
-    pages = [p for p in DOCS.rglob("*.md") if "_build" not in p.parts]
-    return [*sorted(pages), ROOT / "README.md"]
-
-
-def _blocks(path: Path) -> list[Block]:
-    """
-    The runnable blocks of one Markdown file.
-    """
-    lines = path.read_text(encoding="utf-8").splitlines()
-    found = []
-    i = 0
-    while i < len(lines):
-        match = _OPEN.match(lines[i])
-        i += 1
-        if match is None:
-            continue
-        fence = match["fence"]
-        classes: list[str] = []
-        while i < len(lines) and (option := _OPTION.match(lines[i])):
-            if option["name"] == "class":
-                classes += option["value"].split()
-            i += 1
-        start = i
-        while i < len(lines) and not lines[i].startswith(fence):
-            i += 1
-        if "runnable" in classes:
-            source = "\n".join(lines[start:i]).strip("\n")
-            # Line numbers in tracebacks point into the Markdown file.
-            first = start + next(
-                (n for n, line in enumerate(lines[start:i]) if line.strip()), 0
-            )
-            prelude: tuple[Block, ...] = ()
-            if "continues" in classes and found:
-                prelude = (*found[-1].prelude, found[-1])
-            found.append(
-                Block(path=path, line=first + 1, source=source, prelude=prelude)
-            )
-        i += 1
-    return found
-
-
-BLOCKS = [block for path in _sources() for block in _blocks(path)]
-
-
-def _namespace() -> dict[str, Any]:
-    clock = tether.testing.ManualClock()
-    registry = tether.ProviderRegistry(entry_points=False)
-    registry.register("fake", tether.testing.FakeProvider)
-    return {
-        "__name__": "__docs__",
-        "tether": tether,
-        "anyio": anyio,
-        "clock": clock,
-        "backend": tether.testing.FakeBackend(clock=clock.time),
-        "registry": registry,
-    }
-
-
-@pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
-async def test_example_runs(block: Block) -> None:
-    """
-    The example runs to its end, and its asserts hold, within ten real seconds.
-    """
-    namespace = _namespace()
-
-    with anyio.fail_after(10):
-        for part in (*block.prelude, block):
-            code = compile(
-                "\n" * (part.line - 1) + part.source,
-                str(part.path),
-                "exec",
-                flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
-                dont_inherit=True,
-            )
-            # The documentation is ours: running it is the point.
-            result = eval(code, namespace)  # noqa: S307
-            if inspect.iscoroutine(result):
-                await result
-
-
-@pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
-def test_example_asserts(block: Block) -> None:
-    """
-    Every runnable example checks what it shows, with at least one assert.
-    """
-    tree = ast.parse(block.source)
-
-    assert any(isinstance(node, ast.Assert) for node in ast.walk(tree))
-
-
-def test_examples_are_found() -> None:
-    """
-    The collector sees the runnable examples (a broken parser finds none).
-    """
-    pages = {b.path.relative_to(DOCS).as_posix() for b in BLOCKS}
-
-    assert {
-        "getting-started.md",
-        "concepts/lifecycle.md",
-        "concepts/policies.md",
-        "concepts/events.md",
-        "testing.md",
-        "writing-a-provider.md",
-    } <= pages
 
 
 def _table(path: Path, heading: str) -> list[list[str]]:
@@ -244,3 +101,63 @@ def test_api_page_documents_every_public_name(module: str, names: list[str]) -> 
     ]
 
     assert [] == missing
+
+
+_PROVIDERS = {
+    "tether_sandbox": "SandboxEmulator",
+    "tether_relay": "RelayEmulator",
+    "tether_sipher": "SipherEmulator",
+    "tether_morpheus": "MorpheusEmulator",
+}
+
+
+@pytest.mark.parametrize(("package", "emulator"), sorted(_PROVIDERS.items()))
+def test_api_page_documents_each_provider(package: str, emulator: str) -> None:
+    """
+    The API page documents each first-party provider's ``__all__`` (automodule
+    with members, which follows ``__all__``) and its emulator class.
+    """
+    text = (DOCS / "api.md").read_text(encoding="utf-8")
+    module = importlib.import_module(package)
+    emulators = importlib.import_module(f"{package}.emulator")
+
+    assert re.search(
+        rf"\.\. automodule:: {package}\n   :members:\n   :imported-members:\n", text
+    )
+    assert module.__all__
+    assert rf".. autoclass:: {package}.emulator.{emulator}" in text
+    assert hasattr(emulators, emulator)
+
+
+def test_api_page_documents_the_stores_and_otel() -> None:
+    """
+    The stores' public names and ``tether.otel`` are on the API page.
+    """
+    text = (DOCS / "api.md").read_text(encoding="utf-8")
+
+    missing = [
+        name
+        for name in tether.stores.__all__
+        if not re.search(rf"::\s+tether\.stores\.{name}\b", text)
+    ]
+
+    assert [] == missing
+    assert ".. automodule:: tether.otel\n   :members:" in text
+
+
+def test_every_session_state_says_what_it_means() -> None:
+    """
+    Each SessionState member has a description for the reference: the ``#:``
+    comment right above it, which autodoc renders.
+    """
+    lines = inspect.getsource(tether.SessionState).splitlines()
+
+    undocumented = [
+        state.name
+        for state in tether.SessionState
+        for i, line in enumerate(lines)
+        if line.strip().startswith(f"{state.name} = ")
+        and not lines[i - 1].strip().startswith("#:")
+    ]
+
+    assert [] == undocumented

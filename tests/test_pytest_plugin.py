@@ -65,6 +65,65 @@ def test_every_fixture_says_what_it_is(pytester: pytest.Pytester) -> None:
         "tether_registry",
         "tether_manager_factory",
         "tether_manager",
+        "tether_faults",
     ):
         assert name in text
     assert "no docstring available" not in text.split("tether_clock", 1)[1]
+
+
+_FAULT_TESTS = """
+import httpx
+import pytest
+
+from tether.testing import Fault, serve_asgi
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+async def ok(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+async def _two_requests(faults):
+    async with serve_asgi(faults) as server, httpx.AsyncClient() as client:
+        return [(await client.get(server.url)).status_code for _ in range(2)]
+
+
+async def test_rate(tether_faults):
+    faults = tether_faults(ok, rate=0.3, seed=0, kinds={Fault.SERVER_ERROR})
+    await _two_requests(faults)
+
+
+async def test_every(tether_faults):
+    faults = tether_faults(ok, every=2, kinds={Fault.SERVER_ERROR})
+    assert [200, 503] == await _two_requests(faults)
+"""
+
+
+def test_tether_faults_fails_a_test_whose_injector_injected_nothing(
+    pytester: pytest.Pytester,
+) -> None:
+    """
+    An injector from ``tether_faults`` that injected no fault (``rate=0.3``,
+    seed 0, two requests: none) errors the test at teardown, saying why; one
+    on a schedule (``every=2``) fails the second request and passes.
+    """
+    pytester.makeini("[pytest]\nanyio_mode = auto\n")
+    pytester.makepyfile(_FAULT_TESTS)
+
+    result = pytester.runpytest("-p", "anyio", "-q")
+
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_rate*",
+            (
+                "tether_faults: a FaultInjector injected no fault "
+                "(rate=0.3, every=0, seed=0: 2 requests)*"
+            ),
+        ]
+    )

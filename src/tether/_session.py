@@ -35,13 +35,23 @@ class SessionState(enum.StrEnum):
     the service may have it after all.
     """
 
+    #: Recorded before the service is asked (write-ahead). A session stays here
+    #: when its create's outcome is unknown, until reconcile settles it.
     CREATING = "creating"
+    #: The service has it, and the last ping found it well.
     ACTIVE = "active"
+    #: A ping failed, or the service says it is unwell. It may recover.
     DEGRADED = "degraded"
+    #: tether is closing it (by request, or at its deadline).
     CLOSING = "closing"
+    #: Closed by tether. Terminal.
     CLOSED = "closed"
+    #: It reached its deadline (tether's or the service's). Terminal.
     EXPIRED = "expired"
+    #: The service no longer has it, or stopped answering for it. Terminal for
+    #: use, but it may still be closed: the service may have it after all.
     LOST = "lost"
+    #: The create failed: the service never had it. Terminal.
     FAILED = "failed"
 
     @property

@@ -9,6 +9,7 @@ and turns errors into exit statuses.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from tether._cli._context import Command, Context
 from tether._cli._errors import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
+    EXIT_UNAVAILABLE,
     EXIT_USAGE,
     UsageError,
     exit_code_for,
@@ -134,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tether {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, help_text: str, func: Command) -> argparse.ArgumentParser:
+    def add(
+        name: str, help_text: str, func: Command, *, add_help: bool = True
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,
             help=help_text,
@@ -142,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
             parents=[common],
             epilog=EPILOG,
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            add_help=add_help,
         )
         p.set_defaults(func=func)
         return p
@@ -178,6 +183,17 @@ def configure_logging(verbosity: int, *, json_output: bool) -> None:
     )
 
 
+def _importable(module: str) -> bool:
+    """
+    Whether *module* can be imported, without importing it.
+    """
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:
+        # A module whose entry in sys.modules is None is blocked from import.
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """
     Run the ``tether`` command; return its exit status.
@@ -188,6 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, name):
             setattr(args, name, default)
     configure_logging(args.verbose, json_output=args.json)
+    if args.backend != "asyncio" and not _importable(args.backend):
+        missing = UsageError(
+            f"--backend {args.backend} needs {args.backend}, which is not "
+            f"installed: pip install {args.backend}"
+        )
+        report(missing, EXIT_UNAVAILABLE, json_output=args.json)
+        return EXIT_UNAVAILABLE
     try:
         settings = load_settings(args.config, args.store, os.environ)
         ctx = Context(args=args, settings=settings)

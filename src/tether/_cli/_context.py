@@ -51,7 +51,7 @@ class AddCommand(Protocol):
     """
 
     def __call__(
-        self, name: str, help_text: str, func: Command
+        self, name: str, help_text: str, func: Command, *, add_help: bool = True
     ) -> argparse.ArgumentParser: ...
 
 

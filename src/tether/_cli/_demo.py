@@ -67,11 +67,33 @@ class _Target:
     script: DemoScript
 
 
-async def _start(
-    stack: contextlib.AsyncExitStack, registry: ProviderRegistry, name: str
-) -> tuple[_Target, dict[str, Any]] | None:
+@attrs.frozen
+class _Skipped:
+    reason: str
+
+
+def _missing(exc: Exception) -> ImportError | None:
     """
-    Serve *name*'s emulator; the demo target and the provider's config, or ``None``.
+    The missing module behind a provider or emulator that did not load, if that
+    is why.
+    """
+    cause = exc.__cause__
+    return cause if isinstance(cause, ImportError) else None
+
+
+async def _start(
+    stack: contextlib.AsyncExitStack,
+    registry: ProviderRegistry,
+    name: str,
+    *,
+    chosen: bool,
+) -> tuple[_Target, dict[str, Any]] | _Skipped | None:
+    """
+    Serve *name*'s emulator; the demo target and the provider's config, or
+    ``None`` when it fails.
+
+    An emulator whose dependencies are not installed (its provider's
+    ``emulator`` extra) is skipped instead, unless it was asked for by name.
     """
     try:
         registry.load(name)
@@ -80,6 +102,10 @@ async def _start(
             return _Target(name=name, script=build_demo(name)), {}
         emulator = build_emulator(name)
     except (ProviderNotFoundError, ProviderLoadError) as exc:
+        missing = _missing(exc)
+        if not chosen and missing is not None:
+            dists = getattr(exc, "distributions", ()) or (f"tether-{name}",)
+            return _Skipped(f"{missing} (pip install '{dists[0]}[emulator]')")
         _say(f"[{name}] not available: {exc}")
         return None
     if emulator.demo is None:
@@ -97,25 +123,35 @@ async def run_demo(backend: str, names: list[str] | None = None) -> int:
     Start the emulators, run a session on each provider, and any failovers.
     """
     _quiet_logs()
-    names = names or sorted({*emulator_names(), *demo_names()})
+    found = names or sorted({*emulator_names(), *demo_names()})
     _say(
-        f"tether demo on {backend}: {len(names)} providers, on local emulators "
+        f"tether demo on {backend}: {len(found)} providers, on local emulators "
         "or on this machine"
     )
-    if not names:
+    if not found:
         _say("no emulators installed (pip install 'tether-<name>[emulator]')")
         return EXIT_ERROR
+    chosen = names is not None
+    names = found
     registry = ProviderRegistry()
     failures = 0
+    skipped: list[str] = []
     async with contextlib.AsyncExitStack() as stack:
         targets, config = [], {}
         for name in names:
-            started = await _start(stack, registry, name)
+            started = await _start(stack, registry, name, chosen=chosen)
+            if isinstance(started, _Skipped):
+                _say(f"[{name}] skipped: not installed: {started.reason}")
+                skipped.append(name)
+                continue
             if started is None:
                 failures += 1
                 continue
             targets.append(started[0])
             config[name] = started[1]
+        if not targets and not failures:
+            _say("no emulator could be started: nothing to demo")
+            return EXIT_ERROR
         manager = await stack.enter_async_context(
             _manager(registry=registry, config=config)
         )
@@ -130,10 +166,11 @@ async def run_demo(backend: str, names: list[str] | None = None) -> int:
             f"failovers: {counts.get(EventKind.FAILOVER, 0)}, "
             f"closed: {counts.get(EventKind.CLOSED, 0)}"
         )
+    also = f" (skipped: {', '.join(skipped)})" if skipped else ""
     _say(
-        "demo finished: every session closed"
+        f"demo finished: every session closed{also}"
         if not failures
-        else f"demo: {failures} failure(s)"
+        else f"demo: {failures} failure(s){also}"
     )
     return EXIT_OK if not failures else EXIT_ERROR
 

@@ -2,7 +2,7 @@
 ``tether emulate NAME``: serve a provider's emulator for clients in other processes.
 
 The emulator comes from the ``tether.emulators`` entry points (see
-:class:`tether.testing.Emulator`); uvicorn (``pip install 'tether[emulators]'``)
+:class:`tether.testing.Emulator`); uvicorn (``pip install 'tether[emulator]'``)
 serves it, on asyncio, until SIGINT or SIGTERM.
 """
 
@@ -66,7 +66,7 @@ def _emulate(ctx: Context) -> int:
         import uvicorn  # noqa: PLC0415
     except ImportError:
         missing = UsageError(
-            "tether emulate needs uvicorn: pip install 'tether[emulators]'"
+            "tether emulate needs uvicorn: pip install 'tether[emulator]'"
         )
         report(missing, EXIT_UNAVAILABLE, json_output=ctx.json)
         return EXIT_UNAVAILABLE

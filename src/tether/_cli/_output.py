@@ -114,10 +114,15 @@ def print_table(
 @contextlib.contextmanager
 def waiting(message: str, *, json_output: bool) -> Iterator[None]:
     """
-    A spinner on stderr while a slow call runs, for people at a terminal only.
+    A spinner on stderr while a slow call runs, for people at a terminal only
+    (without rich, one line saying what it waits for); nothing when piped.
     """
-    rich = None if json_output else console(sys.stderr)
+    if json_output or not sys.stderr.isatty():
+        yield
+        return
+    rich = console(sys.stderr)
     if rich is None:
+        print(f"tether: {message}...", file=sys.stderr, flush=True)
         yield
         return
     with rich.status(message):

@@ -4,14 +4,18 @@ The session commands: create, ls, inspect, ping, update, renew, close.
 
 from __future__ import annotations
 
+import argparse
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from tether._cli import _args, _output
 from tether._cli._context import AddCommand, Context, resolve, run
 from tether._cli._errors import EXIT_ERROR, EXIT_OK, UsageError
+from tether._cli._params import provider_parameters
 from tether._redact import redact_text
+from tether._registry import default_registry
 from tether._session import SessionState
+from tether.exceptions import TetherError
 
 
 if TYPE_CHECKING:
@@ -24,7 +28,13 @@ def register(add: AddCommand) -> None:
     """
     Add the session commands to the parser.
     """
-    p = add("create", "create a session and keep it", _create)
+    p = add("create", "create a session and keep it", _create, add_help=False)
+    p.add_argument(
+        "-h",
+        "--help",
+        action=_CreateHelp,
+        help="show this help and exit; after a provider name, list its parameters",
+    )
     p.add_argument("provider", help="provider name (see 'tether providers')")
     p.add_argument(
         "-p",
@@ -95,6 +105,55 @@ def register(add: AddCommand) -> None:
         type=_args.duration,
         help="from now (default: the session's own lifetime)",
     )
+
+
+class _CreateHelp(argparse.Action):
+    """
+    ``-h``: the command's help, then the parameters of the provider named
+    before it (``tether create sandbox --help``).
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, help: str) -> None:  # noqa: A002 -- argparse's own keyword
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        text = parser.format_help()
+        name = getattr(namespace, "provider", None)
+        if name is not None:
+            text = text.replace(
+                "\nexit status:", f"\n{_parameters(name)}\nexit status:", 1
+            )
+        print(text, end="")
+        parser.exit()
+
+
+def _parameters(name: str) -> str:
+    """
+    The help's section on *name*'s create parameters, as its own validation
+    names them.
+    """
+    try:
+        cls = default_registry().load(name)
+    except TetherError as exc:
+        return f"parameters of {name}: unknown ({redact_text(str(exc))})\n"
+    allowed = provider_parameters(cls, name)
+    if not allowed:
+        return f"parameters of {name}: it does not list them\n"
+    lines = [f"parameters of {name} (-p KEY=VALUE):"]
+    lines += [
+        f"  {param}"
+        + ("  (secret: kept out of the store)" if param in cls.secret_params else "")
+        for param in allowed
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _create(ctx: Context) -> int:

@@ -50,6 +50,13 @@ class FaultInjector:
     read :attr:`injected` afterwards. The same seed gives the same faults for
     the same sequence of requests.
 
+    A rate is a probability: ``rate=0.3`` may well inject nothing in the two
+    requests a short test sends. A test that means to see faults gives a
+    schedule instead, ``every=N``: the N-th, 2N-th, ... request (of those
+    ``applies_to`` lets through) fails, whatever the seed, which then only
+    picks the kind. The pytest plugin's ``tether_faults`` fixture builds
+    injectors that fail the test at teardown when they injected nothing.
+
     Args:
         app: The ASGI app to protect.
         rate: The fraction of requests to fail, from 0 to 1 (0: off).
@@ -59,6 +66,15 @@ class FaultInjector:
         latency: Seconds added by a latency fault.
         applies_to: A predicate on the ASGI scope; requests it refuses pass
             untouched (e.g. keep the emulator's control routes clean).
+        every: Fail every *every*-th request, on a schedule instead of at
+            :attr:`rate` (0: off; cannot be combined with a rate).
+
+    :attr:`injected` counts the faults injected so far, by kind, and
+    :attr:`seen` the requests it could have failed (HTTP requests that
+    ``applies_to`` let through).
+
+    .. versionchanged:: 0.1.0
+       *every* and :attr:`seen`.
     """
 
     app: ASGIApp
@@ -69,9 +85,17 @@ class FaultInjector:
     latency: float = 0.05
     applies_to: Callable[[Scope], bool] | None = None
     injected: Counter[Fault] = attrs.field(factory=Counter)
+    every: int = attrs.field(default=0, kw_only=True, validator=attrs.validators.ge(0))
+    seen: int = attrs.field(default=0, init=False)
     _random: random.Random = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.every and self.rate:
+            msg = (
+                f"FaultInjector takes a rate or a schedule, not both "
+                f"(rate={self.rate}, every={self.every})"
+            )
+            raise ValueError(msg)
         self._random = random.Random(self.seed)  # noqa: S311 -- not for security
 
     def reseed(self, seed: int) -> None:
@@ -82,7 +106,14 @@ class FaultInjector:
         self._random = random.Random(seed)  # noqa: S311 -- not for security
 
     def _draw(self) -> Fault | None:
-        if self.rate <= 0 or not self.kinds:
+        self.seen += 1
+        if not self.kinds:
+            return None
+        if self.every:
+            if self.seen % self.every:
+                return None
+            return self._random.choice(sorted(self.kinds))
+        if self.rate <= 0:
             return None
         if self._random.random() >= self.rate:
             return None

@@ -11,6 +11,8 @@ Installed with tether; nothing to configure. Fixtures:
   providers, config and policies (async context managers).
 - ``tether_manager``: one open :class:`~tether.SessionManager` from the
   factory, with its defaults (async fixture: use it from anyio tests).
+- ``tether_faults``: builds :class:`~tether.testing.FaultInjector` s for a test
+  that means to see faults, and fails it at teardown if one injected none.
 
 Ini options (``[tool.pytest.ini_options]``):
 
@@ -23,7 +25,7 @@ Ini options (``[tool.pytest.ini_options]``):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -31,8 +33,10 @@ import pytest
 from tether._config import RetryPolicy
 from tether._manager import SessionManager
 from tether._registry import ProviderRegistry, default_registry
+from tether.testing._asgi import ASGIApp
 from tether.testing._clock import ManualClock
 from tether.testing._fake import FakeBackend, FakeProvider
+from tether.testing._faults import FaultInjector
 
 
 #: Opens a manager for a test: ``async with tether_manager_factory(...) as m``.
@@ -146,3 +150,39 @@ async def _tether_manager(
     """
     async with tether_manager_factory() as manager:
         yield manager
+
+
+@pytest.fixture(name="tether_faults")
+def _tether_faults() -> Iterator[Callable[..., FaultInjector]]:
+    """
+    Builds :class:`~tether.testing.FaultInjector` s for a test about faults::
+
+        def test_x(tether_faults):
+            faults = tether_faults(emulator.app, every=2)
+            ...
+
+    Arguments are :class:`~tether.testing.FaultInjector`'s. At teardown, the
+    test errors if an injector it built injected no fault: a test of faults
+    that saw none tested nothing (``rate=0.3`` on two requests often injects
+    none; ``every=N`` fails every N-th request whatever the seed).
+    """
+    built: list[FaultInjector] = []
+
+    def build(app: ASGIApp, *args: Any, **kwargs: Any) -> FaultInjector:
+        injector = FaultInjector(app, *args, **kwargs)
+        built.append(injector)
+        return injector
+
+    yield build
+    idle = [i for i in built if not sum(i.injected.values())]
+    if idle:
+        lines = [
+            f"rate={i.rate}, every={i.every}, seed={i.seed}: {i.seen} requests"
+            for i in idle
+        ]
+        pytest.fail(
+            "tether_faults: a FaultInjector injected no fault ("
+            + "; ".join(lines)
+            + "); give it a schedule (every=N) or a rate its requests reach",
+            pytrace=False,
+        )

@@ -1,0 +1,44 @@
+"""
+Logging: where tether's events go.
+"""
+
+import logging
+
+import anyio
+import structlog
+
+import tether
+from tether.testing import FakeBackend, FakeProvider, ManualClock
+
+
+records = []
+
+
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append(record)
+
+
+async def main() -> None:
+    clock = ManualClock()
+    backend = FakeBackend(clock=clock.time)
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("fake", FakeProvider)
+
+    structlog.reset_defaults()  # an app that configured nothing
+    handler = Keep(level=logging.INFO)
+    logging.getLogger("tether").addHandler(handler)
+    logging.getLogger("tether").setLevel(logging.INFO)
+    try:
+        async with tether.SessionManager(
+            registry=registry, config={"fake": {"backend": backend}}, clock=clock
+        ) as manager:
+            await manager.create("fake")
+    finally:
+        logging.getLogger("tether").removeHandler(handler)
+    created = [r for r in records if r.tether_event == "tether.session.created"]
+    assert created and created[0].tether_fields["provider"] == "fake"
+
+
+if __name__ == "__main__":
+    anyio.run(main)

@@ -1,0 +1,45 @@
+"""
+The Morpheus provider: chat on a session, plain, streamed and with tools.
+
+Configured from the environment (TETHER_MORPHEUS_API_KEY, and
+TETHER_MORPHEUS_BASE_URL for the emulator that `tether emulate morpheus` serves).
+"""
+
+import anyio
+
+import tether
+
+
+async def main() -> None:
+    hello = [{"role": "user", "content": "Hello"}]
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "weather",
+            "description": "The weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+            },
+        },
+    }
+    async with tether.SessionManager() as manager:
+        s = await manager.create("morpheus", model="llama-3.3-70b", lifetime=600)
+        morpheus = manager.provider("morpheus")
+        reply = await morpheus.chat(s, hello, temperature=0.2)
+        print(reply.content)
+
+        stream = await morpheus.chat(s, hello, stream=True)
+        async with stream:
+            async for chunk in stream:
+                print(chunk.content, end="")
+        print()
+
+        reply = await morpheus.chat(s, hello, tools=[weather])
+        for call in reply.tool_calls:
+            print(call.name, call.arguments)
+        await manager.close(s)
+
+
+if __name__ == "__main__":
+    anyio.run(main)

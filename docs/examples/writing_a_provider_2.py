@@ -1,0 +1,54 @@
+"""
+Writing a provider: an emulator.
+"""
+
+import json
+import uuid
+from typing import Any
+
+
+class BoxEmulator:
+    """The box service, in memory."""
+
+    def __init__(self, api_key: str) -> None:
+        self.api_key = api_key
+        self.boxes: dict[str, dict[str, Any]] = {}
+
+    async def __call__(self, scope, receive, send) -> None:
+        body = (await receive()).get("body", b"")
+        status, answer = self.handle(scope, json.loads(body) if body else None)
+        payload = json.dumps(answer).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    def handle(self, scope, body):
+        headers = dict(scope["headers"])
+        if headers.get(b"authorization") != f"Bearer {self.api_key}".encode():
+            return 401, {"error": "bad key"}
+        method, path = scope["method"], scope["path"]
+        if (method, path) == ("POST", "/boxes"):
+            box = {"id": uuid.uuid4().hex[:8], "status": "open", **body}
+            self.boxes[box["id"]] = box
+            return 201, box
+        if (method, path) == ("GET", "/boxes"):
+            tag = scope["query_string"].decode().removeprefix("tag=")
+            return 200, [b for b in self.boxes.values() if b["tag"] == tag]
+        box = self.boxes.get(path.removeprefix("/boxes/"))
+        if box is None:
+            return 404, {"error": "no such box"}
+        if method == "DELETE":
+            del self.boxes[box["id"]]
+            return 200, {"deleted": box["id"]}
+        return 200, box
+
+
+assert (
+    BoxEmulator("k").handle({"headers": [], "method": "GET", "path": "/"}, None)[0]
+    == 401
+)

@@ -200,7 +200,7 @@ def redact_params(params: Mapping[str, Any], secret: Collection[str]) -> dict[st
     """
     result: dict[str, Any] = {}
     for key, value in params.items():
-        if (key in secret or _is_secret_key(key)) and value not in (None, ""):
+        if (key in secret or _is_secret_key(key)) and _maskable(value):
             if isinstance(value, Mapping):
                 result[key] = dict.fromkeys(value, REDACTED)
             else:
@@ -208,6 +208,14 @@ def redact_params(params: Mapping[str, Any], secret: Collection[str]) -> dict[st
         else:
             result[key] = _mask_secrets(value)
     return result
+
+
+def _maskable(value: Any) -> bool:
+    # Secrets are text: a number or a flag under a secret-sounding key (a
+    # fencing "token", say) is not one.
+    if value is None or value == "" or isinstance(value, bool | int | float):
+        return False
+    return True
 
 
 def _mask_secrets(value: Any) -> Any:

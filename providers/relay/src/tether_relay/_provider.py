@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import anyio
-import structlog
 
 from tether import Health, HealthStatus, Session
 from tether.abc import (
@@ -20,6 +19,7 @@ from tether.abc import (
     Provider,
     ProviderConfig,
     RemoteSession,
+    get_logger,
 )
 from tether.exceptions import (
     ConflictError,
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     import httpx
 
 
-logger = structlog.get_logger("tether.relay")
+logger = get_logger("tether.relay")
 
 _SESSIONS = "/v1/relays/sessions"
 _AUTHORIZE = "/v1/relays/sessions:authorize-user"

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import anyio
 import httpx
-import structlog
 
 from tether.abc import (
     Capabilities,
@@ -21,6 +20,7 @@ from tether.abc import (
     CreateRequest,
     Operation,
     RemoteSession,
+    get_logger,
 )
 from tether.exceptions import (
     ConflictError,
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SandboxProvider"]
 
-logger = structlog.get_logger("tether.sandbox")
+logger = get_logger("tether.sandbox")
 
 _LANGUAGES: Final = ("python", "bash")
 # Seconds of slack when telling a VM that reached its lifetime from one that

@@ -22,7 +22,6 @@ from typing import Any, ClassVar, Final
 
 import attrs
 import httpx
-import structlog
 
 # The core's redaction helpers are not public yet; they are what ProviderError
 # itself uses, so error bodies are masked the same way.
@@ -34,6 +33,7 @@ from tether.abc import (
     Operation,
     Provider,
     RemoteSession,
+    get_logger,
 )
 from tether.exceptions import (
     InvalidParameterError,
@@ -56,7 +56,7 @@ REDACTED = "***"
 
 __all__ = ["VIEWING_KEY_REF", "SipherProvider", "SipherSessionAuth"]
 
-logger = structlog.get_logger("tether.sipher")
+logger = get_logger("tether.sipher")
 
 #: The key, in validated params, that stands for a viewing key held in memory.
 VIEWING_KEY_REF: Final = "defaultViewingKeyRef"

@@ -78,6 +78,7 @@ class PoolSnapshot:
         idle: Sessions ready to hand out.
         in_use: Sessions handed out and not yet handed back.
         creating: Creates in flight (refills and callers').
+        closing: Closes in flight (replaced or recycled sessions).
         waiting: Callers waiting for a session.
         acquired: Sessions handed out so far.
         refills: Sessions created for the idle set so far.
@@ -94,6 +95,7 @@ class PoolSnapshot:
     idle: int
     in_use: int
     creating: int
+    closing: int
     waiting: int
     acquired: int
     refills: int
@@ -219,6 +221,7 @@ class Pool(Generic[H]):
             idle=len(self._idle),
             in_use=len(self._in_use),
             creating=self._creating + self._refilling,
+            closing=self._closing,
             waiting=self._waiting,
             acquired=c["acquired"],
             refills=c["refills"],
@@ -405,8 +408,10 @@ class Pool(Generic[H]):
             return "it is no longer watched (it ended)"
         if tracked.state is not SessionState.ACTIVE:
             return f"it is {tracked.state.value}"
-        if entry.expires_at is not None:
-            left = entry.expires_at - runtime.clock.time()
+        # The tracked deadline is the newest (a ping or a renewal may move it).
+        expires_at = tracked.expires_at
+        if expires_at is not None:
+            left = expires_at - runtime.clock.time()
             if left <= self._margin(entry):
                 return f"{max(left, 0):.1f}s from its deadline"
         if not self.ping_on_acquire:

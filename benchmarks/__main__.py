@@ -16,7 +16,7 @@ import traceback
 from benchmarks._common import Result
 
 
-NAMES = ("overhead", "work", "scale", "failover", "distributed")
+NAMES = ("overhead", "work", "scale", "failover", "distributed", "pools")
 
 
 def main(argv: list[str] | None = None) -> int:

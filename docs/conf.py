@@ -79,6 +79,7 @@ _EXTERNAL_CLASSES = [
     "collections.abc.Callable",
     "collections.abc.Collection",
     "collections.abc.Iterable",
+    "collections.abc.Iterator",
     "collections.abc.Mapping",
     "collections.abc.MutableMapping",
     "collections.abc.Sequence",
@@ -121,6 +122,12 @@ nitpick_ignore = [("py:class", name) for name in _EXTERNAL_CLASSES] + [
     ("py:class", "SH"),
     # A provider class, as session() and connect() read its handle type.
     ("py:class", "tether._manager._Handled"),
+    # ... and the handle types of pools, and the sync facade's twins.
+    ("py:class", "tether._lifecycle.pools.H"),
+    ("py:obj", "tether._lifecycle.pools.H"),
+    ("py:class", "tether._sync._SyncHandled"),
+    ("py:class", "tether._sync.SH"),
+    ("py:obj", "tether._sync.SH"),
 ]
 
 

@@ -285,6 +285,23 @@ class Pool(Generic[H]):
 
     # -- handing out -------------------------------------------------------
 
+    async def wait_ready(self) -> None:
+        """
+        Wait until *min_idle* sessions are idle: a warm-up, e.g. before a
+        service takes traffic. You own the deadline
+        (``with anyio.fail_after(30):``); refills that fail are retried, with
+        back-off, until then.
+
+        Raises:
+            ManagerStateError: The pool or its manager closed meanwhile.
+        """
+        while True:
+            self._check_usable()
+            changed = self._changed
+            if len(self._idle) >= self.min_idle:
+                return
+            await changed.wait()
+
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[H]:
         """

@@ -84,8 +84,7 @@ async def _latency(url: str, quick: bool, figures: dict[str, Any]) -> None:
                 name=label,
             )
             with anyio.fail_after(60):
-                while pool.snapshot().idle < 4:  # noqa: ASYNC110 -- polling a figure
-                    await anyio.sleep(0.05)
+                await pool.wait_ready()
             warm: list[float] = []
             for _ in range(warms):
                 t0 = time.perf_counter()
@@ -117,8 +116,7 @@ async def _churn(url: str, emulator: Any, quick: bool, figures: dict[str, Any]) 
             SandboxProvider, min_idle=MIN_IDLE, max_size=MAX_SIZE, timeout=30
         )
         with anyio.fail_after(60):
-            while pool.snapshot().idle < MIN_IDLE:  # noqa: ASYNC110 -- polling a figure
-                await anyio.sleep(0.05)
+            await pool.wait_ready()
 
         def sample() -> None:
             snap = pool.snapshot()

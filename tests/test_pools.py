@@ -95,12 +95,12 @@ def _manager(url: str, clock: ManualClock, **options: Any) -> tether.SessionMana
     registry.register("sandbox", SandboxProvider)
     registry.register("clean", CleanSandbox)
     config = {"api_key": KEY, "base_url": url, "timeout": 5}
+    options.setdefault("health_checks", False)
     return tether.SessionManager(
         registry=registry,
         config={"sandbox": config, "clean": config},
         retry=tether.RetryPolicy(attempts=2, wait_initial=0, wait_max=0),
         clock=clock,
-        health_checks=False,
         environ={},
         **options,
     )
@@ -230,6 +230,37 @@ async def test_a_session_the_service_killed_is_replaced_not_handed_out(
     assert victim == replaced.data["session_id"]
     assert "gone" in (replaced.detail or "")
     assert SessionState.CLOSED == await ended(manager, victim)
+
+
+async def test_idle_sessions_background_pings_find_lost_are_replaced(
+    url: str, clock: ManualClock, emulator: SandboxEmulator
+) -> None:
+    """
+    Idle sessions are pinged like any other: one the service ended is found
+    LOST by the background ping, and the pool replaces it with no caller
+    asking, keeping min_idle live sessions.
+    """
+    async with _manager(
+        url,
+        clock,
+        health_checks=True,
+        health=tether.HealthPolicy(interval=10, jitter=0),
+    ) as manager:
+        pool = manager.pool("sandbox", min_idle=2, max_size=3)
+        await pool.wait_ready()
+        victim = pool.idle_ids()[0]
+        emulator.kill((await manager.get(victim)).remote_id or "")
+        await clock.advance(10)  # the background pings run
+        await until(lambda: pool.snapshot().replaced == 1)
+        await until(lambda: pool.snapshot().idle == 2)
+        remotes = {(await manager.get(sid)).remote_id for sid in pool.idle_ids()}
+        live = emulator.live_sessions()
+        lost = await manager.get(victim)
+
+    assert victim not in pool.idle_ids()
+    assert lost.state in {SessionState.LOST, SessionState.CLOSING, SessionState.CLOSED}
+    assert remotes == live
+    assert 2 == len(remotes)
 
 
 async def test_a_session_near_its_deadline_is_replaced(

@@ -60,6 +60,8 @@ EVENT_POOL_RESET_FAILED: Final = "tether.pool.reset_failed"
 # Back-off between failed refills (seconds), doubling up to the cap.
 _BACKOFF_MIN: Final = 0.1
 _BACKOFF_MAX: Final = 5.0
+# Seconds between sweeps of the idle set for sessions found unfit meanwhile.
+_SWEEP: Final = 1.0
 # The share of a session's lifetime under which an idle one is "near its
 # deadline", unless the pool says otherwise.
 _NEAR_DEADLINE: Final = 0.1
@@ -322,9 +324,8 @@ class Pool(Generic[H]):
         """
         session = await self._checkout()
         state = _Use()
-        handle = self._handle(session, state)
         try:
-            yield handle
+            yield self._handle(session, state)
         except BaseException:
             with self._runtime.shielded():
                 await self._give_back(session.id, used=True, failed=True)
@@ -358,6 +359,9 @@ class Pool(Generic[H]):
                 self._notify()
                 try:
                     unfit = await self._unfit(entry)
+                    record = None
+                    if unfit is None:
+                        record = await self._record(entry.session_id)
                 except BaseException:
                     # Cancelled while checking: it goes back, to be checked
                     # again by the next caller.
@@ -365,15 +369,12 @@ class Pool(Generic[H]):
                     raise
                 finally:
                     self._checking -= 1
-                if unfit is None:
-                    record = await self._record(entry.session_id)
-                    if record is not None:
-                        self._in_use.add(record.id)
-                        self._counts["acquired"] += 1
-                        self._notify()
-                        return record
-                    unfit = "its record is gone"
-                self._replace(entry.session_id, unfit)
+                if record is not None:
+                    self._in_use.add(record.id)
+                    self._counts["acquired"] += 1
+                    self._notify()
+                    return record
+                self._replace(entry.session_id, unfit or "its record is gone")
                 continue
             if self._size() < self.max_size:
                 record = await self._create(refill=False)
@@ -420,6 +421,25 @@ class Pool(Generic[H]):
         Why *entry* must not be handed out, or ``None`` when it is fit.
         """
         runtime = self._runtime
+        stale = self._stale(entry)
+        if stale is not None or not self.ping_on_acquire:
+            return stale
+        try:
+            health = await self._pools.health.ping(entry.session_id)
+        except TetherError as exc:
+            return f"its ping failed ({type(exc).__name__})"
+        if health.status is not HealthStatus.ALIVE:
+            return f"its ping found it {health.status.value}"
+        tracked = runtime.tracked.get(entry.session_id)
+        if tracked is None or tracked.state is not SessionState.ACTIVE:
+            return "its ping found it unwell"
+        return None
+
+    def _stale(self, entry: _Idle) -> str | None:
+        """
+        Why *entry* is unfit by what the manager knows already (no I/O).
+        """
+        runtime = self._runtime
         tracked = runtime.tracked.get(entry.session_id)
         if tracked is None:
             return "it is no longer watched (it ended)"
@@ -431,18 +451,24 @@ class Pool(Generic[H]):
             left = expires_at - runtime.clock.time()
             if left <= self._margin(entry):
                 return f"{max(left, 0):.1f}s from its deadline"
-        if not self.ping_on_acquire:
-            return None
-        try:
-            health = await self._pools.health.ping(entry.session_id)
-        except TetherError as exc:
-            return f"its ping failed ({type(exc).__name__})"
-        if health.status is not HealthStatus.ALIVE:
-            return f"its ping found it {health.status.value}"
-        tracked = runtime.tracked.get(entry.session_id)
-        if tracked is None or tracked.state is not SessionState.ACTIVE:
-            return "its ping found it unwell"
         return None
+
+    def _sweep(self) -> None:
+        """
+        Replace the idle sessions that background pings or the clock found
+        unfit, so the pool tops up without waiting for a caller to find them.
+        """
+        if not any(self._stale(entry) for entry in self._idle):
+            return
+        fit: collections.deque[_Idle] = collections.deque()
+        for entry in self._idle:
+            reason = self._stale(entry)
+            if reason is None:
+                fit.append(entry)
+            else:
+                self._replace(entry.session_id, reason)
+        self._idle = fit
+        self._notify()
 
     def _margin(self, entry: _Idle) -> float:
         if self.min_remaining is not None:
@@ -495,6 +521,7 @@ class Pool(Generic[H]):
             with anyio.CancelScope() as self._refiller:
                 async with anyio.create_task_group() as tg:
                     while not self._closed:
+                        self._sweep()
                         changed = self._changed
                         wait_for = self._retry_at - anyio.current_time()
                         if wait_for > 0:
@@ -514,10 +541,12 @@ class Pool(Generic[H]):
                             continue
                         # Short but blocked by the credential's limit: other
                         # managers may free a slot without telling us.
+                        # Background pings and deadlines change nothing here:
+                        # look again now and then, for the sweep.
                         with anyio.move_on_after(
-                            self._runtime.admission.poll_interval
+                            min(self._runtime.admission.poll_interval, _SWEEP)
                             if self._short_since is not None
-                            else math.inf
+                            else _SWEEP
                         ):
                             await changed.wait()
         finally:

@@ -261,6 +261,12 @@ async def _main(quick: bool) -> Result:
                 1.0,
                 unit=" %",
             ),
+            Target(
+                "warm acquire without the ping, p99 / cold create p50",
+                f["warm_no_ping_p99_over_cold_p50"] * 100,
+                1.0,
+                unit=" %",
+            ),
             Target("churn: handed out dead", f["churn_dead_handed_out"], 0),
             Target("churn: leaks", f["churn_leaks"], 0),
             Target("churn: admission violations", f["churn_admission_violations"], 0),

@@ -288,6 +288,28 @@ async def test_a_session_near_its_deadline_is_replaced(
     assert 1 == pool.snapshot().replaced
 
 
+@pytest.mark.parametrize(("pool_timeout", "waits"), [(30, True), (0, False)])
+async def test_a_caller_waits_for_a_refill_under_way(
+    manager: tether.SessionManager,
+    emulator: SandboxEmulator,
+    pool_timeout: float,
+    waits: bool,
+) -> None:
+    """
+    With a refill under way (VMs take 0.3 s to boot), a caller gets that
+    session rather than start a create of its own, which could only land
+    later; a pool that may not wait (timeout 0) creates the caller's at once.
+    """
+    emulator.startup_latency = 0.3
+    pool = manager.pool("sandbox", min_idle=1, timeout=pool_timeout)
+    await until(lambda: pool.snapshot().creating == 1)
+    (refill,) = await manager.list(labels={"tether.pool": pool.name})
+    async with pool.acquire() as sb:
+        pass
+
+    assert waits == (refill.id == sb.id)
+
+
 async def test_a_full_pool_makes_callers_wait_then_raises(
     manager: tether.SessionManager,
 ) -> None:

@@ -312,7 +312,8 @@ class Pool(Generic[H]):
         An idle session is checked first (state, deadline, a ping unless the
         pool was made with ``ping_on_acquire=False``); one found unfit is
         closed and the next is tried. With none idle, a session is created for
-        the caller while the pool is below *max_size*; at *max_size*, the
+        the caller while the pool is below *max_size* (unless a refill under
+        way will land first: then it waits for that); at *max_size*, the
         caller waits for one to be handed back, up to the pool's *timeout*.
         Your own deadline applies as everywhere (``with anyio.fail_after(5):``),
         and a cancelled acquire leaves nothing behind.
@@ -376,7 +377,13 @@ class Pool(Generic[H]):
                     return record
                 self._replace(entry.session_id, unfit or "its record is gone")
                 continue
-            if self._size() < self.max_size:
+            if self._size() < self.max_size and (
+                self._refilling <= self._waiting
+                or anyio.current_time() >= started + self.timeout
+            ):
+                # No refill under way that another waiter has not claimed: a
+                # create of the caller's own. (One under way lands sooner than
+                # a create begun now, so the caller waits for it instead.)
                 record = await self._create(refill=False)
                 self._in_use.add(record.id)
                 self._counts["acquired"] += 1
@@ -395,6 +402,8 @@ class Pool(Generic[H]):
                     return
             finally:
                 self._waiting -= 1
+        if self._size() < self.max_size:
+            return  # it waited for a refill in vain: it may create its own
         self._counts["exhausted"] += 1
         self._emit(EventKind.POOL_EXHAUSTED, detail=f"waited {self.timeout}s")
         msg = (

@@ -745,7 +745,10 @@ class SessionManager:
           answer) is adopted when the service has it, and FAILED when it does
           not and is older than *grace* seconds;
         - a CLOSING record is closed again;
-        - a live record whose lease no manager holds is reported (or attached);
+        - a live record whose lease no manager holds is reported (or attached),
+          unless it belongs to a pool (label ``tether.pool``): a pool lives in
+          its manager's process, so its sessions have no user left, and are
+          closed;
         - a remote session that carries tether's tag but whose record is ended,
           or missing and older than *grace*, is an orphan: closed (or adopted,
           or only reported, by *orphans*).

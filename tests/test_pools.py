@@ -454,8 +454,12 @@ async def test_reconcile_closes_the_pooled_sessions_of_a_manager_that_is_gone(
         pooled = await crashed.create("sandbox", labels={"tether.pool": "p"})
         kept = await crashed.create("sandbox")
     async with _manager(url, clock, store=store, on_exit="keep") as survivor:
+        dry = await survivor.reconcile(dry_run=True)
+        untouched = emulator.live_sessions()
         report = await survivor.reconcile()
 
+    assert {pooled.remote_id, kept.remote_id} == untouched
+    assert "closed" == {a.session_id: a.kind for a in dry.actions}[pooled.id]
     by_kind = {a.session_id: a.kind for a in report.actions}
     assert "closed" == by_kind[pooled.id]
     assert "unwatched" == by_kind[kept.id]

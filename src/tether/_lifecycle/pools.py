@@ -86,7 +86,8 @@ class PoolSnapshot:
         refills: Sessions created for the idle set so far.
         replaced: Idle sessions found unfit and closed instead of handed out.
         recycled: Sessions handed back that were closed, not reused.
-        reset: Sessions handed back that were reset and reused.
+        reset: Used sessions handed back and reused (the provider reset
+            them, or declares its sessions reusable).
         exhausted: Callers that got :class:`~tether.exceptions.PoolExhaustedError`.
     """
 

@@ -153,13 +153,19 @@ async def test_a_block_that_raises_hands_back_a_session_that_is_closed(
     ],
 )
 async def test_bad_settings_are_config_errors(
-    manager: tether.SessionManager, settings: dict[str, Any], match: str
+    manager: tether.SessionManager,
+    backend: FakeBackend,
+    settings: dict[str, Any],
+    match: str,
 ) -> None:
     """
     Each bad setting names itself, and nothing is created.
     """
     with pytest.raises(ConfigError, match=match):
-        manager.pool("fake", **settings)
+        manager.pool("fake", **{"min_idle": 1, **settings})
+    await anyio.sleep(0.05)
+
+    assert set() == backend.live_ids()
 
 
 async def test_a_failover_pool_takes_parameters_per_candidate(

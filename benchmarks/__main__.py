@@ -16,7 +16,7 @@ import traceback
 from benchmarks._common import Result
 
 
-NAMES = ("overhead", "work", "scale", "failover", "distributed", "local")
+NAMES = ("overhead", "work", "scale", "failover", "distributed", "local", "pools")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,10 +23,10 @@ from benchmarks._common import free_port, wait_port
 KEY = "instavm_sk_bench_0123456789abcdef"
 
 
-def make_app() -> Any:
+def make_app(startup_latency: float = 0.0) -> Any:
     from tether_sandbox.emulator import SandboxEmulator  # noqa: PLC0415
 
-    emulator = SandboxEmulator(api_keys=(KEY,))
+    emulator = SandboxEmulator(api_keys=(KEY,), startup_latency=startup_latency)
     inner = emulator.app
     by_route: collections.Counter[str] = collections.Counter()
     pings: collections.Counter[str] = collections.Counter()
@@ -68,13 +68,17 @@ def make_app() -> Any:
 
 
 @contextlib.contextmanager
-def serve_emulator() -> Iterator[str]:
+def serve_emulator(startup_latency: float = 0.0) -> Iterator[str]:
     """
     Run the emulator in a uvicorn subprocess; yield its base URL.
+
+    Args:
+        startup_latency: Seconds each create takes to answer (see
+            ``SandboxEmulator``).
     """
     port = free_port()
     proc = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "benchmarks._server", str(port)],
+        [sys.executable, "-m", "benchmarks._server", str(port), str(startup_latency)],
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -93,8 +97,9 @@ def main() -> None:
     import uvicorn  # noqa: PLC0415
 
     port = int(sys.argv[1])
+    startup_latency = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
     uvicorn.run(
-        make_app(),
+        make_app(startup_latency),
         host="127.0.0.1",
         port=port,
         log_level="warning",

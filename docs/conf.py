@@ -79,6 +79,7 @@ _EXTERNAL_CLASSES = [
     "collections.abc.Callable",
     "collections.abc.Collection",
     "collections.abc.Iterable",
+    "collections.abc.Iterator",
     "collections.abc.Mapping",
     "collections.abc.MutableMapping",
     "collections.abc.Sequence",
@@ -142,6 +143,12 @@ nitpick_ignore = [("py:class", name) for name in _EXTERNAL_CLASSES] + [
     ("py:data", "DEFAULT_MODELS"),
     ("py:mod", "tether_sandbox._emulator_routes"),
     ("py:class", "tether_sandbox._session_work.SessionWork"),
+    # ... and the handle types of pools, and the sync facade's twins.
+    ("py:class", "tether._lifecycle.pools.H"),
+    ("py:obj", "tether._lifecycle.pools.H"),
+    ("py:class", "tether._sync._SyncHandled"),
+    ("py:class", "tether._sync.SH"),
+    ("py:obj", "tether._sync.SH"),
 ]
 # Generic annotations in provider signatures that autodoc splits at the comma
 # ("Mapping[str", "Callable[[]"): fragments, not names.

@@ -15,6 +15,7 @@ from tether._config import (
     RetryPolicy,
 )
 from tether._events import BreakerPolicy, BreakerState, Event, EventKind
+from tether._lifecycle.pools import Pool, PoolSnapshot
 from tether._manager import (
     ManagerSnapshot,
     ManagerStateError,
@@ -28,7 +29,7 @@ from tether._redact import Secret, redact, redact_secrets, redact_text
 from tether._registry import ProviderInfo, ProviderRegistry, register_provider
 from tether._session import Health, HealthStatus, Session, SessionState
 from tether._store import MemoryStore
-from tether._sync import SyncSessionManager
+from tether._sync import SyncPool, SyncSessionManager
 from tether.exceptions import (
     AdmissionError,
     AuthError,
@@ -40,6 +41,7 @@ from tether.exceptions import (
     NotSupportedError,
     OutcomeUnknownError,
     PermanentProviderError,
+    PoolExhaustedError,
     ProviderError,
     ProviderLoadError,
     ProviderNotFoundError,
@@ -88,6 +90,9 @@ __all__ = [
     "NotSupportedError",
     "OutcomeUnknownError",
     "PermanentProviderError",
+    "Pool",
+    "PoolExhaustedError",
+    "PoolSnapshot",
     "ProviderError",
     "ProviderInfo",
     "ProviderLoadError",
@@ -117,6 +122,7 @@ __all__ = [
     "StoreClosedError",
     "StoreError",
     "StoreUnavailableError",
+    "SyncPool",
     "SyncSessionManager",
     "SystemClock",
     "TetherError",

@@ -36,6 +36,17 @@ class EventKind(enum.StrEnum):
     BREAKER_OPENED = "breaker_opened"
     BREAKER_HALF_OPEN = "breaker_half_open"
     BREAKER_CLOSED = "breaker_closed"
+    #: A pool created a session for its idle set.
+    POOL_REFILLED = "pool.refilled"
+    #: A pool found an idle session unfit (ended, degraded, lost, near its
+    #: deadline) and closed it instead of handing it out.
+    POOL_REPLACED = "pool.replaced"
+    #: A session handed back to a pool was closed, not reused.
+    POOL_RECYCLED = "pool.recycled"
+    #: A session handed back to a pool was reset and went back to its idle set.
+    POOL_RESET = "pool.reset"
+    #: A pool had no session for a caller within its timeout.
+    POOL_EXHAUSTED = "pool.exhausted"
 
 
 @attrs.frozen(kw_only=True)

@@ -45,6 +45,7 @@ from tether._lifecycle.health import HealthMonitor
 from tether._lifecycle.jobs import Jobs
 from tether._lifecycle.locate import Locator
 from tether._lifecycle.operations import Operations, instrumented
+from tether._lifecycle.pools import Pool, Pools
 from tether._lifecycle.reconcile import OrphanPolicy, Reconciler, UnwatchedPolicy
 from tether._lifecycle.records import Records
 from tether._lifecycle.reports import (
@@ -243,7 +244,15 @@ class SessionManager:
         health_monitor = self._health = HealthMonitor(
             **base, bus=bus, scheduler=scheduler, deadlines=deadlines, creator=creator
         )
-        self._operations = Operations(**base, bus=bus, scheduler=scheduler)
+        self._operations = operations = Operations(**base, bus=bus, scheduler=scheduler)
+        self._pools = Pools(
+            **base,
+            bus=bus,
+            creator=creator,
+            closer=closer,
+            health=health_monitor,
+            operations=operations,
+        )
         self._jobs = Jobs(
             runtime=runtime,
             slots=slots,
@@ -308,6 +317,8 @@ class SessionManager:
         runtime = self._runtime
         try:
             with anyio.CancelScope(shield=True):
+                # Pools first, so no refill starts while the rest closes.
+                await self._pools.aclose()
                 if self._on_exit == "close":
                     await self._closer.close_tracked()
                 else:
@@ -525,6 +536,105 @@ class SessionManager:
         ) as created:
             yield self.handle(created)
 
+    @overload
+    def pool(
+        self,
+        provider: _Handled[H],
+        /,
+        *,
+        min_idle: int = 0,
+        max_size: int = 10,
+        timeout: float = 30.0,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        lifetime: float | timedelta | None = None,
+        ping_on_acquire: bool = True,
+        min_remaining: float | None = None,
+        **params: Any,
+    ) -> Pool[H]: ...
+
+    @overload
+    def pool(
+        self,
+        provider: str | FailoverPolicy,
+        /,
+        *,
+        min_idle: int = 0,
+        max_size: int = 10,
+        timeout: float = 30.0,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        lifetime: float | timedelta | None = None,
+        ping_on_acquire: bool = True,
+        min_remaining: float | None = None,
+        **params: Any,
+    ) -> Pool[SessionHandle[Any]]: ...
+
+    def pool(
+        self,
+        provider: _Handled[Any] | str | FailoverPolicy,
+        /,
+        *,
+        min_idle: int = 0,
+        max_size: int = 10,
+        timeout: float = 30.0,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        lifetime: float | timedelta | None = None,
+        ping_on_acquire: bool = True,
+        min_remaining: float | None = None,
+        **params: Any,
+    ) -> Pool[Any]:
+        """
+        A warm pool of sessions of *provider* with *params*: ready before you
+        ask, handed out by :meth:`Pool.acquire() <tether.Pool.acquire>`.
+
+        The same arguments give the same pool. See :doc:`/pools`.
+
+        Args:
+            provider: A provider class (the pool hands out its typed handle),
+                name, or :class:`FailoverPolicy` (refills fail over too).
+            min_idle: Idle sessions kept ready, refilled in the background.
+            max_size: The most sessions the pool holds at once, in use or not.
+            timeout: Seconds :meth:`~tether.Pool.acquire` waits for a session
+                when all *max_size* are in use, before it raises
+                :class:`~tether.exceptions.PoolExhaustedError`.
+            name: The pool's name, its sessions' ``tether.pool`` label; by
+                default the provider's and a digest of *params*.
+            labels: More labels for the pool's sessions.
+            lifetime: Each session's lifetime, as for :meth:`create`.
+            ping_on_acquire: Ping an idle session before handing it out (on
+                top of background pings), so one the service ended meanwhile
+                is replaced, not handed out.
+            min_remaining: An idle session closer than this many seconds to
+                its deadline is replaced (default: a tenth of its lifetime).
+            **params: The provider's create parameters, checked here.
+
+        Raises:
+            ConfigError: Bad pool settings, or a pool of that name with others.
+            InvalidParameterError: Bad parameters (nothing was sent).
+
+        .. versionadded:: 0.2
+        """
+        self._runtime.check_open()
+        target: str | FailoverPolicy
+        if isinstance(provider, str | FailoverPolicy):
+            target = provider
+        else:
+            target = self._slots.registry.name_of(cast("type[Provider[Any]]", provider))
+        return self._pools.get(
+            target,
+            name=name,
+            labels=labels,
+            lifetime=lifetime,
+            min_idle=min_idle,
+            max_size=max_size,
+            timeout=timeout,
+            ping_on_acquire=ping_on_acquire,
+            min_remaining=min_remaining,
+            params=params,
+        )
+
     def handle(self, session: Session) -> SessionHandle[Any]:
         """
         A handle on *session* (its provider's :attr:`~tether.abc.Provider.handle_class`),
@@ -636,7 +746,10 @@ class SessionManager:
           answer) is adopted when the service has it, and FAILED when it does
           not and is older than *grace* seconds;
         - a CLOSING record is closed again;
-        - a live record whose lease no manager holds is reported (or attached);
+        - a live record whose lease no manager holds is reported (or attached),
+          unless it belongs to a pool (label ``tether.pool``): a pool lives in
+          its manager's process, so its sessions have no user left, and are
+          closed;
         - a remote session that carries tether's tag but whose record is ended,
           or missing and older than *grace*, is an orphan: closed (or adopted,
           or only reported, by *orphans*).

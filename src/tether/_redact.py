@@ -213,9 +213,7 @@ def redact_params(params: Mapping[str, Any], secret: Collection[str]) -> dict[st
 def _maskable(value: Any) -> bool:
     # Secrets are text: a number or a flag under a secret-sounding key (a
     # fencing "token", say) is not one.
-    if value is None or value == "" or isinstance(value, bool | int | float):
-        return False
-    return True
+    return not (value is None or value == "" or isinstance(value, bool | int | float))
 
 
 def _mask_secrets(value: Any) -> Any:

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import (
     TYPE_CHECKING,
     Any,
+    Generic,
     Literal,
     Protocol,
     TypeAlias,
@@ -28,6 +29,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from tether._config import FailoverPolicy
 from tether._handle import SessionHandle, SyncSessionHandle
+from tether._lifecycle.pools import Pool, PoolSnapshot
 from tether._manager import ManagerSnapshot, ManagerStateError, SessionManager
 
 
@@ -65,6 +67,55 @@ def _unwrap(
 
 
 Backend = Literal["asyncio", "trio"]
+
+
+class SyncPool(Generic[SH]):
+    """
+    A :class:`~tether.Pool` for synchronous code, from
+    :meth:`SyncSessionManager.pool`; do not instantiate directly::
+
+        pool = manager.pool(SandboxProvider, min_idle=2)
+        with pool.acquire() as sb:
+            sb.execute("print(1)")
+
+    .. versionadded:: 0.2
+    """
+
+    __slots__ = ("_pool", "_portal")
+
+    def __init__(self, pool: Pool[Any], portal: BlockingPortal) -> None:
+        self._pool = pool
+        self._portal = portal
+
+    def __repr__(self) -> str:
+        return f"<SyncPool of {self._pool!r}>"
+
+    @property
+    def pool(self) -> Pool[Any]:
+        """
+        The async pool underneath (for use on the manager's event loop).
+        """
+        return self._pool
+
+    @property
+    def name(self) -> str:
+        return self._pool.name
+
+    @contextlib.contextmanager
+    def acquire(self) -> Iterator[SH]:
+        """
+        A session for the ``with`` block, handed back when it ends; see
+        :meth:`tether.Pool.acquire`.
+        """
+        with self._portal.wrap_async_context_manager(self._pool.acquire()) as handle:
+            sync_class = type(handle.provider).sync_handle_class
+            yield cast("SH", sync_class(handle, self._portal))
+
+    def snapshot(self) -> PoolSnapshot:
+        """
+        The pool's figures now; see :meth:`tether.Pool.snapshot`.
+        """
+        return self._portal.call(self._pool.snapshot)
 
 
 class SyncSessionManager:
@@ -290,6 +341,45 @@ class SyncSessionManager:
                 )
             else:
                 yield created
+
+    @overload
+    def pool(
+        self,
+        provider: _SyncHandled[SH],
+        /,
+        **options: Any,
+    ) -> SyncPool[SH]: ...
+
+    @overload
+    def pool(
+        self,
+        provider: str | FailoverPolicy,
+        /,
+        **options: Any,
+    ) -> SyncPool[SyncSessionHandle[Any]]: ...
+
+    def pool(
+        self,
+        provider: _SyncHandled[Any] | str | FailoverPolicy,
+        /,
+        **options: Any,
+    ) -> SyncPool[Any]:
+        """
+        A warm pool; takes the arguments of :meth:`tether.SessionManager.pool`.
+        Its :meth:`~SyncPool.acquire` is a plain context manager giving the
+        provider's :class:`~tether.abc.SyncSessionHandle`.
+
+        .. versionadded:: 0.2
+        """
+        portal, manager = self._open()
+        pool = portal.call(
+            functools.partial(
+                manager.pool,
+                provider,
+                **options,
+            )
+        )
+        return SyncPool(pool, portal)
 
     def ping(self, session: SyncSessionLike) -> Health:
         """

@@ -402,6 +402,11 @@ class Provider(abc.ABC, Generic[ConfigT]):
     secret_fields: ClassVar[frozenset[str]] = frozenset()
     #: The provider's config class.
     config_class: ClassVar[type[ProviderConfig]] = ProviderConfig
+    #: Whether a session handed back to a pool may go to its next user as it
+    #: is, whatever ran on it (a service whose sessions keep no state between
+    #: uses). By default not: :meth:`reset` decides, and a session it cannot
+    #: vouch for is closed and replaced.
+    reusable: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -624,6 +629,18 @@ class Provider(abc.ABC, Generic[ConfigT]):
         lost can still be found in :meth:`list`: the manager adopts a remote
         session only when exactly one unclaimed candidate matches. The default
         says no.
+        """
+        return False
+
+    async def reset(self, session: Session) -> bool:
+        """
+        Make a used session clean for its next user (for pools); return
+        whether it now is.
+
+        A pool calls it for a session handed back after operations ran on it,
+        unless the provider is :attr:`reusable`. The default cannot vouch for
+        any session and returns ``False``: the pool closes it and creates
+        another. Raising counts as ``False``.
         """
         return False
 

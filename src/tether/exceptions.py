@@ -19,6 +19,7 @@ Everything tether raises on purpose derives from :class:`TetherError`::
     ├── StaleRecordError                         a store record changed since it was read
     │   └── LeaseLostError                       a newer lease holder fenced this writer off
     ├── AdmissionError                           a per-credential session limit is reached
+    ├── PoolExhaustedError                       no pooled session came free in time
     ├── StoreError                               the session store failed an operation
     │   ├── StoreUnavailableError                unreachable, timed out, busy: worth retrying
     │   ├── StoreClosedError (RuntimeError)      misuse: the store was used after aclose()
@@ -58,6 +59,7 @@ __all__ = [
     "NotSupportedError",
     "OutcomeUnknownError",
     "PermanentProviderError",
+    "PoolExhaustedError",
     "ProviderError",
     "ProviderLoadError",
     "ProviderNotFoundError",
@@ -292,6 +294,31 @@ class AdmissionError(TetherError):
         self.provider = provider
         self.credential = credential
         self.limit = limit
+
+
+class PoolExhaustedError(TetherError):
+    """
+    A pool had no session to hand out within its ``timeout``: every one of
+    its ``max_size`` sessions was in use (or the credential's session limit
+    left no room for another). Nothing was created for the caller.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        pool: str,
+        provider: str,
+        max_size: int,
+        waited: float,
+    ) -> None:
+        super().__init__(message)
+        self.pool = pool
+        self.provider = provider
+        self.max_size = max_size
+        self.waited = waited
 
 
 class StoreError(TetherError):

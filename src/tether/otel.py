@@ -33,6 +33,13 @@ Metrics:
     (histogram, s) by ``tether.operation`` and ``tether.outcome``;
     ``tether.failovers`` (counter); ``tether.breaker.state`` (gauge: 0 closed,
     1 half-open, 2 open) by ``tether.breaker``.
+
+    Pools, by ``tether.pool``: ``tether.pool.refills``,
+    ``tether.pool.replaced``, ``tether.pool.recycled``, ``tether.pool.reset``
+    and ``tether.pool.exhausted`` (counters); ``tether.pool.refill_lag``
+    (histogram, s: from the pool falling short of ``min_idle`` to a refill);
+    ``tether.pool.sessions`` (gauge) by ``tether.pool.state`` (``idle``,
+    ``in_use``), as of the pool's latest event.
 """
 
 from __future__ import annotations
@@ -195,6 +202,48 @@ class OpenTelemetryInstrumentation:
             "tether.failovers",
             unit="{failover}",
             description="Sessions moved or created on another candidate.",
+        )
+        self._pool_counters = {
+            kind: meter.create_counter(
+                f"tether.pool.{name}",
+                unit="{session}",
+                description=description,
+            )
+            for kind, name, description in (
+                (EventKind.POOL_REFILLED, "refills", "Sessions a pool created ahead."),
+                (
+                    EventKind.POOL_REPLACED,
+                    "replaced",
+                    "Idle sessions a pool found unfit and closed.",
+                ),
+                (
+                    EventKind.POOL_RECYCLED,
+                    "recycled",
+                    "Sessions handed back to a pool and closed.",
+                ),
+                (
+                    EventKind.POOL_RESET,
+                    "reset",
+                    "Sessions handed back to a pool, reset and reused.",
+                ),
+                (
+                    EventKind.POOL_EXHAUSTED,
+                    "exhausted",
+                    "Callers a pool had no session for in time.",
+                ),
+            )
+        }
+        self._refill_lag = meter.create_histogram(
+            "tether.pool.refill_lag",
+            unit="s",
+            description="From a pool falling short of min_idle to a refill.",
+        )
+        self._pools: dict[str, tuple[int, int]] = {}
+        meter.create_observable_gauge(
+            "tether.pool.sessions",
+            callbacks=[self._observe_pools],
+            unit="{session}",
+            description="A pool's idle and in-use sessions, as of its latest event.",
         )
         meter.create_observable_gauge(
             "tether.session.active",
@@ -381,6 +430,9 @@ class OpenTelemetryInstrumentation:
         """
         if event.kind is EventKind.FAILOVER:
             self._failovers.add(1, {"tether.provider": event.provider})
+        counter = self._pool_counters.get(event.kind)
+        if counter is not None:
+            self._on_pool_event(event, counter)
         if event.kind in (
             EventKind.BREAKER_OPENED,
             EventKind.BREAKER_HALF_OPEN,
@@ -420,6 +472,27 @@ class OpenTelemetryInstrumentation:
                 self._sessions.pop(session.id, None)
             if session.state.is_terminal:
                 self._session_spans.pop(session.id, None)
+
+    def _on_pool_event(self, event: Event, counter: Any) -> None:
+        pool = str(event.data.get("pool", ""))
+        attributes = {"tether.pool": pool, "tether.provider": event.provider}
+        counter.add(1, attributes)
+        lag = event.data.get("lag")
+        if event.kind is EventKind.POOL_REFILLED and isinstance(lag, int | float):
+            self._refill_lag.record(float(lag), attributes)
+        idle, in_use = event.data.get("idle"), event.data.get("in_use")
+        if isinstance(idle, int) and isinstance(in_use, int):
+            with self._lock:
+                self._pools[pool] = (idle, in_use)
+
+    def _observe_pools(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            pools = sorted(self._pools.items())
+        return [
+            Observation(count, {"tether.pool": pool, "tether.pool.state": state})
+            for pool, (idle, in_use) in pools
+            for state, count in (("idle", idle), ("in_use", in_use))
+        ]
 
     def _observe_sessions(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:

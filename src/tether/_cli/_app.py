@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Final, NoReturn
 
-from tether._cli import _demo, _emulate, _providers, _reconcile, _sessions
+from tether._cli import _demo, _emulate, _pools, _providers, _reconcile, _sessions
 from tether._cli._context import Command, Context
 from tether._cli._errors import (
     EXIT_ERROR,
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    for group in (_providers, _sessions, _reconcile, _emulate, _demo):
+    for group in (_providers, _sessions, _pools, _reconcile, _emulate, _demo):
         group.register(add)
     return parser
 

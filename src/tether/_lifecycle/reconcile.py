@@ -15,6 +15,7 @@ from tether._lifecycle.closing import Closer
 from tether._lifecycle.creation import deadline, new_id
 from tether._lifecycle.health import HealthMonitor
 from tether._lifecycle.locate import Locator
+from tether._lifecycle.pools import POOL_LABEL
 from tether._lifecycle.records import Records
 from tether._lifecycle.reports import ReconcileAction, ReconcileReport
 from tether._lifecycle.runtime import ENDED, Runtime
@@ -304,6 +305,22 @@ class Reconciler:
         )
         if token is None:
             return  # a live manager watches it
+        if POOL_LABEL in record.labels:
+            # A pool lives in its manager's process: with the manager gone,
+            # its sessions (idle or in use) have no user left.
+            state.act(
+                "closed",
+                record,
+                record.remote_id,
+                f"pooled ({record.labels[POOL_LABEL]}) by a manager that is gone",
+            )
+            if state.dry_run:
+                await runtime.store.release(record.id, runtime.owner)
+                return
+            with contextlib.suppress(TetherError):
+                await self._closer.close(record.id)
+            await runtime.store.release(record.id, runtime.owner)
+            return
         if state.unwatched == "attach" and not state.dry_run:
             state.act(
                 "attached",

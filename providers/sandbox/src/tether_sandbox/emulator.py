@@ -44,6 +44,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import attrs
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
@@ -262,6 +263,9 @@ class SandboxEmulator:
         reapply_env_on_respawn: Whether a VM spawned after the previous one died
             gets the session's ``env`` again (the real service does not say).
         default_memory_mb: The "system default" memory.
+        startup_latency: Seconds a create takes to answer (the VM booting),
+            real time, for benchmarks of cold starts. The session exists once
+            the answer is sent.
 
     Attributes:
         app: The ASGI app, wrapped in :class:`~tether.testing.FaultInjector`.
@@ -274,6 +278,7 @@ class SandboxEmulator:
     async_polls: int = 1
     reapply_env_on_respawn: bool = True
     default_memory_mb: int = _DEFAULT_MEMORY
+    startup_latency: float = 0.0
     faults: FaultInjector = attrs.field(init=False)
     _sessions: dict[str, _Session] = attrs.field(init=False, factory=dict)
     _tasks: dict[str, _Task] = attrs.field(init=False, factory=dict)
@@ -540,6 +545,10 @@ class SandboxEmulator:
         key = fields["api_key"]
         if key not in self.api_keys:
             return _detail(401, _INVALID_KEY)
+        if self.startup_latency > 0:
+            # Booting; the limit is checked after, with no await before the
+            # session is stored, so concurrent creates cannot overshoot it.
+            await anyio.sleep(self.startup_latency)
         if self.max_sessions is not None:
             live = self.live_sessions()
             mine = [sid for sid in live if self._sessions[sid].api_key == key]

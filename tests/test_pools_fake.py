@@ -1,0 +1,185 @@
+"""
+Pools over the in-memory FakeProvider: failing refills, reusable providers,
+resets that fail, and the settings a pool refuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from structlog.testing import capture_logs
+
+import tether
+from tether.exceptions import ConfigError, ProviderUnavailableError
+from tether.testing import FakeBackend, FakeProvider, ManualClock
+
+
+class ReusableFake(FakeProvider):
+    """
+    A fake whose sessions keep nothing between uses.
+    """
+
+    reusable = True
+
+
+class BrokenReset(FakeProvider):
+    """
+    A fake whose reset fails on the service.
+    """
+
+    async def reset(self, session: tether.Session) -> bool:
+        msg = "reset failed"
+        raise ProviderUnavailableError(msg, provider=self.name, operation="reset")
+
+
+@pytest.fixture(name="backend")
+def _backend() -> FakeBackend:
+    """
+    The fake service.
+    """
+    return FakeBackend()
+
+
+@pytest.fixture(name="manager")
+async def _manager(backend: FakeBackend) -> AsyncIterator[tether.SessionManager]:
+    """
+    A manager over three fakes sharing one backend, no background pings.
+    """
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("fake", FakeProvider)
+    registry.register("reusable", ReusableFake)
+    registry.register("broken", BrokenReset)
+    config = {"backend": backend}
+    async with tether.SessionManager(
+        registry=registry,
+        config={"fake": config, "reusable": config, "broken": config},
+        retry=tether.RetryPolicy(attempts=1, wait_initial=0, wait_max=0),
+        clock=ManualClock(),
+        health_checks=False,
+        environ={},
+    ) as manager:
+        yield manager
+
+
+async def used(pool: tether.Pool[Any]) -> str:
+    """
+    Acquire a session, run an operation on it, and return its id.
+    """
+    async with pool.acquire() as handle:
+        await handle.run("noop", lambda _: anyio.lowlevel.checkpoint())
+    return handle.id
+
+
+async def test_failed_refills_back_off_and_recover(
+    manager: tether.SessionManager, backend: FakeBackend
+) -> None:
+    """
+    Creates that fail are logged and retried with back-off; the pool fills
+    once the service recovers.
+    """
+    backend.fail("create", times=3)
+    with capture_logs() as logs:
+        pool = manager.pool("fake", min_idle=2)
+        with anyio.fail_after(30):
+            await pool.wait_ready()
+
+    failed = [e for e in logs if e["event"] == "tether.pool.refill_failed"]
+    assert 3 == len(failed)
+    assert {"ProviderUnavailableError"} == {e["error"] for e in failed}
+    assert 2 == len(backend.live_ids())
+
+
+async def test_a_reusable_providers_used_sessions_are_reused(
+    manager: tether.SessionManager,
+) -> None:
+    """
+    A provider that declares its sessions reusable gets them back after use.
+    """
+    pool = manager.pool("reusable", max_size=1)
+
+    first, second = await used(pool), await used(pool)
+
+    assert first == second
+    assert (0, 2) == (pool.snapshot().recycled, pool.snapshot().reset)
+
+
+async def test_a_reset_that_fails_closes_the_session(
+    manager: tether.SessionManager, backend: FakeBackend
+) -> None:
+    """
+    A reset that raises counts as "not clean": the session is closed.
+    """
+    pool = manager.pool("broken", max_size=1)
+
+    first = await used(pool)
+    second = await used(pool)
+
+    assert first != second
+    assert 2 == pool.snapshot().recycled
+    assert set() == backend.live_ids()
+
+
+async def test_a_block_that_raises_hands_back_a_session_that_is_closed(
+    manager: tether.SessionManager, backend: FakeBackend
+) -> None:
+    """
+    The state of a session whose block failed is unknown: it is not reused.
+    """
+    pool = manager.pool("reusable", max_size=1)
+    with pytest.raises(RuntimeError):
+        async with pool.acquire() as handle:
+            raise RuntimeError
+
+    assert 1 == pool.snapshot().recycled
+    assert tether.SessionState.CLOSED == (await manager.get(handle.id)).state
+    assert set() == backend.live_ids()
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"timeout": -1}, "timeout"),
+        ({"timeout": float("nan")}, "timeout"),
+        ({"min_remaining": -1}, "min_remaining"),
+        ({"ping_on_acquire": "yes"}, "ping_on_acquire"),
+        ({"lifetime": 0}, "lifetime"),
+        ({"min_idle": 1.5}, "min_idle"),
+        ({"max_size": True}, "max_size"),
+    ],
+)
+async def test_bad_settings_are_config_errors(
+    manager: tether.SessionManager,
+    backend: FakeBackend,
+    settings: dict[str, Any],
+    match: str,
+) -> None:
+    """
+    Each bad setting names itself, and nothing is created.
+    """
+    with pytest.raises(ConfigError, match=match):
+        manager.pool("fake", **{"min_idle": 1, **settings})
+    await anyio.sleep(0.05)
+
+    assert set() == backend.live_ids()
+
+
+async def test_a_failover_pool_takes_parameters_per_candidate(
+    manager: tether.SessionManager,
+) -> None:
+    """
+    Parameters beside a FailoverPolicy are refused, as create refuses them;
+    a timedelta lifetime is accepted.
+    """
+    policy = tether.FailoverPolicy(candidates=[tether.Candidate(provider="fake")])
+
+    with pytest.raises(ConfigError, match="Candidate"):
+        manager.pool(policy, size=2)
+    pool = manager.pool(policy, lifetime=timedelta(minutes=5))
+
+    assert pool.name.startswith("fake-")
+    assert pool is manager.pool(policy, lifetime=300)

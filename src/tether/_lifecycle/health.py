@@ -77,7 +77,18 @@ class HealthMonitor:
         The scheduled ping of a tracked session: one attempt, never raises a
         provider's error (it is logged), and plans the next.
         """
-        record = await self._runtime.store.get(session_id)
+        runtime = self._runtime
+        tracked = runtime.tracked.get(session_id)
+        if (
+            runtime.cached_records
+            and tracked is not None
+            and tracked.record is not None
+        ):
+            # Kept current by the change feed: no read (the version check
+            # catches a copy gone stale before the feed brought the news).
+            record: Session | None = tracked.record
+        else:
+            record = await runtime.store.get(session_id)
         if (
             record is None
             or not record.state.is_live

@@ -314,6 +314,7 @@ if ARGV[4] == '1' then
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), owner)
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+table.sort(members)
 local live, index = {}, 0
 for i, m in ipairs(members) do
     live[m] = true

@@ -6,7 +6,7 @@ Modes:
 
 - ``create``: create ``count`` sandbox sessions (kept on exit), print their ids.
 - ``fleet``: create ``count`` sandbox sessions, then watch the shared store for
-  ``seconds``, counting the pings this worker sent per session; also try one
+  ``seconds``, noting when (wall clock) this worker pinged each session; also try one
   Morpheus session on the shared key (one per key across all workers).
 - ``churn``: create sandbox sessions in a loop until killed.
 - ``attach-close``: attach every live session on the store and close it.
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
+import time
+from collections import defaultdict
 from typing import Any
 
 import anyio
@@ -69,7 +70,7 @@ async def main(args: dict[str, Any]) -> dict[str, Any]:
         ]
         out["created"] = ids
         if mode == "fleet":
-            pings: Counter[str] = Counter()
+            pings: defaultdict[str, list[float]] = defaultdict(list)
             async with manager.events() as events:
                 if "morpheus_url" in args:
                     try:
@@ -80,7 +81,7 @@ async def main(args: dict[str, Any]) -> dict[str, Any]:
                 with anyio.move_on_after(float(args["seconds"])):
                     async for event in events:
                         if event.kind is tether.EventKind.PINGED and event.session:
-                            pings[event.session.id] += 1
+                            pings[event.session.id].append(time.time())
             out["pings"] = dict(pings)
     return out
 

@@ -40,6 +40,25 @@ class Pings:
     """
 
     seen: list[tuple[str, str, float]] = attrs.Factory(list)
+    _news: anyio.Event | None = None
+
+    def add(self, worker: str, session_id: str) -> None:
+        """
+        Record one ping, and wake whoever waits for pings.
+        """
+        self.seen.append((worker, session_id, anyio.current_time()))
+        if self._news is not None:
+            self._news.set()
+            self._news = None
+
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        """
+        Return once *predicate* holds (checked after each ping).
+        """
+        while not predicate():
+            if self._news is None:
+                self._news = anyio.Event()
+            await self._news.wait()
 
     def by_session(self) -> dict[str, list[tuple[float, str]]]:
         out: dict[str, list[tuple[float, str]]] = {}
@@ -57,7 +76,7 @@ class Counted(FakeProvider):
     worker: str = ""
 
     async def ping(self, session: Session) -> Health:
-        self.log.seen.append((self.worker, session.id, anyio.current_time()))
+        self.log.add(self.worker, session.id)
         return await super().ping(session)
 
 
@@ -167,7 +186,7 @@ class Fleet:
                 len(values) == members
                 and sum(values) == self.shards
                 and min(values) > 0
-                and max(values) / min(values) <= 1.5  # noqa: PLR2004
+                and max(values) / min(values) <= 1.5
             ):
                 return counts
             await anyio.sleep(0.05)
@@ -210,8 +229,9 @@ async def test_shares_stay_even_as_workers_join_and_leave(fleet: Fleet) -> None:
                 four = await fleet.balanced(4)
         with anyio.fail_after(30):
             after = await fleet.balanced(3)
-            while not all(pingers(fleet.pings, sessions).values()):
-                await anyio.sleep(0.05)
+            await fleet.pings.until(
+                lambda: all(pingers(fleet.pings, sessions).values())
+            )
 
     assert 3 == len(three)
     assert 4 == len(four)
@@ -243,8 +263,9 @@ async def test_takeover_after_an_abrupt_stop_within_ttl_and_an_interval(
             with anyio.fail_after(30):
                 await fleet.balanced(2)
                 balanced = anyio.current_time()
-                while not all(pingers(fleet.pings, sessions, balanced).values()):
-                    await anyio.sleep(0.05)
+                await fleet.pings.until(
+                    lambda: all(pingers(fleet.pings, sessions, balanced).values())
+                )
             # Abrupt: the victim can neither heartbeat nor leave.
             await victim_store.aclose()
             stopped.set()
@@ -255,12 +276,13 @@ async def test_takeover_after_an_abrupt_stop_within_ttl_and_an_interval(
             if "victim" in ws
         }
         with anyio.fail_after(30):
-            while not all(
-                "survivor" in ws
-                for sid, ws in pingers(fleet.pings, sessions, stop).items()
-                if sid in victims
-            ):
-                await anyio.sleep(0.05)
+            await fleet.pings.until(
+                lambda: all(
+                    "survivor" in ws
+                    for sid, ws in pingers(fleet.pings, sessions, stop).items()
+                    if sid in victims
+                )
+            )
 
     by = fleet.pings.by_session()
     assert victims
@@ -325,8 +347,9 @@ async def test_steady_pings_cost_at_most_half_a_redis_command(fleet: Fleet) -> N
     async with fleet.worker("a"), fleet.worker("b"):
         with anyio.fail_after(30):
             await fleet.balanced(2)
-            while not all(pingers(fleet.pings, sessions).values()):
-                await anyio.sleep(0.05)
+            await fleet.pings.until(
+                lambda: all(pingers(fleet.pings, sessions).values())
+            )
         await fleet.redis(lambda c: c.config_resetstat())
         before = len(fleet.pings.seen)
         await anyio.sleep(3)
@@ -334,4 +357,4 @@ async def test_steady_pings_cost_at_most_half_a_redis_command(fleet: Fleet) -> N
         spent = await fleet.redis(calls)
 
     assert pinged > 0
-    assert spent / pinged <= 0.5  # noqa: PLR2004
+    assert spent / pinged <= 0.5

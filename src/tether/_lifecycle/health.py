@@ -78,6 +78,7 @@ class HealthMonitor:
         provider's error (it is logged), and plans the next.
         """
         runtime = self._runtime
+        started = runtime.clock.time()
         tracked = runtime.tracked.get(session_id)
         if (
             runtime.cached_records
@@ -110,7 +111,7 @@ class HealthMonitor:
             )
         tracked = self._runtime.tracked.get(session_id)
         if tracked is not None and tracked.state.is_live:
-            self._scheduler.plan_ping(session_id, slot.ping_interval)
+            self._scheduler.plan_ping(session_id, slot.ping_interval, since=started)
 
     async def _ping_once(self, slot: Slot, record: Session, *, retry: bool) -> Health:
         runtime = self._runtime

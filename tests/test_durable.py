@@ -204,8 +204,6 @@ async def test_sigkill_mid_create_then_reconcile_leaves_no_orphan(
     orphans; a restarted manager's reconcile leaves none on the emulator.
     """
     if store_kind == "redis":
-        if anyio_backend != "asyncio":
-            pytest.skip("redis-py runs on asyncio only")
         store = fresh(request.getfixturevalue("redis_url"))
     else:
         store = f"sqlite:///{tmp_path / 'crash.db'}"

@@ -49,8 +49,12 @@ class Jobs:
         Put the manager-wide jobs on the schedule (the manager just opened).
         """
         runtime = self._runtime
-        self._shards.start()
-        if runtime.watch:
+        if self._shards.start():
+            # Its own task, not a job: a backlog of due pings must not delay
+            # the heartbeat past the membership's TTL.
+            assert runtime.tg is not None  # noqa: S101
+            runtime.tg.start_soon(self._heartbeats)
+        elif runtime.watch:
             self._scheduler.schedule("sweep", "*", runtime.clock.time())
         if runtime.retain_ended is not None:
             self._scheduler.schedule(
@@ -145,20 +149,19 @@ class Jobs:
                     detail=str(exc),
                 )
 
+    async def _heartbeats(self) -> None:
+        # Heartbeat and rebalance the shards, every tick, as long as we run.
+        while True:
+            await self.run("sweep", "*")
+            await self._runtime.clock.sleep(self._shards.tick_interval())
+
     async def _sweep(self) -> None:
         """
         Adopt live sessions in the store whose lease is free (watch mode).
         """
         runtime = self._runtime
         if self._shards.active:
-            try:
-                await self._shards.tick()
-            finally:
-                self._scheduler.schedule(
-                    "sweep",
-                    "*",
-                    runtime.clock.time() + self._shards.tick_interval(),
-                )
+            await self._shards.tick()
             return
         try:
             known = set(self._slots.registry.names())

@@ -9,6 +9,8 @@ Modes:
   ``seconds``, noting when (wall clock) this worker pinged each session; also try one
   Morpheus session on the shared key (one per key across all workers).
 - ``churn``: create sandbox sessions in a loop until killed.
+- ``watch``: watch the shared store, printing a JSON line per ping
+  (``{"ping": id, "at": wall clock}``) until killed.
 - ``attach-close``: attach every live session on the store and close it.
 """
 
@@ -41,7 +43,7 @@ async def main(args: dict[str, Any]) -> dict[str, Any]:
         store=args["store"],
         config=config,
         health=tether.HealthPolicy(
-            enabled=mode == "fleet",
+            enabled=mode in {"fleet", "watch"},
             interval=interval,
             jitter=0.0,
             lease_ttl=float(args.get("lease_ttl", 3 * interval)),
@@ -49,7 +51,7 @@ async def main(args: dict[str, Any]) -> dict[str, Any]:
         admission=tether.AdmissionPolicy(mode="reject"),
         retry=tether.RetryPolicy(attempts=3, wait_initial=0.01, wait_max=0.05),
         on_exit="keep",
-        watch=mode == "fleet",
+        watch=mode in {"fleet", "watch"},
         environ={},
     )
     out: dict[str, Any] = {"worker": args.get("worker")}
@@ -60,6 +62,13 @@ async def main(args: dict[str, Any]) -> dict[str, Any]:
                 closed.append((await manager.close(record)).id)
             out["closed"] = closed
             return out
+        if mode == "watch":
+            async with manager.events() as events:
+                print(json.dumps({"ready": True}), flush=True)  # noqa: T201
+                async for event in events:
+                    if event.kind is tether.EventKind.PINGED and event.session:
+                        line = {"ping": event.session.id, "at": time.time()}
+                        print(json.dumps(line), flush=True)  # noqa: T201
         if mode == "churn":
             print(json.dumps({"started": True}), flush=True)  # noqa: T201
             while True:

@@ -81,6 +81,15 @@ class Jobs:
             # fencing token, so a worker whose lease lapsed cannot act on it.
             if self._shards.active:
                 token = self._shards.token(session_id)
+                if token is None and self._shards.unsure(session_id):
+                    # The heartbeat is late: wait for it rather than drop a
+                    # session whose shard is most likely still ours.
+                    self._scheduler.schedule(
+                        kind,
+                        session_id,
+                        runtime.clock.time() + self._shards.tick_interval(),
+                    )
+                    return
             else:
                 token = await runtime.store.claim(
                     session_id, runtime.owner, self.lease_ttl(tracked.provider)

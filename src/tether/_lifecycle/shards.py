@@ -60,6 +60,9 @@ class Shards:
         # shard -> its fencing token, valid until _valid_until (our clock).
         self._owned: dict[int, int] = {}
         self._valid_until = 0.0
+        # The shards whose sessions this manager has adopted, with the token
+        # it adopted them under.
+        self._loaded: dict[int, int] = {}
         self._cursor: int | None = None
         self._random = random.Random()  # noqa: S311 -- spreading, not security
 
@@ -110,6 +113,17 @@ class Shards:
             return None
         return self._owned.get(self._store.shard_of(session_id))
 
+    def unsure(self, session_id: str) -> bool:
+        """
+        Whether this manager held *session_id*'s shard at its last heartbeat,
+        but that heartbeat is now too old to be sure it still does.
+        """
+        assert self._store is not None  # noqa: S101
+        return (
+            self._runtime.clock.time() >= self._valid_until
+            and self._store.shard_of(session_id) in self._owned
+        )
+
     async def tick(self) -> None:
         """
         Heartbeat and rebalance; drop the shards given up, load the ones
@@ -124,22 +138,22 @@ class Shards:
             self._cursor, _ = await store.changes(None)
         ttl = self.ttl()
         started = runtime.clock.time()
-        lapsed = started >= self._valid_until
         owned = await store.heartbeat(runtime.owner, ttl)
-        before, self._owned = self._owned, owned
+        self._owned = owned
         self._valid_until = started + ttl
-        lost = {k for k, token in before.items() if owned.get(k) != token}
-        if lapsed:
-            # Jobs may have dropped sessions of shards we kept: load them all.
-            gained = set(owned)
-        else:
-            gained = {k for k, token in owned.items() if before.get(k) != token}
+        loaded = self._loaded
+        lost = {k for k, token in loaded.items() if owned.get(k) != token}
+        for k in lost:
+            del loaded[k]
         if lost - set(owned):
             self._drop(lost - set(owned))
-        for shard in sorted(gained):
+        # A shard counts as loaded only once its sessions are: a tick that
+        # fails half-way loads the rest next time.
+        for shard in sorted(k for k in owned if k not in loaded):
             adopted = 0
             for record in await store.shard_sessions(shard):
                 adopted += self._adopt(record, soon=True)
+            loaded[shard] = owned[shard]
             logger.info(
                 "tether.shard.acquired",
                 shard=shard,
@@ -161,6 +175,7 @@ class Shards:
         if self._store is None or self._cursor is None:
             return
         self._owned = {}
+        self._loaded = {}
         self._valid_until = 0.0
         await self._store.heartbeat(self._runtime.owner, self.ttl(), leave=True)
 

@@ -247,7 +247,7 @@ async def _trio_cost(redis_url: str, rounds: int) -> dict[str, float]:
     return out
 
 
-def _main(quick: bool) -> Result:  # noqa: C901, PLR0915
+def _main(quick: bool) -> Result:
     result = Result(name="distributed")
     try:
         import redis  # noqa: PLC0415

@@ -1058,6 +1058,70 @@ async def test_redis_refuses_an_unknown_layout(redis_url: str) -> None:
         await client.aclose()
 
 
+async def test_redis_upgrades_a_layout_1_namespace_in_place(redis_url: str) -> None:
+    """
+    A namespace an earlier tether wrote (layout 1: no shard sets, no change
+    feed) is upgraded on first use: its records stay, each lands in its
+    shard, and the change feed starts from them.
+    """
+    import redis  # noqa: PLC0415
+
+    namespace = f"t{uuid.uuid4().hex}"
+    records = [make(f"s{i}") for i in range(5)]
+
+    def write_layout_1() -> None:
+        client = redis.Redis.from_url(redis_url)
+        try:
+            client.set(f"{namespace}:v", "1")
+            for seq, record in enumerate(records, start=1):
+                client.hset(
+                    f"{namespace}:s:{record.id}",
+                    mapping={
+                        "json": json.dumps(attrs.evolve(record, version=1).to_dict()),
+                        "version": 1,
+                        "live": "",
+                    },
+                )
+                client.zadd(f"{namespace}:ids", {record.id: seq})
+            client.set(f"{namespace}:seq", len(records))
+        finally:
+            client.close()
+
+    await anyio.to_thread.run_sync(write_layout_1)
+    async with RedisStore(redis_url, namespace=namespace, shards=4) as store:
+        listed = [s.id for s in await store.list()]
+        by_shard = {k: await store.shard_sessions(k) for k in range(4)}
+        cursor, changed = await store.changes(0)
+
+    assert [r.id for r in records] == listed
+    assert sorted(listed) == sorted(s.id for ss in by_shard.values() for s in ss)
+    for k, sessions in by_shard.items():
+        assert all(k == store.shard_of(s.id) for s in sessions)
+    assert sorted(listed) == sorted(s.id for s in changed)
+    assert len(records) == cursor
+
+
+async def test_redis_shard_count_is_fixed_with_the_namespace(redis_url: str) -> None:
+    """
+    A namespace keeps the shard count it was made with: a store asking for
+    another is refused; one that asks for none uses it. A count below 1 is
+    refused before anything is sent.
+    """
+    namespace = f"t{uuid.uuid4().hex}"
+    async with RedisStore(redis_url, namespace=namespace, shards=8) as made:
+        await made.get("s1")
+    async with RedisStore(redis_url, namespace=namespace) as default:
+        count = await default.shard_count()
+    other = RedisStore(redis_url, namespace=namespace, shards=16)
+
+    with pytest.raises(ConfigError, match="has 8 shards, not 16"):
+        await other.get("s1")
+    await other.aclose()
+    assert 8 == count
+    with pytest.raises(ConfigError, match="at least 1"):
+        RedisStore(redis_url, shards=0)
+
+
 async def test_redis_namespaces_are_separate(redis_url: str) -> None:
     """
     Two namespaces on one database share neither records nor admission counts.

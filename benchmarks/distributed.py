@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
@@ -166,6 +167,21 @@ def _cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:  # noqa: PTH123
         fields = f.read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _emulator_pid(url: str) -> int | None:
+    # The uvicorn process serving *url* (Linux /proc), to measure its CPU.
+    port = url.rsplit(":", 1)[1]
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"benchmarks._server" in argv and port.encode() in argv:
+            return int(entry.name)
+    return None
 
 
 def _calls(client: Any) -> int:
@@ -356,11 +372,17 @@ def _main(quick: bool) -> Result:
                 # The window: counts from zero.
                 _stats(url, "reset")
                 client.config_resetstat()
+                emulator = _emulator_pid(url)
                 cpu0 = sum(_cpu(p.pid) for p in procs)
+                emulator0 = _cpu(emulator) if emulator else 0.0
                 time.sleep(window)
                 stats = _stats(url)
                 spent = _calls(client)
                 cpu = sum(_cpu(p.pid) for p in procs) - cpu0
+                if emulator:
+                    f["emulator_cpu_share"] = (_cpu(emulator) - emulator0) / window
+                f["load_average_1min"] = os.getloadavg()[0]
+                f["workers_cpu_share"] = cpu / window
                 pings = f["pings"] = sum(stats["pings"].values())
                 expected = f["pings_expected"] = created * window / interval
                 f["delivered_ratio"] = pings / expected if expected else None
@@ -484,6 +506,14 @@ def _main(quick: bool) -> Result:
                     "CPU ms per ping, one process (memory)",
                     1000 * (f["cpu_s_per_ping_solo"] or 0),
                 ],
+                [
+                    "CPU in the window: workers / emulator (cores)",
+                    (
+                        f"{f['workers_cpu_share']:.2f} / "
+                        f"{f.get('emulator_cpu_share', 0):.2f}"
+                    ),
+                ],
+                ["machine load average (1 min)", f["load_average_1min"]],
                 [
                     f"takeover p50 / p99 (s, TTL {ttl:g})",
                     f"{f['takeover_p50_s']:.2f} / {f['takeover_p99_s']:.2f}",

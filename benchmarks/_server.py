@@ -3,8 +3,10 @@ The sandbox emulator under uvicorn, in its own process (its CPU is not ours).
 
 ``python -m benchmarks._server PORT`` serves it on 127.0.0.1:PORT. Besides the
 emulator's routes, ``GET /_bench/stats`` answers the requests counted per
-route and per session (for the distributed benchmark's duplicate pings), and
-``POST /_bench/reset`` clears the counts.
+route and per session (for the distributed benchmark's duplicate pings),
+``POST /_bench/reset`` clears the counts, and ``POST /_bench/mark`` starts a
+clock: from then on, the stats answer each session's first ping after the mark,
+in seconds (``after``; for takeover times).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,6 +33,8 @@ def make_app(startup_latency: float = 0.0) -> Any:
     inner = emulator.app
     by_route: collections.Counter[str] = collections.Counter()
     pings: collections.Counter[str] = collections.Counter()
+    after: dict[str, float] = {}
+    mark: list[float] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -47,7 +52,12 @@ def make_app(startup_latency: float = 0.0) -> Any:
             if path == "/_bench/reset":
                 by_route.clear()
                 pings.clear()
-            body = json.dumps({"routes": dict(by_route), "pings": dict(pings)}).encode()
+            elif path == "/_bench/mark":
+                mark[:] = [time.monotonic()]
+                after.clear()
+            body = json.dumps(
+                {"routes": dict(by_route), "pings": dict(pings), "after": after}
+            ).encode()
             await send(
                 {
                     "type": "http.response.start",
@@ -59,7 +69,10 @@ def make_app(startup_latency: float = 0.0) -> Any:
             return
         if path.startswith("/v1/sessions/status/"):
             by_route["status"] += 1
-            pings[path.rsplit("/", 1)[1]] += 1
+            sid = path.rsplit("/", 1)[1]
+            pings[sid] += 1
+            if mark and sid not in after:
+                after[sid] = time.monotonic() - mark[0]
         else:
             by_route[path] += 1
         await inner(scope, receive, send)

@@ -6,9 +6,11 @@ Modes:
 
 - ``create``: create ``count`` sandbox sessions (kept on exit), print their ids.
 - ``fleet``: create ``count`` sandbox sessions, then watch the shared store for
-  ``seconds``, counting the pings this worker sent per session; also try one
+  ``seconds``, noting when (wall clock) this worker pinged each session; also try one
   Morpheus session on the shared key (one per key across all workers).
 - ``churn``: create sandbox sessions in a loop until killed.
+- ``watch``: watch the shared store, printing a JSON line per ping
+  (``{"ping": id, "at": wall clock}``) until killed.
 - ``attach-close``: attach every live session on the store and close it.
 """
 
@@ -16,7 +18,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
+import time
+from collections import defaultdict
 from typing import Any
 
 import anyio
@@ -40,7 +43,7 @@ async def main(args: dict[str, Any]) -> dict[str, Any]:
         store=args["store"],
         config=config,
         health=tether.HealthPolicy(
-            enabled=mode == "fleet",
+            enabled=mode in {"fleet", "watch"},
             interval=interval,
             jitter=0.0,
             lease_ttl=float(args.get("lease_ttl", 3 * interval)),
@@ -48,7 +51,7 @@ async def main(args: dict[str, Any]) -> dict[str, Any]:
         admission=tether.AdmissionPolicy(mode="reject"),
         retry=tether.RetryPolicy(attempts=3, wait_initial=0.01, wait_max=0.05),
         on_exit="keep",
-        watch=mode == "fleet",
+        watch=mode in {"fleet", "watch"},
         environ={},
     )
     out: dict[str, Any] = {"worker": args.get("worker")}
@@ -59,6 +62,13 @@ async def main(args: dict[str, Any]) -> dict[str, Any]:
                 closed.append((await manager.close(record)).id)
             out["closed"] = closed
             return out
+        if mode == "watch":
+            async with manager.events() as events:
+                print(json.dumps({"ready": True}), flush=True)  # noqa: T201
+                async for event in events:
+                    if event.kind is tether.EventKind.PINGED and event.session:
+                        line = {"ping": event.session.id, "at": time.time()}
+                        print(json.dumps(line), flush=True)  # noqa: T201
         if mode == "churn":
             print(json.dumps({"started": True}), flush=True)  # noqa: T201
             while True:
@@ -69,7 +79,7 @@ async def main(args: dict[str, Any]) -> dict[str, Any]:
         ]
         out["created"] = ids
         if mode == "fleet":
-            pings: Counter[str] = Counter()
+            pings: defaultdict[str, list[float]] = defaultdict(list)
             async with manager.events() as events:
                 if "morpheus_url" in args:
                     try:
@@ -80,7 +90,7 @@ async def main(args: dict[str, Any]) -> dict[str, Any]:
                 with anyio.move_on_after(float(args["seconds"])):
                     async for event in events:
                         if event.kind is tether.EventKind.PINGED and event.session:
-                            pings[event.session.id] += 1
+                            pings[event.session.id].append(time.time())
             out["pings"] = dict(pings)
     return out
 

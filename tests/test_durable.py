@@ -8,16 +8,18 @@ real sockets, and share a SQLite file or a Redis server with it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import sys
-from collections import Counter
+import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 import tether
 from tether.testing import FakeBackend, FakeProvider, Fault, ManualClock, serve_asgi
@@ -122,7 +124,8 @@ async def test_two_processes_share_one_sqlite_file(tmp_path):
 async def test_fleet_of_four_workers_on_redis(redis_url, anyio_backend):
     """
     Four worker processes on one Redis hold 200 sessions: each session is
-    pinged by exactly one worker, about once per interval, and the one Morpheus
+    pinged by one worker at a time (ownership moves only with the shards as
+    workers join and leave), about once per interval, and the one Morpheus
     session per key is admitted once across the fleet. (asyncio only: redis-py
     runs on asyncio.)
     """
@@ -170,20 +173,25 @@ async def test_fleet_of_four_workers_on_redis(redis_url, anyio_backend):
             for record in await manager.list(state=[S.ACTIVE, S.DEGRADED]):
                 await manager.close(record)
 
-    owners: dict[str, set[int]] = {}
-    pings: Counter[str] = Counter()
+    timeline: dict[str, list[tuple[float, int]]] = {}
     for r in results:
-        for sid, n in r["pings"].items():
-            owners.setdefault(sid, set()).add(r["worker"])
-            pings[sid] += n
+        for sid, times in r["pings"].items():
+            timeline.setdefault(sid, []).extend((t, r["worker"]) for t in times)
     created = {sid for r in results for sid in r["created"]}
     assert 200 == len(created)
-    assert created <= set(owners), "some sessions were never pinged"
-    assert all(1 == len(w) for w in owners.values()), (
-        "a session was pinged by two workers"
-    )
-    # About one ping per interval: never more than the intervals in the window.
-    assert max(pings.values()) <= seconds / interval + 1
+    assert created <= set(timeline), "some sessions were never pinged"
+    for sid, pings in timeline.items():
+        pings.sort()
+        # One pinger at a time: the pinger changes only when the session's
+        # shard changes hands (a worker joins or leaves: 8 at most), never
+        # back and forth as two pingers at once would.
+        handoffs = sum(1 for a, b in itertools.pairwise(pings) if a[1] != b[1])
+        assert handoffs <= 8, (sid, pings)
+        # About one ping per interval from each pinger.
+        by_worker: dict[int, list[float]] = {}
+        for t, w in pings:
+            by_worker.setdefault(w, []).append(t)
+        assert max(len(ts) for ts in by_worker.values()) <= seconds / interval + 1
     assert ["created"] == [r["morpheus"] for r in results if r["morpheus"] == "created"]
     assert 1 == len(modelsessions)
     assert set() == sandbox.live_sessions()
@@ -198,8 +206,6 @@ async def test_sigkill_mid_create_then_reconcile_leaves_no_orphan(
     orphans; a restarted manager's reconcile leaves none on the emulator.
     """
     if store_kind == "redis":
-        if anyio_backend != "asyncio":
-            pytest.skip("redis-py runs on asyncio only")
         store = fresh(request.getfixturevalue("redis_url"))
     else:
         store = f"sqlite:///{tmp_path / 'crash.db'}"
@@ -282,3 +288,118 @@ async def test_takeover_after_a_worker_stops(tmp_path):
 
     assert [s.id] == taken
     assert backend.calls["ping"] > pings_by_first
+
+
+async def test_sigkill_a_watch_worker_its_shards_are_taken_over(
+    redis_url, anyio_backend
+):
+    """
+    Two watch worker processes share 30 sessions by shard; one is killed with
+    SIGKILL. The survivor pings the dead worker's sessions within the TTL
+    plus one interval (generous margin), and never pinged one of them while
+    the dead worker still did.
+    """
+    sandbox = SandboxEmulator(api_keys=(SANDBOX_KEY,))
+    interval, ttl = 0.5, 2.0
+    redis_url = fresh(redis_url)
+    async with serve_asgi(sandbox.app) as server:
+        config = {"sandbox": {"base_url": server.url, "api_key": SANDBOX_KEY}}
+        async with tether.SessionManager(
+            registry=sandbox_registry(),
+            store=redis_url,
+            config=config,
+            health_checks=False,
+            environ={},
+            on_exit="keep",
+        ) as maker:
+            sessions = {(await maker.create("sandbox")).id for _ in range(30)}
+        args = json.dumps(
+            {
+                "mode": "watch",
+                "store": redis_url,
+                "sandbox_url": server.url,
+                "sandbox_key": SANDBOX_KEY,
+                "interval": interval,
+                "lease_ttl": ttl,
+            }
+        )
+        pings: dict[str, list[tuple[float, int]]] = {}
+        ready = [anyio.Event(), anyio.Event()]
+        news = [anyio.Event()]
+
+        async def read(worker: int, process: Any) -> None:
+            buffered = BufferedByteReceiveStream(process.stdout)
+            try:
+                while True:
+                    line = json.loads(await buffered.receive_until(b"\n", 1 << 16))
+                    if line.get("ready"):
+                        ready[worker].set()
+                    else:
+                        pings.setdefault(line["ping"], []).append((line["at"], worker))
+                        news[0].set()
+                        news[0] = anyio.Event()
+            except (anyio.EndOfStream, anyio.IncompleteRead):
+                return
+
+        async def until(predicate) -> None:
+            while not predicate():
+                await news[0].wait()
+
+        def pinged_by(worker: int, since: float) -> set[str]:
+            return {
+                sid
+                for sid, seen in pings.items()
+                if any(w == worker and at > since for at, w in seen)
+            }
+
+        async with anyio.create_task_group() as tg:
+            procs = [
+                await anyio.open_process(
+                    [sys.executable, WORKER, args], stdin=None, stderr=None
+                )
+                for _ in range(2)
+            ]
+            for worker, process in enumerate(procs):
+                tg.start_soon(read, worker, process)
+            try:
+                with anyio.fail_after(60):
+                    for event in ready:
+                        await event.wait()
+                    # Settled: every session pinged since both were up and
+                    # sharing (each pinged some).
+                    settled = time.time() + ttl / 2
+                    await until(
+                        lambda: (
+                            pinged_by(0, settled) | pinged_by(1, settled) >= sessions
+                            and pinged_by(0, settled)
+                            and pinged_by(1, settled)
+                        )
+                    )
+                victim = pinged_by(0, settled) - pinged_by(1, settled)
+                procs[0].send_signal(signal.SIGKILL)
+                killed = time.time()
+                with anyio.fail_after(60):
+                    await until(lambda: victim <= pinged_by(1, killed))
+            finally:
+                for process in procs:
+                    if process.returncode is None:
+                        process.kill()
+                    await process.wait()
+        async with tether.SessionManager(
+            registry=sandbox_registry(),
+            store=redis_url,
+            config=config,
+            health_checks=False,
+            environ={},
+        ) as manager:
+            for record in await manager.list(state=[S.ACTIVE, S.DEGRADED]):
+                await manager.close(record)
+
+    assert victim
+    for sid in victim:
+        by_victim = [at for at, w in pings[sid] if w == 0 and at > settled]
+        survivor = [at for at, w in pings[sid] if w == 1]
+        assert not [at for at in survivor if min(by_victim) < at < max(by_victim)]
+        taken = min(at for at in survivor if at > killed) - killed
+        assert taken <= ttl + interval + 10, (sid, taken)
+    assert set() == sandbox.live_sessions()

@@ -1,9 +1,9 @@
 """
 The store contract, run against every store; then what each durable store adds.
 
-The contract tests run on memory and SQLite under asyncio and trio, and on Redis
-under asyncio only: redis-py's async client is built on asyncio and does not run
-under trio (``RedisStore`` refuses trio with a ConfigError, tested below).
+The contract tests run on every store under asyncio and trio: under trio,
+``RedisStore`` uses redis-py's sync client in worker threads. Tests that talk to
+Redis through redis-py's async client themselves run on asyncio only.
 """
 
 from __future__ import annotations
@@ -46,13 +46,14 @@ from tether.stores._sqlite import SCHEMA_VERSION
 
 S = tether.SessionState
 
-# Which store on which event loop. Redis is asyncio-only: see the module docstring.
+# Which store on which event loop.
 COMBOS = [
     pytest.param("memory", "asyncio", id="memory-asyncio"),
     pytest.param("memory", "trio", id="memory-trio"),
     pytest.param("sqlite", "asyncio", id="sqlite-asyncio"),
     pytest.param("sqlite", "trio", id="sqlite-trio"),
     pytest.param("redis", "asyncio", id="redis-asyncio"),
+    pytest.param("redis", "trio", id="redis-trio"),
 ]
 
 
@@ -550,7 +551,6 @@ def _own_redis(redis_url: str, tmp_path: Path) -> Iterator[Any]:
         server.stop()
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_redis_down_every_method_raises_store_unavailable() -> None:
     """
     With nothing listening, every method raises StoreUnavailableError naming
@@ -572,7 +572,6 @@ async def test_redis_down_every_method_raises_store_unavailable() -> None:
         assert f"127.0.0.1:{exc.store.rsplit(':', 1)[1]}" in str(exc)
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_redis_stopped_mid_use_every_method_raises_store_unavailable(
     own_redis: Any,
 ) -> None:
@@ -1059,16 +1058,78 @@ async def test_redis_refuses_an_unknown_layout(redis_url: str) -> None:
         await client.aclose()
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_redis_upgrades_a_layout_1_namespace_in_place(redis_url: str) -> None:
+    """
+    A namespace an earlier tether wrote (layout 1: no shard sets, no change
+    feed) is upgraded on first use: its records stay, each lands in its
+    shard, and the change feed starts from them.
+    """
+    import redis  # noqa: PLC0415
+
+    namespace = f"t{uuid.uuid4().hex}"
+    records = [make(f"s{i}") for i in range(5)]
+
+    def write_layout_1() -> None:
+        client = redis.Redis.from_url(redis_url)
+        try:
+            client.set(f"{namespace}:v", "1")
+            for seq, record in enumerate(records, start=1):
+                client.hset(
+                    f"{namespace}:s:{record.id}",
+                    mapping={
+                        "json": json.dumps(attrs.evolve(record, version=1).to_dict()),
+                        "version": 1,
+                        "live": "",
+                    },
+                )
+                client.zadd(f"{namespace}:ids", {record.id: seq})
+            client.set(f"{namespace}:seq", len(records))
+        finally:
+            client.close()
+
+    await anyio.to_thread.run_sync(write_layout_1)
+    async with RedisStore(redis_url, namespace=namespace, shards=4) as store:
+        listed = [s.id for s in await store.list()]
+        by_shard = {k: await store.shard_sessions(k) for k in range(4)}
+        cursor, changed = await store.changes(0)
+
+    assert [r.id for r in records] == listed
+    assert sorted(listed) == sorted(s.id for ss in by_shard.values() for s in ss)
+    for k, sessions in by_shard.items():
+        assert all(k == store.shard_of(s.id) for s in sessions)
+    assert sorted(listed) == sorted(s.id for s in changed)
+    assert len(records) == cursor
+
+
+async def test_redis_shard_count_is_fixed_with_the_namespace(redis_url: str) -> None:
+    """
+    A namespace keeps the shard count it was made with: a store asking for
+    another is refused; one that asks for none uses it. A count below 1 is
+    refused before anything is sent.
+    """
+    namespace = f"t{uuid.uuid4().hex}"
+    async with RedisStore(redis_url, namespace=namespace, shards=8) as made:
+        await made.get("s1")
+    async with RedisStore(redis_url, namespace=namespace) as default:
+        count = await default.shard_count()
+    other = RedisStore(redis_url, namespace=namespace, shards=16)
+
+    with pytest.raises(ConfigError, match="has 8 shards, not 16"):
+        await other.get("s1")
+    await other.aclose()
+    assert 8 == count
+    with pytest.raises(ConfigError, match="at least 1"):
+        RedisStore(redis_url, shards=0)
+
+
 async def test_redis_namespaces_are_separate(redis_url: str) -> None:
     """
     Two namespaces on one database share neither records nor admission counts.
-
-    asyncio only: redis-py's async client does not run under trio.
     """
+    tag = uuid.uuid4().hex
     async with (
-        RedisStore(redis_url, namespace="one") as one,
-        RedisStore(redis_url, namespace="two") as two,
+        RedisStore(redis_url, namespace=f"one{tag}") as one,
+        RedisStore(redis_url, namespace=f"two{tag}") as two,
     ):
         await one.insert(make(), credential_limit=1)
         await two.insert(make(), credential_limit=1)
@@ -1081,15 +1142,16 @@ async def test_redis_namespaces_are_separate(redis_url: str) -> None:
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
-async def test_redis_refuses_trio() -> None:
+async def test_redis_given_an_asyncio_client_refuses_trio() -> None:
     """
-    Under trio, RedisStore raises a ConfigError naming the reason and the alternatives.
+    Under trio, a store given a ``redis.asyncio`` client raises a ConfigError
+    that says to give a URL instead (a store built from one runs under trio).
     """
-    pytest.importorskip("redis")
+    redis_asyncio = pytest.importorskip("redis.asyncio")
     # Nothing listens on port 1; the check comes before any connection.
-    store = RedisStore("redis://127.0.0.1:1/0")
+    store = RedisStore(client=redis_asyncio.Redis(host="127.0.0.1", port=1))
 
-    with pytest.raises(ConfigError, match=r"needs asyncio.*SqliteStore"):
+    with pytest.raises(ConfigError, match=r"needs asyncio.*give RedisStore a url"):
         await store.get("s1")
 
 

@@ -294,6 +294,8 @@ class SessionManager:
 
                 runtime.store = open_store(self._store_url)
                 self._exit_stack.push_async_callback(runtime.store.aclose)
+            # Once background work has stopped: give up shards, if any.
+            self._exit_stack.push_async_callback(self._jobs.aclose)
             runtime.tg = await self._exit_stack.enter_async_context(
                 anyio.create_task_group()
             )

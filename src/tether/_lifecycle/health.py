@@ -77,7 +77,19 @@ class HealthMonitor:
         The scheduled ping of a tracked session: one attempt, never raises a
         provider's error (it is logged), and plans the next.
         """
-        record = await self._runtime.store.get(session_id)
+        runtime = self._runtime
+        started = runtime.clock.time()
+        tracked = runtime.tracked.get(session_id)
+        if (
+            runtime.cached_records
+            and tracked is not None
+            and tracked.record is not None
+        ):
+            # Kept current by the change feed: no read (the version check
+            # catches a copy gone stale before the feed brought the news).
+            record: Session | None = tracked.record
+        else:
+            record = await runtime.store.get(session_id)
         if (
             record is None
             or not record.state.is_live
@@ -99,7 +111,7 @@ class HealthMonitor:
             )
         tracked = self._runtime.tracked.get(session_id)
         if tracked is not None and tracked.state.is_live:
-            self._scheduler.plan_ping(session_id, slot.ping_interval)
+            self._scheduler.plan_ping(session_id, slot.ping_interval, since=started)
 
     async def _ping_once(self, slot: Slot, record: Session, *, retry: bool) -> Health:
         runtime = self._runtime

@@ -3,18 +3,24 @@ Background jobs as the scheduler hands them out: each session job runs under
 its lease (fenced writes, so a worker whose lease lapsed cannot act), the
 watch sweep adopts sessions whose lease is free, and pruning deletes the
 records of sessions that ended long ago.
+
+On a store that shards (Redis), a watch manager's lease is its shards' (see
+shards.py): the sweep is a heartbeat, and a job claims nothing.
 """
 
 from __future__ import annotations
+
+import anyio
 
 from tether._lifecycle.deadlines import Deadlines
 from tether._lifecycle.health import HealthMonitor
 from tether._lifecycle.records import fenced
 from tether._lifecycle.runtime import PRUNABLE, WATCHED, ManagerStateError, Runtime
 from tether._lifecycle.scheduler import Scheduler
+from tether._lifecycle.shards import Shards
 from tether._lifecycle.slots import Slots
 from tether._log import EVENT_STORE_PRUNED, logger
-from tether.exceptions import LeaseLostError, StoreUnavailableError
+from tether.exceptions import LeaseLostError, StoreError, StoreUnavailableError
 
 
 # Seconds before a job the store could not serve is tried again (at most).
@@ -36,13 +42,19 @@ class Jobs:
         self._scheduler = scheduler
         self._health = health
         self._deadlines = deadlines
+        self._shards = Shards(runtime=runtime, slots=slots, scheduler=scheduler)
 
     def start(self) -> None:
         """
         Put the manager-wide jobs on the schedule (the manager just opened).
         """
         runtime = self._runtime
-        if runtime.watch:
+        if self._shards.start():
+            # Its own task, not a job: a backlog of due pings must not delay
+            # the heartbeat past the membership's TTL.
+            assert runtime.tg is not None  # noqa: S101
+            runtime.tg.start_soon(self._heartbeats)
+        elif runtime.watch:
             self._scheduler.schedule("sweep", "*", runtime.clock.time())
         if runtime.retain_ended is not None:
             self._scheduler.schedule(
@@ -67,9 +79,21 @@ class Jobs:
                 return
             # Only the lease holder works on a session; its writes carry the
             # fencing token, so a worker whose lease lapsed cannot act on it.
-            token = await runtime.store.claim(
-                session_id, runtime.owner, self.lease_ttl(tracked.provider)
-            )
+            if self._shards.active:
+                token = self._shards.token(session_id)
+                if token is None and self._shards.unsure(session_id):
+                    # The heartbeat is late: wait for it rather than drop a
+                    # session whose shard is most likely still ours.
+                    self._scheduler.schedule(
+                        kind,
+                        session_id,
+                        runtime.clock.time() + self._shards.tick_interval(),
+                    )
+                    return
+            else:
+                token = await runtime.store.claim(
+                    session_id, runtime.owner, self.lease_ttl(tracked.provider)
+                )
             if token is None:
                 runtime.untrack(session_id)
                 return
@@ -119,11 +143,35 @@ class Jobs:
             return self._runtime.health.lease_ttl
         return max(3 * self._slots.ping_interval(provider), 10.0)
 
+    async def aclose(self) -> None:
+        """
+        Give up this manager's shards, if it holds any (it is closing).
+        """
+        with anyio.move_on_after(self._runtime.shield_timeout, shield=True):
+            try:
+                await self._shards.leave()
+            except StoreError as exc:
+                # Its shards lapse with its membership instead.
+                logger.warning(
+                    "tether.shard.leave_failed",
+                    owner=self._runtime.owner,
+                    detail=str(exc),
+                )
+
+    async def _heartbeats(self) -> None:
+        # Heartbeat and rebalance the shards, every tick, as long as we run.
+        while True:
+            await self.run("sweep", "*")
+            await self._runtime.clock.sleep(self._shards.tick_interval())
+
     async def _sweep(self) -> None:
         """
         Adopt live sessions in the store whose lease is free (watch mode).
         """
         runtime = self._runtime
+        if self._shards.active:
+            await self._shards.tick()
+            return
         try:
             known = set(self._slots.registry.names())
             for record in await runtime.store.list(states=list(WATCHED)):

@@ -158,6 +158,8 @@ class Records:
             self.observed(after)
         tracked = self._runtime.tracked.get(after.id)
         if tracked is not None:
+            if self._runtime.cached_records:
+                tracked.record = after
             tracked.state = after.state
             tracked.expires_at = (
                 after.expires_at.timestamp() if after.expires_at else None

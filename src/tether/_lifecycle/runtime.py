@@ -23,7 +23,7 @@ from tether._config import (
     HealthPolicy,
     RetryPolicy,
 )
-from tether._session import SessionState
+from tether._session import Session, SessionState
 from tether._store import MemoryStore
 from tether.abc import Store
 from tether.exceptions import TetherError
@@ -74,6 +74,9 @@ class Tracked:
     ping_seq: int = 0
     expire_seq: int = 0
     renew_seq: int = 0
+    # The newest record this manager knows, kept only where something keeps
+    # it current (ownership by shard, with its change feed).
+    record: Session | None = None
 
 
 @attrs.define(eq=False)
@@ -100,6 +103,9 @@ class Runtime:
     tracked: dict[str, Tracked] = attrs.Factory(dict)
     #: Sessions that became LOST while tracked: closed on exit, best effort.
     lost: set[str] = attrs.Factory(set)
+    #: Whether each tracked session's record is kept current (Tracked.record),
+    #: so a background job need not read it from the store.
+    cached_records: bool = False
 
     def check_open(self) -> None:
         if self.state is ManagerState.OPEN:

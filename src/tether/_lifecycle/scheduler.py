@@ -185,16 +185,17 @@ class Scheduler:
                 margin = min(max(session.lifetime * 0.2, 1.0), session.lifetime / 2)
                 self.schedule("renew", session.id, max(now, deadline - margin))
 
-    def plan_ping(self, session_id: str, interval: float) -> None:
+    def plan_ping(
+        self, session_id: str, interval: float, *, since: float | None = None
+    ) -> None:
         """
-        The next ping of a tracked session, one jittered interval from now.
+        The next ping of a tracked session, one jittered interval from now
+        (or from *since*: when the ping that just ended began, so the time a
+        ping takes does not stretch the interval).
         """
         if self._runtime.health.enabled and session_id in self._runtime.tracked:
-            self.schedule(
-                "ping",
-                session_id,
-                self._runtime.clock.time() + self.jittered(interval),
-            )
+            start = self._runtime.clock.time() if since is None else since
+            self.schedule("ping", session_id, start + self.jittered(interval))
 
     def plan_expiry(self, session: Session) -> None:
         if session.id in self._runtime.tracked and session.expires_at is not None:

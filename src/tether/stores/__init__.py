@@ -5,7 +5,7 @@ Durable and shared session stores, and :func:`open_store` to pick one by URL.
 * :class:`SqliteStore` (``sqlite:///path``): a file, shared by the processes
   of one machine, surviving their crashes.
 * :class:`RedisStore` (``redis://host:port/db``): shared by processes on many
-  machines; asyncio only.
+  machines; watch managers share its sessions out by shard.
 
 .. versionadded:: 0.1
 """

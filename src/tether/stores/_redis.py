@@ -1,17 +1,28 @@
 """
 A store in Redis: shared by processes on many machines.
 
-Key layout (``ns`` is the namespace, ``tether`` by default)::
+Key layout 2 (``ns`` is the namespace, ``tether`` by default)::
 
-    ns:v                  the layout version ("1"); any other value is refused
-    ns:seq                a counter giving each record its place in listings
+    ns:v                  the layout version ("2"); a "1" is upgraded in place,
+                          any other value is refused
+    ns:nshards            how many shards session ids hash into (fixed)
+    ns:seq                a counter: each record's place in listings, and
+                          each write's place in the change feed
     ns:ids                sorted set of every session id, scored by ns:seq
+    ns:changed            sorted set of every session id, scored by the seq
+                          of its last write: the change feed
+    ns:shard:<k>          set of the session ids in shard k
+                          (crc32(id) % nshards)
     ns:s:<id>             hash: json (Session.to_dict()), version, live (the
                           live-set key the id is in, or "")
     ns:live:<pc>          set of the live session ids of one provider and
                           credential; <pc> is the JSON array [provider, credential]
     ns:lease:<id>         the lease owner, expiring with the lease (PX)
-    ns:token:<id>         the session's last fencing token (a counter)
+    ns:token:<id>         the session's last fencing token
+    ns:fence              the counter every fencing token comes from
+    ns:members            sorted set of the watch workers, scored by the
+                          server time (ms) their membership lapses
+    ns:shards             hash: shard -> "owner|token" (owner empty when free)
 
 Every write is one Lua script, so admission, the version check and the fencing
 check run atomically on the server. Lease deadlines use the server's clock.
@@ -19,12 +30,16 @@ check run atomically on the server. Lease deadlines use the server's clock.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+import anyio
+import anyio.to_thread
 import attrs
 import sniffio
 
@@ -46,11 +61,14 @@ from tether.stores._errors import decode
 
 if TYPE_CHECKING:
     from redis.asyncio import BlockingConnectionPool, Redis
-    from redis.commands.core import AsyncScript
 
 
 #: The key layout this tether reads and writes.
-LAYOUT_VERSION: Final = "1"
+LAYOUT_VERSION: Final = "2"
+
+#: Shards a new namespace is split into, unless the store is told otherwise.
+#: Fixed for the namespace's life: every worker must hash ids alike.
+SHARDS: Final = 128
 
 #: Connections a store built from a URL opens at most; a call beyond them
 #: waits for one to come free. The URL's ``max_connections`` overrides it.
@@ -62,16 +80,30 @@ POOL_TIMEOUT: Final = 20.0
 #: overrides it.
 CONNECT_TIMEOUT: Final = 10.0
 
+# Changed records one changes() call returns at most.
+_CHANGES_BATCH: Final = 1000
+
+# KEYS: layout version, shard count; ARGV: layout, shards wanted ("0": any),
+# default shards. Returns {layout, shards}. A new namespace gets both; an old
+# one keeps its own, for the caller to check.
 _CHECK_LAYOUT: Final = """
 local v = redis.call('GET', KEYS[1])
 if not v then
     redis.call('SET', KEYS[1], ARGV[1])
-    return ARGV[1]
+    v = ARGV[1]
 end
-return v
+local n = redis.call('GET', KEYS[2])
+if not n and v == ARGV[1] then
+    n = ARGV[2]
+    if n == '0' then
+        n = ARGV[3]
+    end
+    redis.call('SET', KEYS[2], n)
+end
+return {v, n or ''}
 """
 
-# KEYS: record, live set, ids, seq
+# KEYS: record, live set, ids, seq, shard set, changed
 # ARGV: id, json, live ("1"/"0"), limit (-1: none)
 # Returns {0} stored, {1} id exists, {2, held} admission refused.
 _INSERT: Final = """
@@ -91,16 +123,34 @@ if ARGV[3] == '1' then
     live = KEYS[2]
 end
 redis.call('HSET', KEYS[1], 'json', ARGV[2], 'version', 1, 'live', live)
-redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[1])
+local seq = redis.call('INCR', KEYS[4])
+redis.call('ZADD', KEYS[3], seq, ARGV[1])
+redis.call('ZADD', KEYS[6], seq, ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[1])
 return {0}
 """
 
-# KEYS: record, token, live set of the new record
-# ARGV: id, json, live ("1"/"0"), expected version, fence (-1: none)
+# The fencing token of a shard, from its field in the shards hash
+# ("owner|token"; owner empty once released).
+_SHARD_FENCE: Final = """
+local function shard_token(hash, shard)
+    local held = redis.call('HGET', hash, shard)
+    if not held then
+        return 0
+    end
+    return tonumber(string.match(held, '|(%d+)$'))
+end
+"""
+
+# KEYS: record, token, live set of the new record, shards, changed, seq
+# ARGV: id, json, live ("1"/"0"), expected version, fence (-1: none), shard
 # Returns {0} stored, {1} no record, {2, token} fenced off, {3, version} stale.
-# The old live set's key is read from the record: a standalone Redis (or one
-# behind Sentinel) only, not Redis Cluster.
-_UPDATE: Final = """
+# The fence is checked against the session's own token and its shard's: the
+# newest lease on either wins. The old live set's key is read from the
+# record: a standalone Redis (or one behind Sentinel) only, not Redis Cluster.
+_UPDATE: Final = (
+    _SHARD_FENCE
+    + """
 local current = redis.call('HMGET', KEYS[1], 'version', 'live')
 if not current[1] then
     return {1}
@@ -108,6 +158,10 @@ end
 local fence = tonumber(ARGV[5])
 if fence >= 0 then
     local token = tonumber(redis.call('GET', KEYS[2]) or '0')
+    local shard = shard_token(KEYS[4], ARGV[6])
+    if shard > token then
+        token = shard
+    end
     if token > fence then
         return {2, token}
     end
@@ -125,10 +179,12 @@ if ARGV[3] == '1' then
     live = KEYS[3]
 end
 redis.call('HSET', KEYS[1], 'json', ARGV[2], 'version', version + 1, 'live', live)
+redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[6]), ARGV[1])
 return {0}
 """
+)
 
-# KEYS: record, lease, token, ids; ARGV: id
+# KEYS: record, lease, token, ids, shard set, changed; ARGV: id
 _DELETE: Final = """
 local live = redis.call('HGET', KEYS[1], 'live')
 if live and live ~= '' then
@@ -136,12 +192,49 @@ if live and live ~= '' then
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('SREM', KEYS[5], ARGV[1])
 return 0
 """
 
-# KEYS: lease, token; ARGV: owner, ttl in milliseconds
-# Returns the fencing token, or -1 when another owner's lease is live.
-_CLAIM: Final = """
+# The server's clock in milliseconds.
+_NOW: Final = """
+local function now_ms()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+# A token larger than every one issued in the namespace, and than *floor*.
+_NEXT_FENCE: Final = """
+local function next_token(counter, floor)
+    local token = redis.call('INCR', counter)
+    if token <= floor then
+        token = floor + 1
+        redis.call('SET', counter, token)
+    end
+    return token
+end
+"""
+
+# KEYS: lease, token, fence counter, shards, members
+# ARGV: owner, ttl in milliseconds, shard
+# Returns the fencing token, or -1 when another owner's lease is live: the
+# session's own, or its shard's (a live watch worker owns the shard).
+_CLAIM: Final = (
+    _NOW
+    + _NEXT_FENCE
+    + """
+local shard = redis.call('HGET', KEYS[4], ARGV[3])
+if shard then
+    local owner = string.match(shard, '^(.*)|')
+    if owner ~= '' and owner ~= ARGV[1] then
+        local until_ms = redis.call('ZSCORE', KEYS[5], owner)
+        if until_ms and tonumber(until_ms) > now_ms() then
+            return -1
+        end
+    end
+end
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then
     return -1
@@ -151,11 +244,13 @@ if holder then
     token = tonumber(redis.call('GET', KEYS[2]) or '0')
 end
 if not token or token == 0 then
-    token = redis.call('INCR', KEYS[2])
+    token = next_token(KEYS[3], tonumber(redis.call('GET', KEYS[2]) or '0'))
+    redis.call('SET', KEYS[2], token)
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return token
 """
+)
 
 # KEYS: lease; ARGV: owner. The token stays, so the next owner's is larger.
 _RELEASE: Final = """
@@ -176,6 +271,148 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
 end
 return out
 """
+
+# KEYS: members (zset: owner -> deadline, server ms), shards (hash: shard ->
+# "owner|token"), fence counter
+# ARGV: owner, ttl in milliseconds, shard count, leave ("1"/"0")
+# Renews the owner's membership; drops members whose deadline passed; gives
+# up shards beyond the owner's fair share and takes free ones (unowned, or
+# owned by a member that is gone) up to it, each with a new fencing token.
+# Members sorted by name each get floor(n / members) shards, the first
+# n % members one more, so every live member computes the same shares.
+# Returns {shard, token, ...}: the shards the owner holds now.
+_HEARTBEAT: Final = (
+    _NOW
+    + _NEXT_FENCE
+    + """
+local now = now_ms()
+local owner = ARGV[1]
+local n = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local fields = redis.call('HGETALL', KEYS[2])
+local held = {}
+for i = 1, #fields, 2 do
+    held[tonumber(fields[i])] = fields[i + 1]
+end
+local writes = {}
+if ARGV[4] == '1' then
+    redis.call('ZREM', KEYS[1], owner)
+    for k = 0, n - 1 do
+        local v = held[k]
+        if v then
+            local o, token = string.match(v, '^(.*)|(%d+)$')
+            if o == owner then
+                writes[#writes + 1] = k
+                writes[#writes + 1] = '|' .. token
+            end
+        end
+    end
+    if #writes > 0 then
+        redis.call('HSET', KEYS[2], unpack(writes))
+    end
+    return {}
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), owner)
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+table.sort(members)
+local live, index = {}, 0
+for i, m in ipairs(members) do
+    live[m] = true
+    if m == owner then
+        index = i
+    end
+end
+local quota = math.floor(n / #members)
+if index <= n % #members then
+    quota = quota + 1
+end
+local mine, free = {}, {}
+for k = 0, n - 1 do
+    local v = held[k]
+    if v then
+        local o, token = string.match(v, '^(.*)|(%d+)$')
+        if o == owner then
+            mine[#mine + 1] = {k, tonumber(token)}
+        elseif o == '' or not live[o] then
+            free[#free + 1] = {k, tonumber(token)}
+        end
+    else
+        free[#free + 1] = {k, 0}
+    end
+end
+while #mine > quota do
+    local s = table.remove(mine)
+    writes[#writes + 1] = s[1]
+    writes[#writes + 1] = '|' .. s[2]
+end
+local i = 1
+while #mine < quota and i <= #free do
+    local s = free[i]
+    i = i + 1
+    local token = next_token(KEYS[3], s[2])
+    mine[#mine + 1] = {s[1], token}
+    writes[#writes + 1] = s[1]
+    writes[#writes + 1] = owner .. '|' .. token
+end
+if #writes > 0 then
+    redis.call('HSET', KEYS[2], unpack(writes))
+end
+local out = {}
+for _, s in ipairs(mine) do
+    out[#out + 1] = s[1]
+    out[#out + 1] = s[2]
+end
+return out
+"""
+)
+
+# KEYS: shard set; ARGV: record key prefix. The records of one shard.
+_SHARD: Final = """
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    local record = redis.call('HGET', ARGV[1] .. id, 'json')
+    if record then
+        out[#out + 1] = record
+    end
+end
+return out
+"""
+
+# KEYS: changed (zset: id -> the seq of its last write)
+# ARGV: cursor (a seq; "-1": only the current one), record key prefix, limit
+# Returns {cursor, json, ...}: the records written after the cursor (at most
+# limit of them), and the cursor to ask from next.
+_CHANGES: Final = """
+if ARGV[1] == '-1' then
+    local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    return {top[2] or '0'}
+end
+local ids = redis.call(
+    'ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES',
+    'LIMIT', 0, tonumber(ARGV[3]))
+local out = {ARGV[1]}
+for i = 1, #ids, 2 do
+    out[1] = ids[i + 1]
+    local record = redis.call('HGET', ARGV[2] .. ids[i], 'json')
+    if record then
+        out[#out + 1] = record
+    end
+end
+return out
+"""
+
+_SCRIPTS: Final = {
+    "check_layout": _CHECK_LAYOUT,
+    "insert": _INSERT,
+    "update": _UPDATE,
+    "delete": _DELETE,
+    "claim": _CLAIM,
+    "release": _RELEASE,
+    "list": _LIST,
+    "heartbeat": _HEARTBEAT,
+    "shard": _SHARD,
+    "changes": _CHANGES,
+}
 
 
 def _text(value: Any) -> str:
@@ -216,18 +453,18 @@ def _describe_client(client: Redis) -> str:
     return "a Redis client"
 
 
-def _require_asyncio() -> None:
+def shard_of(session_id: str, shards: int) -> int:
+    """
+    The shard of *session_id* among *shards*: the same in every process.
+    """
+    return zlib.crc32(session_id.encode()) % shards
+
+
+def _library() -> str | None:
     try:
-        library = sniffio.current_async_library()
+        return sniffio.current_async_library()
     except sniffio.AsyncLibraryNotFoundError:
-        library = None
-    if library != "asyncio":
-        msg = (
-            f"RedisStore needs asyncio, but runs under {library or 'no event loop'}: "
-            "redis-py's async client is built on asyncio. Use SqliteStore or "
-            "MemoryStore under trio"
-        )
-        raise ConfigError(msg)
+        return None
 
 
 @attrs.define
@@ -237,11 +474,15 @@ class RedisStore:
 
     Admission, the optimistic version check, fencing and lease claims each run
     as one Lua script, atomically on the server. Leases expire by the server's
-    clock (``SET ... PX``), so the processes sharing a store need no agreement
-    on time.
+    clock, so the processes sharing a store need no agreement on time.
 
-    It needs asyncio: redis-py's async client does not run under trio, and the
-    store raises :class:`~tether.exceptions.ConfigError` when used there.
+    Session ids hash into a fixed number of shards (128 for a new namespace,
+    or *shards*); watch-mode managers share the shards out among themselves
+    (see :doc:`/scale`), so steady background pings cost Redis nothing.
+
+    Under asyncio it uses redis-py's async client; under trio (or any other
+    anyio backend) redis-py's sync client in anyio worker threads, one thread
+    per pooled connection at most.
 
     Built from a URL, the store owns a blocking connection pool: at most 50
     connections (the URL's ``max_connections``), and a call beyond them waits
@@ -252,18 +493,25 @@ class RedisStore:
         url: A ``redis://`` (or ``rediss://``, ``unix://``) URL; the store owns
             the client it builds and closes it in ``aclose()``.
         client: An existing ``redis.asyncio.Redis`` instead of *url*; you
-            own it (and its pool's limits), and close it yourself.
+            own it (and its pool's limits), and close it yourself. It needs
+            asyncio: under trio, give a *url*.
         namespace: Prefix of every key, so stores can share a database.
+        shards: The shard count of a new namespace; an existing namespace
+            keeps its own, and a different number here is refused.
 
     Raises:
         ConfigError: On first use, when the namespace holds a key layout this
-            tether does not know, or when run outside asyncio.
+            tether does not know or another shard count, or when a given
+            asyncio client is used outside asyncio.
         StoreUnavailableError: From any method, when Redis cannot be reached,
             times out, or no pooled connection comes free in time.
         StoreError: From any method, when Redis refuses the credentials or
             fails a command. The message and repr never show the password.
 
     .. versionadded:: 0.1
+    .. versionchanged:: Unreleased
+       Shards, the change feed and trio support; key layout 2 (a layout 1
+       namespace is upgraded in place on first use).
     """
 
     _url: str | None = attrs.field(default=None, alias="url")
@@ -271,12 +519,18 @@ class RedisStore:
         default=None, alias="client", kw_only=True, repr=False
     )
     _namespace: str = attrs.field(default="tether", alias="namespace", kw_only=True)
+    _wanted_shards: int | None = attrs.field(default=None, alias="shards", kw_only=True)
     _owns_client: bool = attrs.field(default=False, init=False)
     _ready: bool = attrs.field(default=False, init=False)
     _closed: bool = attrs.field(default=False, init=False)
-    _scripts: dict[str, AsyncScript] = attrs.field(factory=dict, init=False)
+    _scripts: dict[str, Any] = attrs.field(factory=dict, init=False)
     _pool: BlockingConnectionPool | None = attrs.field(default=None, init=False)
     _where: str = attrs.field(default="", init=False)
+    _shards: int = attrs.field(default=0, init=False)
+    # Under trio: redis-py's sync client, used from worker threads.
+    _threaded: bool = attrs.field(default=False, init=False)
+    _sync: Any = attrs.field(default=None, init=False, repr=False)
+    _limiter: anyio.CapacityLimiter | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         if (self._url is None) == (self._client is None):
@@ -287,28 +541,23 @@ class RedisStore:
                 f"a namespace is a non-empty name without ':', not {self._namespace!r}"
             )
             raise ConfigError(msg)
+        shards: object = self._wanted_shards  # untyped callers get a typed error
+        if shards is not None and (
+            not isinstance(shards, int) or isinstance(shards, bool) or shards < 1
+        ):
+            msg = f"shards is a whole number of at least 1, not {shards!r}"
+            raise ConfigError(msg)
         if self._client is None:
             try:
-                import redis.asyncio  # noqa: PLC0415
+                import redis  # noqa: PLC0415, F401
             except ImportError as exc:
                 msg = "RedisStore needs redis-py: install tether[redis]"
                 raise ConfigError(msg) from exc
-            assert self._url is not None  # noqa: S101
-            # redis-py's default pool raises MaxConnectionsError past its limit;
-            # a blocking one makes the excess calls wait. Nothing connects
-            # until first use. Options in the URL win over these defaults.
-            self._pool = redis.asyncio.BlockingConnectionPool.from_url(
-                self._url,
-                max_connections=MAX_CONNECTIONS,
-                timeout=POOL_TIMEOUT,
-                socket_connect_timeout=CONNECT_TIMEOUT,
-            )
-            self._client = redis.asyncio.Redis(connection_pool=self._pool)
             self._owns_client = True
         self._where = (
             _describe_client(self._client)
-            if self._url is None
-            else _safe_url(self._url)
+            if self._client is not None
+            else _safe_url(self._url or "")
         )
 
     # -- plumbing ------------------------------------------------------------
@@ -319,6 +568,9 @@ class RedisStore:
     def _live_key(self, session: Session) -> str:
         pc = json.dumps([session.provider, session.credential], separators=(",", ":"))
         return self._key("live", pc)
+
+    def _shard_key(self, session_id: str) -> str:
+        return self._key("shard", str(shard_of(session_id, self._shards)))
 
     @contextlib.contextmanager
     def _errors(self, operation: str) -> Iterator[None]:
@@ -363,42 +615,130 @@ class RedisStore:
         msg = f"{operation}: {what} at {self._where}: {detail}"
         return cls(msg, store=self._where, operation=operation)
 
-    async def _redis(self, operation: str) -> Redis:
-        _require_asyncio()
-        if self._closed or self._client is None:
+    def _connect(self, operation: str) -> None:
+        # The first call picks the client for the event loop it runs on.
+        library = _library()
+        if self._owns_client and self._client is None and self._sync is None:
+            if library == "asyncio":
+                import redis.asyncio  # noqa: PLC0415
+
+                # redis-py's default pool raises MaxConnectionsError past its
+                # limit; a blocking one makes the excess calls wait. Nothing
+                # connects until first use. Options in the URL win.
+                self._pool = redis.asyncio.BlockingConnectionPool.from_url(
+                    self._url or "",
+                    max_connections=MAX_CONNECTIONS,
+                    timeout=POOL_TIMEOUT,
+                    socket_connect_timeout=CONNECT_TIMEOUT,
+                )
+                self._client = redis.asyncio.Redis(connection_pool=self._pool)
+            else:
+                import redis  # noqa: PLC0415
+
+                pool = redis.BlockingConnectionPool.from_url(
+                    self._url or "",
+                    max_connections=MAX_CONNECTIONS,
+                    timeout=POOL_TIMEOUT,
+                    socket_connect_timeout=CONNECT_TIMEOUT,
+                )
+                self._sync = redis.Redis(connection_pool=pool)
+                self._threaded = True
+                # A thread per pooled connection at most: more would only wait.
+                self._limiter = anyio.CapacityLimiter(pool.max_connections)
+        elif library != "asyncio" and not self._threaded:
+            msg = (
+                f"{operation}: a redis.asyncio client needs asyncio, but runs "
+                f"under {library or 'no event loop'}: give RedisStore a url "
+                "instead, and it uses redis-py's sync client in worker threads"
+            )
+            raise ConfigError(msg)
+
+    async def _on(self, fn: Callable[[Any], Any]) -> Any:
+        # fn(client): an awaitable from the asyncio client, a value from the
+        # sync one (redis-py's two clients take the same calls).
+        if self._threaded:
+            return await anyio.to_thread.run_sync(fn, self._sync, limiter=self._limiter)
+        return await fn(self._client)
+
+    async def _prepare(self, operation: str) -> None:
+        if self._closed:
             msg = f"{operation}: the store is closed"
             raise StoreClosedError(msg, store=self._where, operation=operation)
-        client = self._client
-        if not self._ready:
-            for name, source in [
-                ("check_layout", _CHECK_LAYOUT),
-                ("insert", _INSERT),
-                ("update", _UPDATE),
-                ("delete", _DELETE),
-                ("claim", _CLAIM),
-                ("release", _RELEASE),
-                ("list", _LIST),
-            ]:
-                self._scripts[name] = client.register_script(source)
-            version = _text(
-                await self._scripts["check_layout"](
-                    keys=[self._key("v")], args=[LAYOUT_VERSION]
-                )
+        self._connect(operation)
+        if self._ready:
+            return
+        client = self._sync if self._threaded else self._client
+        assert client is not None  # noqa: S101
+        for name, source in _SCRIPTS.items():
+            self._scripts[name] = client.register_script(source)
+        wanted = self._wanted_shards or 0
+        layout, shards = await self._run_script(
+            "check_layout",
+            [self._key("v"), self._key("nshards")],
+            [LAYOUT_VERSION, wanted, SHARDS],
+        )
+        layout = _text(layout)
+        if layout == "1":
+            shards = await self._upgrade(wanted or SHARDS)
+        elif layout != LAYOUT_VERSION:
+            msg = (
+                f"Redis namespace {self._namespace!r} has key layout "
+                f"version {layout!r}, this tether knows {LAYOUT_VERSION!r}; "
+                "upgrade tether or use another namespace"
             )
-            if version != LAYOUT_VERSION:
-                msg = (
-                    f"Redis namespace {self._namespace!r} has key layout "
-                    f"version {version!r}, this tether knows {LAYOUT_VERSION!r}; "
-                    "upgrade tether or use another namespace"
-                )
-                raise ConfigError(msg)
-            self._ready = True
-        return client
+            raise ConfigError(msg)
+        count = int(_text(shards))
+        if wanted and wanted != count:
+            msg = (
+                f"Redis namespace {self._namespace!r} has {count} shards, "
+                f"not {wanted}: a namespace's shard count is fixed when it is "
+                "made; leave shards unset to use it"
+            )
+            raise ConfigError(msg)
+        self._shards = count
+        self._ready = True
 
-    async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+    async def _upgrade(self, shards: int) -> int:
+        # Layout 1 had no shard sets and no change feed: build them from the
+        # ids (stop layout 1 writers first; this runs once per namespace).
+        ids = await self._on(
+            lambda c: c.zrange(self._key("ids"), 0, -1, withscores=True)
+        )
+        self._shards = shards
+
+        def build(c: Any) -> Any:
+            pipe = c.pipeline(transaction=True)
+            for raw, seq in ids:
+                sid = _text(raw)
+                pipe.sadd(self._shard_key(sid), sid)
+                pipe.zadd(self._key("changed"), {sid: seq})
+            pipe.set(self._key("nshards"), shards)
+            pipe.set(self._key("v"), LAYOUT_VERSION)
+            return pipe.execute()
+
+        await self._on(build)
+        return shards
+
+    async def _run_script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        script = self._scripts[name]
+        return await self._on(lambda c: script(keys=keys, args=args, client=c))
+
+    async def _script(
+        self, name: str, build: Callable[[], tuple[list[str], list[Any]]]
+    ) -> Any:
+        # build() runs once the store is ready (it may need the shard count).
         with self._errors(name):
-            await self._redis(name)
-            return await self._scripts[name](keys=keys, args=args)
+            await self._prepare(name)
+            keys, args = build()
+            return await self._run_script(name, keys, args)
+
+    async def _redis(self, operation: str) -> Any:
+        """
+        The client, ready for use (the asyncio client, or the sync one under trio).
+        """
+        with self._errors(operation):
+            await self._prepare(operation)
+        return self._sync if self._threaded else self._client
 
     # -- records ---------------------------------------------------------------
 
@@ -413,13 +753,17 @@ class RedisStore:
         live = stored.state.is_live and stored.credential is not None
         result = await self._script(
             "insert",
-            keys=[
-                self._key("s", session.id),
-                self._live_key(stored),
-                self._key("ids"),
-                self._key("seq"),
-            ],
-            args=[session.id, _dumps(stored), "1" if live else "0", limit],
+            lambda: (
+                [
+                    self._key("s", session.id),
+                    self._live_key(stored),
+                    self._key("ids"),
+                    self._key("seq"),
+                    self._shard_key(session.id),
+                    self._key("changed"),
+                ],
+                [session.id, _dumps(stored), "1" if live else "0", limit],
+            ),
         )
         if result[0] == 1:
             msg = f"a session with id {session.id} exists already"
@@ -444,18 +788,24 @@ class RedisStore:
         live = stored.state.is_live and stored.credential is not None
         result = await self._script(
             "update",
-            keys=[
-                self._key("s", session.id),
-                self._key("token", session.id),
-                self._live_key(stored),
-            ],
-            args=[
-                session.id,
-                _dumps(stored),
-                "1" if live else "0",
-                session.version,
-                -1 if fence is None else fence,
-            ],
+            lambda: (
+                [
+                    self._key("s", session.id),
+                    self._key("token", session.id),
+                    self._live_key(stored),
+                    self._key("shards"),
+                    self._key("changed"),
+                    self._key("seq"),
+                ],
+                [
+                    session.id,
+                    _dumps(stored),
+                    "1" if live else "0",
+                    session.version,
+                    -1 if fence is None else fence,
+                    shard_of(session.id, self._shards),
+                ],
+            ),
         )
         code = result[0]
         if code == 1:
@@ -481,8 +831,9 @@ class RedisStore:
 
     async def get(self, session_id: str) -> Session | None:
         with self._errors("get"):
-            client = await self._redis("get")
-            record = await client.hget(self._key("s", session_id), "json")
+            await self._prepare("get")
+            key = self._key("s", session_id)
+            record = await self._on(lambda c: c.hget(key, "json"))
         if record is None:
             return None
         return decode(record, store=self._where, operation="get")
@@ -495,7 +846,7 @@ class RedisStore:
         labels: Mapping[str, str] | None = None,
     ) -> list[Session]:
         records = await self._script(
-            "list", keys=[self._key("ids")], args=[self._key("s", "")]
+            "list", lambda: ([self._key("ids")], [self._key("s", "")])
         )
         sessions = (decode(r, store=self._where, operation="list") for r in records)
         return [
@@ -507,13 +858,17 @@ class RedisStore:
     async def delete(self, session_id: str) -> None:
         await self._script(
             "delete",
-            keys=[
-                self._key("s", session_id),
-                self._key("lease", session_id),
-                self._key("token", session_id),
-                self._key("ids"),
-            ],
-            args=[session_id],
+            lambda: (
+                [
+                    self._key("s", session_id),
+                    self._key("lease", session_id),
+                    self._key("token", session_id),
+                    self._key("ids"),
+                    self._shard_key(session_id),
+                    self._key("changed"),
+                ],
+                [session_id],
+            ),
         )
 
     # -- leases ----------------------------------------------------------------
@@ -524,16 +879,125 @@ class RedisStore:
             raise ConfigError(msg)
         token = await self._script(
             "claim",
-            keys=[self._key("lease", session_id), self._key("token", session_id)],
-            # PX takes whole milliseconds, at least one.
-            args=[owner, max(1, round(ttl * 1000))],
+            lambda: (
+                [
+                    self._key("lease", session_id),
+                    self._key("token", session_id),
+                    self._key("fence"),
+                    self._key("shards"),
+                    self._key("members"),
+                ],
+                # PX takes whole milliseconds, at least one.
+                [owner, max(1, round(ttl * 1000)), shard_of(session_id, self._shards)],
+            ),
         )
         return None if int(token) < 0 else int(token)
 
     async def release(self, session_id: str, owner: str) -> None:
         await self._script(
-            "release", keys=[self._key("lease", session_id)], args=[owner]
+            "release", lambda: ([self._key("lease", session_id)], [owner])
         )
+
+    # -- shards ----------------------------------------------------------------
+
+    async def shard_count(self) -> int:
+        """
+        How many shards the namespace's session ids hash into.
+
+        .. versionadded:: Unreleased
+        """
+        with self._errors("shard_count"):
+            await self._prepare("shard_count")
+        return self._shards
+
+    def shard_of(self, session_id: str) -> int:
+        """
+        The shard of *session_id* (once the store has been used).
+
+        .. versionadded:: Unreleased
+        """
+        if not self._ready:
+            msg = "shard_of: use the store first (await shard_count())"
+            raise ConfigError(msg)
+        return shard_of(session_id, self._shards)
+
+    async def heartbeat(
+        self, owner: str, ttl: float, *, leave: bool = False
+    ) -> dict[int, int]:
+        """
+        Renew *owner*'s membership and rebalance its shards, in one round trip.
+
+        Members are the owners whose last heartbeat is under *ttl* old (by the
+        server's clock). Each gets an even share of the shards (within one);
+        an owner above its share gives up the excess, one below it takes
+        shards nobody live owns, each with a fencing token larger than any
+        issued before, so the writes of a shard's previous owner are refused.
+
+        Args:
+            owner: The worker's name.
+            ttl: Seconds the membership (and so its shards) lasts unrenewed.
+            leave: Give up every shard and the membership instead.
+
+        Returns:
+            The shards *owner* holds now, each with its fencing token.
+
+        .. versionadded:: Unreleased
+        """
+        if not owner or "|" in owner:
+            msg = f"a shard owner is a non-empty name without '|', not {owner!r}"
+            raise ConfigError(msg)
+        flat = await self._script(
+            "heartbeat",
+            lambda: (
+                [self._key("members"), self._key("shards"), self._key("fence")],
+                [owner, max(1, round(ttl * 1000)), self._shards, int(leave)],
+            ),
+        )
+        return {int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    async def shard_sessions(self, shard: int) -> builtins.list[Session]:
+        """
+        Every record in one shard, in one round trip.
+
+        .. versionadded:: Unreleased
+        """
+        records = await self._script(
+            "shard",
+            lambda: ([self._key("shard", str(shard))], [self._key("s", "")]),
+        )
+        return [
+            decode(r, store=self._where, operation="shard_sessions") for r in records
+        ]
+
+    async def changes(self, cursor: int | None) -> tuple[int, builtins.list[Session]]:
+        """
+        The records written (inserted or updated) after *cursor*.
+
+        Args:
+            cursor: What the previous call returned; ``None`` for none yet,
+                to learn where the feed is now (no records then).
+
+        Returns:
+            The cursor to pass next, and up to 1,000 records, oldest write
+            first; a record written more than once since shows once, as it
+            is now. Deleted records do not show.
+
+        .. versionadded:: Unreleased
+        """
+        out = await self._script(
+            "changes",
+            lambda: (
+                [self._key("changed")],
+                [
+                    -1 if cursor is None else cursor,
+                    self._key("s", ""),
+                    _CHANGES_BATCH,
+                ],
+            ),
+        )
+        return int(float(_text(out[0]))), [
+            decode(r, store=self._where, operation="changes") for r in out[1:]
+        ]
 
     # -- lifetime --------------------------------------------------------------
 
@@ -542,15 +1006,26 @@ class RedisStore:
         Close the client, if the store built it from a URL.
         """
         self._closed = True
-        if self._owns_client and self._client is not None:
+        if not self._owns_client:
+            return
+        self._owns_client = False
+        if self._client is not None:
             client, self._client = self._client, None
             pool, self._pool = self._pool, None
-            self._owns_client = False
             with self._errors("aclose"):
                 await client.aclose()
                 if pool is not None:
                     # A client given a pool leaves it open: we built it, we close it.
                     await pool.disconnect()
+        if self._sync is not None:
+            sync, self._sync = self._sync, None
+
+            def close() -> None:
+                sync.close()
+                sync.connection_pool.disconnect()
+
+            with self._errors("aclose"):
+                await anyio.to_thread.run_sync(close, limiter=self._limiter)
 
     async def __aenter__(self) -> RedisStore:
         return self

@@ -39,7 +39,9 @@ FILES = sorted(EXAMPLES.glob("*.py"))
 
 _INCLUDE = re.compile(r"^`{3,}\{literalinclude\}\s+(?P<path>\S+)\s*$", re.MULTILINE)
 _PYTHON = re.compile(
-    r"^(?P<fence>`{3,})(?:\{code-block\}\s+)?python\s*\n(?P<source>.*?)^(?P=fence)\s*$",
+    # A code-block's options (":class: runnable") are MyST's, not Python.
+    r"^(?P<fence>`{3,})(?:\{code-block\}\s+)?python\s*\n(?::[\w-]+:.*\n)*"
+    r"(?P<source>.*?)^(?P=fence)\s*$",
     re.MULTILINE | re.DOTALL,
 )
 # Runs main() on another backend than the file's own `anyio.run(main)`.

@@ -40,7 +40,7 @@ FILES = sorted(EXAMPLES.glob("*.py"))
 _INCLUDE = re.compile(r"^`{3,}\{literalinclude\}\s+(?P<path>\S+)\s*$", re.MULTILINE)
 _PYTHON = re.compile(
     # A code-block's options (":class: runnable") are MyST's, not Python.
-    r"^(?P<fence>`{3,})(?:\{code-block\}\s+)?python\s*\n(?::[\w-]+:.*\n)*"
+    r"^(?P<fence>`{3,})(?:\{code-block\}\s+)?python\s*\n(?::[\w-]+:[^\n]*\n)*"
     r"(?P<source>.*?)^(?P=fence)\s*$",
     re.MULTILINE | re.DOTALL,
 )

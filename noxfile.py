@@ -48,7 +48,10 @@ def tests(session: nox.Session) -> None:
     """
     _install(session, "tests")
     session.run("coverage", "erase")
-    session.run("coverage", "run", "-m", "pytest", *(session.posargs or ["-q"]))
+    # On every core (up to four): the suite's length is mostly waiting on
+    # subprocesses, kernels and sockets.
+    default = ["-q", "-n", "auto", "--maxprocesses", "4"]
+    session.run("coverage", "run", "-m", "pytest", *(session.posargs or default))
     session.run("coverage", "combine", "--quiet", success_codes=[0, 1])
     session.run("coverage", "report", "--fail-under=90")
 

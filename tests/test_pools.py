@@ -466,6 +466,32 @@ async def test_reconcile_closes_the_pooled_sessions_of_a_manager_that_is_gone(
     assert {kept.remote_id} == emulator.live_sessions()
 
 
+async def test_another_managers_reconcile_leaves_a_live_pools_sessions_alone(
+    url: str, clock: ManualClock, emulator: SandboxEmulator
+) -> None:
+    """
+    While the manager whose pool made them lives, another manager's reconcile
+    on the same store closes none of its pooled sessions, idle or in use; they
+    are closed when that manager exits.
+    """
+    store = tether.MemoryStore()
+    async with (
+        _manager(url, clock, store=store) as owner,
+        _manager(url, clock, store=store) as other,
+    ):
+        pool = owner.pool("sandbox", min_idle=2, max_size=3)
+        await until(lambda: pool.snapshot().idle == 2)
+        async with pool.acquire() as sb:
+            report = await other.reconcile()
+            live = emulator.live_sessions()
+            out = await sb.execute("print(3)")
+
+    assert [] == [a for a in report.actions if a.kind == "closed"]
+    assert 3 == len(live)
+    assert "3\n" == out.stdout
+    assert set() == emulator.live_sessions()
+
+
 async def test_refills_keep_within_the_credentials_session_limit(
     manager: tether.SessionManager, emulator: SandboxEmulator
 ) -> None:

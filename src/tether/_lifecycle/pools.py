@@ -46,7 +46,14 @@ if TYPE_CHECKING:
     from tether._lifecycle.slots import Slots
 
 
-__all__ = ["POOL_LABEL", "Pool", "PoolSnapshot", "Pools"]
+__all__ = [
+    "POOL_LABEL",
+    "POOL_OWNER_LABEL",
+    "Pool",
+    "PoolSnapshot",
+    "Pools",
+    "owner_key",
+]
 
 H = TypeVar("H", bound=SessionHandle[Any])
 T = TypeVar("T")
@@ -54,8 +61,16 @@ T = TypeVar("T")
 #: The label every pooled session carries; its value is the pool's name.
 POOL_LABEL: Final = "tether.pool"
 
+#: The label naming the manager (its owner name) whose pool made the session.
+POOL_OWNER_LABEL: Final = "tether.pool.owner"
+#: The prefix of the lease a manager with pools holds while it lives: another
+#: manager's reconcile closes a pooled session only once its owner's lapsed.
+OWNER_KEY_PREFIX: Final = "tether.owner:"
+
 EVENT_POOL_REFILL_FAILED: Final = "tether.pool.refill_failed"
 EVENT_POOL_RESET_FAILED: Final = "tether.pool.reset_failed"
+EVENT_POOL_OWNER_TAKEN: Final = "tether.pool.owner_taken"
+EVENT_POOL_OWNER_RENEW_FAILED: Final = "tether.pool.owner_renew_failed"
 
 # Back-off between failed refills (seconds), doubling up to the cap.
 _BACKOFF_MIN: Final = 0.1
@@ -114,6 +129,20 @@ class _Idle:
     #: Its deadline (the manager's clock), and the lifetime it was made with.
     expires_at: float | None
     span: float | None
+
+
+def owner_key(owner: str) -> str:
+    """
+    The lease id that says a manager with pools (named *owner*) is alive.
+    """
+    return OWNER_KEY_PREFIX + owner
+
+
+def owner_ttl(runtime: Runtime) -> float:
+    """
+    Seconds an owner's liveness lasts unrenewed.
+    """
+    return runtime.health.lease_ttl or 30.0
 
 
 def pool_name(target: str | FailoverPolicy, params: Mapping[str, Any]) -> str:
@@ -181,7 +210,11 @@ class Pool(Generic[H]):
         self.min_remaining = min_remaining
         self._target = target
         self._params = dict(params)
-        self._labels = {**labels, POOL_LABEL: name}
+        self._labels = {
+            **labels,
+            POOL_LABEL: name,
+            POOL_OWNER_LABEL: pools.runtime.owner,
+        }
         self._lifetime = lifetime
         self._idle: collections.deque[_Idle] = collections.deque()
         self._in_use: set[str] = set()
@@ -497,6 +530,9 @@ class Pool(Generic[H]):
         if not refill:
             self._creating += 1
         try:
+            # Alive before its first session exists: another manager's
+            # reconcile must not take the session for one left behind.
+            await self._pools.keep_alive()
             return await self._pools.creator.create(
                 self._target,
                 labels=self._labels,
@@ -699,8 +735,9 @@ class Pool(Generic[H]):
 
     async def aclose(self) -> None:
         """
-        Stop refilling and close the idle sessions (the manager exits). Sessions
-        in use are closed by the manager's exit, like every tracked session.
+        Stop refilling and close every session the pool made, idle or in use
+        (the manager exits): tracked by this manager or not (on a sharded
+        store another worker may watch it), they have no user left.
         """
         if self._closed:
             return
@@ -710,9 +747,10 @@ class Pool(Generic[H]):
             self._refiller.cancel()
             await self._refiller_done.wait()
         idle, self._idle = list(self._idle), collections.deque()
+        ids = [entry.session_id for entry in idle] + sorted(self._in_use)
         async with anyio.create_task_group() as tg:
-            for entry in idle:
-                tg.start_soon(self._close, entry.session_id)
+            for session_id in ids:
+                tg.start_soon(self._close, session_id)
 
 
 @attrs.define
@@ -748,9 +786,46 @@ class Pools:
         self.health = health
         self.operations = operations
         self._pools: dict[str, tuple[tuple[Any, ...], Pool[Any]]] = {}
+        # When this manager's liveness lease is next due for renewal (anyio
+        # time), and whether it holds one.
+        self._renew_at = 0.0
+        self._alive = False
+        self._stopped = False
+        self._renewing = anyio.Lock()
 
     def __iter__(self) -> collections.abc.Iterator[Pool[Any]]:
         return iter([pool for _, pool in self._pools.values()])
+
+    async def keep_alive(self) -> None:
+        """
+        Claim, or renew when due, the lease that says this manager (and so
+        its pools) is alive: a pooled session whose owner's lease lapsed is
+        one a crashed manager left, and reconcile closes it.
+        """
+        async with self._renewing:
+            if self._stopped or anyio.current_time() < self._renew_at:
+                return
+            runtime = self.runtime
+            ttl = owner_ttl(runtime)
+            token = await runtime.store.claim(
+                owner_key(runtime.owner), runtime.owner, ttl
+            )
+            if token is None:
+                logger.warning(EVENT_POOL_OWNER_TAKEN, owner=runtime.owner)
+            self._alive = True
+            self._renew_at = anyio.current_time() + _renew_interval(ttl)
+
+    async def _keep_alive_loop(self) -> None:
+        while True:
+            try:
+                await self.keep_alive()
+            except TetherError as exc:
+                logger.warning(
+                    EVENT_POOL_OWNER_RENEW_FAILED,
+                    owner=self.runtime.owner,
+                    error=type(exc).__name__,
+                )
+            await anyio.sleep(_renew_interval(owner_ttl(self.runtime)))
 
     def get(
         self,
@@ -797,9 +872,10 @@ class Pools:
             msg = f"lifetime must be a positive number of seconds, not {lifetime!r}"
             raise ConfigError(msg)
         checked = check_labels(labels)
-        if POOL_LABEL in checked:
-            msg = f"the label {POOL_LABEL!r} is the pool's own"
-            raise ConfigError(msg)
+        for own in (POOL_LABEL, POOL_OWNER_LABEL):
+            if own in checked:
+                msg = f"the label {own!r} is the pool's own"
+                raise ConfigError(msg)
         if isinstance(target, FailoverPolicy):
             if params:
                 msg = "with a FailoverPolicy, give parameters on each Candidate"
@@ -857,6 +933,8 @@ class Pools:
             min_remaining=min_remaining,
         )
         assert self.runtime.tg is not None  # noqa: S101 -- open, so running
+        if not self._pools:
+            self.runtime.tg.start_soon(self._keep_alive_loop)
         pool.start(self.runtime.tg)
         self._pools[pool_id] = (key, pool)
         return pool
@@ -868,6 +946,15 @@ class Pools:
         async with anyio.create_task_group() as tg:
             for pool in self:
                 tg.start_soon(pool.aclose)
+        self._stopped = True
+        if self._alive:
+            runtime = self.runtime
+            with contextlib.suppress(TetherError):
+                await runtime.store.release(owner_key(runtime.owner), runtime.owner)
+
+
+def _renew_interval(ttl: float) -> float:
+    return max(min(ttl / 3, 1.0), 0.05)
 
 
 def _is_number(value: object) -> bool:

@@ -233,6 +233,9 @@ class Pool(Generic[H]):
         # After failed refills: the current back-off, and when to try again.
         self._backoff = 0.0
         self._retry_at = 0.0
+        # When the sweep next reads the records of idle sessions not tracked
+        # here (anyio time).
+        self._read_at = 0.0
 
     def __repr__(self) -> str:
         return (
@@ -459,6 +462,12 @@ class Pool(Generic[H]):
             return None
         return record if record.state is SessionState.ACTIVE else None
 
+    async def _live(self, session_id: str) -> bool:
+        tracked = self._runtime.tracked.get(session_id)
+        if tracked is not None:
+            return tracked.state is SessionState.ACTIVE
+        return await self._record(session_id) is not None
+
     async def _unfit(self, entry: _Idle) -> str | None:
         """
         Why *entry* must not be handed out, or ``None`` when it is fit.
@@ -473,8 +482,10 @@ class Pool(Generic[H]):
             return f"its ping failed ({type(exc).__name__})"
         if health.status is not HealthStatus.ALIVE:
             return f"its ping found it {health.status.value}"
+        # Untracked: another worker watches it (its shard is elsewhere); the
+        # record, read next, says whether it is live.
         tracked = runtime.tracked.get(entry.session_id)
-        if tracked is None or tracked.state is not SessionState.ACTIVE:
+        if tracked is not None and tracked.state is not SessionState.ACTIVE:
             return "its ping found it unwell"
         return None
 
@@ -485,27 +496,55 @@ class Pool(Generic[H]):
         runtime = self._runtime
         tracked = runtime.tracked.get(entry.session_id)
         if tracked is None:
-            return "it is no longer watched (it ended)"
-        if tracked.state is not SessionState.ACTIVE:
+            # Not watched here is not ended: on a sharded store another
+            # worker watches it. Its record decides, when it is handed out.
+            expires_at = entry.expires_at
+        elif tracked.state is not SessionState.ACTIVE:
             return f"it is {tracked.state.value}"
-        # The tracked deadline is the newest (a ping or a renewal may move it).
-        expires_at = tracked.expires_at
+        else:
+            # The tracked deadline is the newest (a ping or a renewal may
+            # move it).
+            expires_at = tracked.expires_at
         if expires_at is not None:
             left = expires_at - runtime.clock.time()
             if left <= self._margin(entry):
                 return f"{max(left, 0):.1f}s from its deadline"
         return None
 
-    def _sweep(self) -> None:
+    async def _sweep(self) -> None:
         """
         Replace the idle sessions that background pings or the clock found
         unfit, so the pool tops up without waiting for a caller to find them.
         """
-        if not any(self._stale(entry) for entry in self._idle):
+        unfit: dict[str, str] = {}
+        now = anyio.current_time()
+        read = now >= self._read_at
+        if read:
+            self._read_at = now + _SWEEP
+        for entry in list(self._idle):
+            reason = self._stale(entry)
+            if (
+                reason is None
+                and read
+                and entry.session_id not in self._runtime.tracked
+            ):
+                # Not watched here (another worker may): its record says.
+                try:
+                    record = await self._runtime.store.get(entry.session_id)
+                except TetherError:
+                    continue  # the store is down: look again next sweep
+                if record is None:
+                    reason = "its record is gone"
+                elif record.state is not SessionState.ACTIVE:
+                    reason = f"it is {record.state.value}"
+            if reason is not None:
+                unfit[entry.session_id] = reason
+        # Callers may have taken some meanwhile: those are theirs to check.
+        if not any(entry.session_id in unfit for entry in self._idle):
             return
         fit: collections.deque[_Idle] = collections.deque()
         for entry in self._idle:
-            reason = self._stale(entry)
+            reason = unfit.get(entry.session_id)
             if reason is None:
                 fit.append(entry)
             else:
@@ -549,7 +588,10 @@ class Pool(Generic[H]):
 
     def _entry(self, record: Session) -> _Idle:
         tracked = self._runtime.tracked.get(record.id)
-        expires = tracked.expires_at if tracked is not None else None
+        if tracked is not None:
+            expires = tracked.expires_at
+        else:
+            expires = record.expires_at.timestamp() if record.expires_at else None
         span = record.lifetime
         if span is None and record.expires_at is not None:
             span = (record.expires_at - record.created_at).total_seconds()
@@ -567,7 +609,7 @@ class Pool(Generic[H]):
             with anyio.CancelScope() as self._refiller:
                 async with anyio.create_task_group() as tg:
                     while not self._closed:
-                        self._sweep()
+                        await self._sweep()
                         changed = self._changed
                         wait_for = self._retry_at - anyio.current_time()
                         if wait_for > 0:
@@ -659,15 +701,14 @@ class Pool(Generic[H]):
         try:
             if runtime.state is not ManagerState.OPEN:
                 return  # the manager's exit closes what it tracks
-            record = (
-                await self._record(session_id)
-                if session_id in runtime.tracked
-                else None
-            )
+            # Tracked here or not (another worker may watch it), its record
+            # says whether it is live.
+            record = await self._record(session_id)
             if record is not None and not failed and not self._closed:
                 clean = not used or await self._reset(record)
-                # The pool may have closed while the reset ran.
-                if clean and not self.closed and session_id in runtime.tracked:
+                # The pool may have closed, or the session ended, while the
+                # reset ran.
+                if clean and not self.closed and await self._live(session_id):
                     self._idle.append(self._entry(record))
                     if used:
                         self._counts["reset"] += 1

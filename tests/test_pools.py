@@ -629,3 +629,37 @@ def test_the_sync_facade_hands_out_sync_handles(
     assert "2\n" == out.stdout
     assert 1 == snap.acquired
     assert set() == live
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+def test_a_sync_pool_after_its_manager_exits_raises_manager_state_error(
+    emulator: SandboxEmulator, loop: str
+) -> None:
+    """
+    A SyncPool used after its SyncSessionManager exited raises
+    ManagerStateError, as a sync handle does, not the portal's RuntimeError.
+    """
+    with contextlib.ExitStack() as stack:
+        portal = stack.enter_context(anyio.from_thread.start_blocking_portal(loop))
+        server = stack.enter_context(
+            portal.wrap_async_context_manager(serve_asgi(emulator.app))
+        )
+        registry = tether.ProviderRegistry(entry_points=False)
+        registry.register("sandbox", SandboxProvider)
+        with tether.SyncSessionManager(
+            backend=loop,  # type: ignore[arg-type]
+            registry=registry,
+            config={"sandbox": {"api_key": KEY, "base_url": server.url}},
+            health_checks=False,
+            environ={},
+        ) as manager:
+            pool = manager.pool(SandboxProvider, min_idle=1)
+            with pool.acquire():
+                pass
+        with pytest.raises(ManagerStateError):
+            pool.snapshot()
+        with pytest.raises(ManagerStateError), pool.acquire():
+            pass
+        live = emulator.live_sessions()
+
+    assert set() == live

@@ -183,3 +183,43 @@ async def test_a_failover_pool_takes_parameters_per_candidate(
 
     assert pool.name.startswith("fake-")
     assert pool is manager.pool(policy, lifetime=300)
+
+
+async def test_an_acquire_cancelled_while_the_pool_closes_leaks_nothing(
+    backend: FakeBackend,
+) -> None:
+    """
+    A caller cancelled while its session is being checked, after the pool
+    closed its idle set: the session is closed, not put back into a pool
+    that closes nothing any more (even under on_exit="keep").
+    """
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("fake", FakeProvider)
+    async with tether.SessionManager(
+        registry=registry,
+        config={"fake": {"backend": backend}},
+        clock=ManualClock(),
+        health_checks=False,
+        on_exit="keep",
+        environ={},
+    ) as manager:
+        pool = manager.pool("fake", min_idle=1)
+        await pool.wait_ready()
+        entered, _ = backend.gate("ping")
+        scope = anyio.CancelScope()
+
+        async def take() -> None:
+            with scope:
+                async with pool.acquire():
+                    pass  # never reached: the check never ends
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(take)
+            with anyio.fail_after(20):
+                await entered.wait()
+            await pool.aclose()
+            scope.cancel()
+        idle = pool.snapshot().idle
+
+    assert 0 == idle
+    assert set() == backend.live_ids()

@@ -402,8 +402,13 @@ class Pool(Generic[H]):
                         record = await self._record(entry.session_id)
                 except BaseException:
                     # Cancelled while checking: it goes back, to be checked
-                    # again by the next caller.
-                    self._idle.appendleft(entry)
+                    # again by the next caller; unless the pool closed
+                    # meanwhile (its idle set already closed): then it goes.
+                    if self._closed:
+                        with self._runtime.shielded():
+                            await self._close(entry.session_id)
+                    else:
+                        self._idle.appendleft(entry)
                     raise
                 finally:
                     self._checking -= 1

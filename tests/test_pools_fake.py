@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import anyio.lowlevel
+import attrs
 import pytest
 from structlog.testing import capture_logs
 
 import tether
+from tether.abc import Capabilities
 from tether.exceptions import ConfigError, ProviderUnavailableError
 from tether.testing import FakeBackend, FakeProvider, ManualClock
 
@@ -223,3 +225,52 @@ async def test_an_acquire_cancelled_while_the_pool_closes_leaks_nothing(
 
     assert 0 == idle
     assert set() == backend.live_ids()
+
+
+class TwoPerKey(FakeProvider):
+    """
+    A fake whose service allows two live sessions per credential.
+    """
+
+    capabilities: ClassVar[Capabilities] = attrs.evolve(
+        FakeProvider.capabilities, max_sessions_per_credential=2
+    )
+
+
+@pytest.mark.parametrize("mode", ["replace", "wait"])
+async def test_a_failover_pools_refills_neither_replace_nor_wait(
+    backend: FakeBackend, mode: str
+) -> None:
+    """
+    The first candidate's credential is full with someone's sessions. Under
+    admission "replace" a refill must not close them, under "wait" it must
+    not wait for them: it fails over to the next candidate.
+    """
+    other = FakeBackend()
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("two", TwoPerKey)
+    registry.register("other", FakeProvider)
+    policy = tether.FailoverPolicy(
+        candidates=[
+            tether.Candidate(provider="two"),
+            tether.Candidate(provider="other"),
+        ]
+    )
+    async with tether.SessionManager(
+        registry=registry,
+        config={"two": {"backend": backend}, "other": {"backend": other}},
+        retry=tether.RetryPolicy(attempts=2, wait_initial=0, wait_max=0),
+        admission=tether.AdmissionPolicy(mode=mode, timeout=600),  # type: ignore[arg-type]
+        clock=ManualClock(),
+        health_checks=False,
+        environ={},
+    ) as manager:
+        mine = {(await manager.create("two")).remote_id for _ in range(2)}
+        pool = manager.pool(policy, min_idle=2)
+        with anyio.fail_after(20):
+            await pool.wait_ready()
+        providers = {(await manager.get(sid)).provider for sid in pool.idle_ids()}
+        live = backend.live_ids()
+
+    assert mine == live
+    assert {"other"} == providers

@@ -583,6 +583,10 @@ class Pool(Generic[H]):
                 lifetime=self._lifetime,
                 keepalive=False,
                 params=self._params,
+                # A refill never waits for admission, nor makes "replace"
+                # admission close someone's session (a caller's create obeys
+                # the policy).
+                no_wait=refill,
             )
         finally:
             if refill:
@@ -680,8 +684,17 @@ class Pool(Generic[H]):
         someone's session).
         """
         if isinstance(self._target, FailoverPolicy):
-            return self.max_size
-        slot = self._pools.slots.get(self._target)
+            # Room on any candidate will do: a refill fails over to it.
+            room = 0
+            for candidate in self._target.candidates:
+                room += await self._room_on(candidate.provider)
+                if room >= self.max_size:
+                    break
+            return min(room, self.max_size)
+        return await self._room_on(self._target)
+
+    async def _room_on(self, provider: str) -> int:
+        slot = self._pools.slots.get(provider)
         limit = slot.provider.capabilities.max_sessions_per_credential
         if limit is None or slot.credential is None:
             return self.max_size
@@ -696,7 +709,7 @@ class Pool(Generic[H]):
         )
         # Refills under way may be counted twice (their records are written
         # ahead): erring low only delays a refill.
-        return limit - held - self._refilling
+        return max(0, limit - held - self._refilling)
 
     # -- handing back and closing ------------------------------------------
 

@@ -492,6 +492,39 @@ async def test_another_managers_reconcile_leaves_a_live_pools_sessions_alone(
     assert set() == emulator.live_sessions()
 
 
+async def test_reconcile_closes_pooled_sessions_once_their_owner_is_gone(
+    url: str, clock: ManualClock, emulator: SandboxEmulator
+) -> None:
+    """
+    A pooled session names its manager (tether.pool.owner); one whose owner
+    holds no liveness lease is a crashed manager's, idle or in use: reconcile
+    closes it (a dry run only says so), and leaves a live owner's alone.
+    """
+    store = tether.MemoryStore()
+    gone = {"tether.pool": "p", "tether.pool.owner": "a-manager-that-crashed"}
+    async with _manager(url, clock, on_exit="keep", store=store) as crashed:
+        left = [await crashed.create("sandbox", labels=gone) for _ in range(2)]
+    async with (
+        _manager(url, clock, store=store) as live,
+        _manager(url, clock, store=store) as survivor,
+    ):
+        pool = live.pool("sandbox", min_idle=1)
+        await pool.wait_ready()
+        dry = await survivor.reconcile(dry_run=True)
+        before = emulator.live_sessions()
+        report = await survivor.reconcile()
+        after = emulator.live_sessions()
+        ids = pool.idle_ids()
+
+    closed = {a.session_id for a in report.actions if a.kind == "closed"}
+    assert {s.id for s in left} == closed
+    assert closed == {a.session_id for a in dry.actions if a.kind == "closed"}
+    assert 3 == len(before)
+    assert 1 == len(after)
+    assert not closed & set(ids)
+    assert set() == emulator.live_sessions()
+
+
 async def test_refills_keep_within_the_credentials_session_limit(
     manager: tether.SessionManager, emulator: SandboxEmulator
 ) -> None:

@@ -274,3 +274,43 @@ async def test_a_failover_pools_refills_neither_replace_nor_wait(
 
     assert mine == live
     assert {"other"} == providers
+
+
+async def test_a_create_for_a_caller_that_lands_after_the_pool_closed_is_closed(
+    backend: FakeBackend,
+) -> None:
+    """
+    A caller's own create still under way when the pool closes: the session
+    it brings is closed and the caller gets ManagerStateError (nothing else
+    would close it, under on_exit="keep").
+    """
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("fake", FakeProvider)
+    async with tether.SessionManager(
+        registry=registry,
+        config={"fake": {"backend": backend}},
+        clock=ManualClock(),
+        health_checks=False,
+        on_exit="keep",
+        environ={},
+    ) as manager:
+        pool = manager.pool("fake", min_idle=0)
+        entered, release = backend.gate("create")
+        errors: list[BaseException] = []
+
+        async def take() -> None:
+            try:
+                async with pool.acquire():
+                    pass
+            except tether.ManagerStateError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(take)
+            with anyio.fail_after(20):
+                await entered.wait()
+            await pool.aclose()
+            release.set()
+
+    assert 1 == len(errors)
+    assert set() == backend.live_ids()

@@ -413,6 +413,7 @@ class Pool(Generic[H]):
                 finally:
                     self._checking -= 1
                 if record is not None:
+                    await self._unless_closed(record.id)
                     self._in_use.add(record.id)
                     self._counts["acquired"] += 1
                     self._notify()
@@ -427,11 +428,20 @@ class Pool(Generic[H]):
                 # create of the caller's own. (One under way lands sooner than
                 # a create begun now, so the caller waits for it instead.)
                 record = await self._create(refill=False)
+                await self._unless_closed(record.id)
                 self._in_use.add(record.id)
                 self._counts["acquired"] += 1
                 self._notify()
                 return record
             await self._wait(started)
+
+    async def _unless_closed(self, session_id: str) -> None:
+        # The pool closed while the caller's session was checked or created:
+        # nothing closes it later, so it is closed now.
+        if self._closed:
+            with self._runtime.shielded():
+                await self._close(session_id)
+            self._check_usable()
 
     async def _wait(self, started: float) -> None:
         changed = self._changed

@@ -466,6 +466,65 @@ async def test_reconcile_closes_the_pooled_sessions_of_a_manager_that_is_gone(
     assert {kept.remote_id} == emulator.live_sessions()
 
 
+async def test_another_managers_reconcile_leaves_a_live_pools_sessions_alone(
+    url: str, clock: ManualClock, emulator: SandboxEmulator
+) -> None:
+    """
+    While the manager whose pool made them lives, another manager's reconcile
+    on the same store closes none of its pooled sessions, idle or in use; they
+    are closed when that manager exits.
+    """
+    store = tether.MemoryStore()
+    async with (
+        _manager(url, clock, store=store) as owner,
+        _manager(url, clock, store=store) as other,
+    ):
+        pool = owner.pool("sandbox", min_idle=2, max_size=3)
+        await until(lambda: pool.snapshot().idle == 2)
+        async with pool.acquire() as sb:
+            report = await other.reconcile()
+            live = emulator.live_sessions()
+            out = await sb.execute("print(3)")
+
+    assert [] == [a for a in report.actions if a.kind == "closed"]
+    assert 3 == len(live)
+    assert "3\n" == out.stdout
+    assert set() == emulator.live_sessions()
+
+
+async def test_reconcile_closes_pooled_sessions_once_their_owner_is_gone(
+    url: str, clock: ManualClock, emulator: SandboxEmulator
+) -> None:
+    """
+    A pooled session names its manager (tether.pool.owner); one whose owner
+    holds no liveness lease is a crashed manager's, idle or in use: reconcile
+    closes it (a dry run only says so), and leaves a live owner's alone.
+    """
+    store = tether.MemoryStore()
+    gone = {"tether.pool": "p", "tether.pool.owner": "a-manager-that-crashed"}
+    async with _manager(url, clock, on_exit="keep", store=store) as crashed:
+        left = [await crashed.create("sandbox", labels=gone) for _ in range(2)]
+    async with (
+        _manager(url, clock, store=store) as live,
+        _manager(url, clock, store=store) as survivor,
+    ):
+        pool = live.pool("sandbox", min_idle=1)
+        await pool.wait_ready()
+        dry = await survivor.reconcile(dry_run=True)
+        before = emulator.live_sessions()
+        report = await survivor.reconcile()
+        after = emulator.live_sessions()
+        ids = pool.idle_ids()
+
+    closed = {a.session_id for a in report.actions if a.kind == "closed"}
+    assert {s.id for s in left} == closed
+    assert closed == {a.session_id for a in dry.actions if a.kind == "closed"}
+    assert 3 == len(before)
+    assert 1 == len(after)
+    assert not closed & set(ids)
+    assert set() == emulator.live_sessions()
+
+
 async def test_refills_keep_within_the_credentials_session_limit(
     manager: tether.SessionManager, emulator: SandboxEmulator
 ) -> None:
@@ -602,4 +661,38 @@ def test_the_sync_facade_hands_out_sync_handles(
     assert isinstance(sb, SyncSandboxHandle)
     assert "2\n" == out.stdout
     assert 1 == snap.acquired
+    assert set() == live
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+def test_a_sync_pool_after_its_manager_exits_raises_manager_state_error(
+    emulator: SandboxEmulator, loop: str
+) -> None:
+    """
+    A SyncPool used after its SyncSessionManager exited raises
+    ManagerStateError, as a sync handle does, not the portal's RuntimeError.
+    """
+    with contextlib.ExitStack() as stack:
+        portal = stack.enter_context(anyio.from_thread.start_blocking_portal(loop))
+        server = stack.enter_context(
+            portal.wrap_async_context_manager(serve_asgi(emulator.app))
+        )
+        registry = tether.ProviderRegistry(entry_points=False)
+        registry.register("sandbox", SandboxProvider)
+        with tether.SyncSessionManager(
+            backend=loop,  # type: ignore[arg-type]
+            registry=registry,
+            config={"sandbox": {"api_key": KEY, "base_url": server.url}},
+            health_checks=False,
+            environ={},
+        ) as manager:
+            pool = manager.pool(SandboxProvider, min_idle=1)
+            with pool.acquire():
+                pass
+        with pytest.raises(ManagerStateError):
+            pool.snapshot()
+        with pytest.raises(ManagerStateError), pool.acquire():
+            pass
+        live = emulator.live_sessions()
+
     assert set() == live

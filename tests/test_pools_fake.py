@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import anyio.lowlevel
+import attrs
 import pytest
 from structlog.testing import capture_logs
 
 import tether
+from tether.abc import Capabilities
 from tether.exceptions import ConfigError, ProviderUnavailableError
 from tether.testing import FakeBackend, FakeProvider, ManualClock
 
@@ -183,3 +185,132 @@ async def test_a_failover_pool_takes_parameters_per_candidate(
 
     assert pool.name.startswith("fake-")
     assert pool is manager.pool(policy, lifetime=300)
+
+
+async def test_an_acquire_cancelled_while_the_pool_closes_leaks_nothing(
+    backend: FakeBackend,
+) -> None:
+    """
+    A caller cancelled while its session is being checked, after the pool
+    closed its idle set: the session is closed, not put back into a pool
+    that closes nothing any more (even under on_exit="keep").
+    """
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("fake", FakeProvider)
+    async with tether.SessionManager(
+        registry=registry,
+        config={"fake": {"backend": backend}},
+        clock=ManualClock(),
+        health_checks=False,
+        on_exit="keep",
+        environ={},
+    ) as manager:
+        pool = manager.pool("fake", min_idle=1)
+        await pool.wait_ready()
+        entered, _ = backend.gate("ping")
+        scope = anyio.CancelScope()
+
+        async def take() -> None:
+            with scope:
+                async with pool.acquire():
+                    pass  # never reached: the check never ends
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(take)
+            with anyio.fail_after(20):
+                await entered.wait()
+            await pool.aclose()
+            scope.cancel()
+        idle = pool.snapshot().idle
+
+    assert 0 == idle
+    assert set() == backend.live_ids()
+
+
+class TwoPerKey(FakeProvider):
+    """
+    A fake whose service allows two live sessions per credential.
+    """
+
+    capabilities: ClassVar[Capabilities] = attrs.evolve(
+        FakeProvider.capabilities, max_sessions_per_credential=2
+    )
+
+
+@pytest.mark.parametrize("mode", ["replace", "wait"])
+async def test_a_failover_pools_refills_neither_replace_nor_wait(
+    backend: FakeBackend, mode: str
+) -> None:
+    """
+    The first candidate's credential is full with someone's sessions. Under
+    admission "replace" a refill must not close them, under "wait" it must
+    not wait for them: it fails over to the next candidate.
+    """
+    other = FakeBackend()
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("two", TwoPerKey)
+    registry.register("other", FakeProvider)
+    policy = tether.FailoverPolicy(
+        candidates=[
+            tether.Candidate(provider="two"),
+            tether.Candidate(provider="other"),
+        ]
+    )
+    async with tether.SessionManager(
+        registry=registry,
+        config={"two": {"backend": backend}, "other": {"backend": other}},
+        retry=tether.RetryPolicy(attempts=2, wait_initial=0, wait_max=0),
+        admission=tether.AdmissionPolicy(mode=mode, timeout=600),  # type: ignore[arg-type]
+        clock=ManualClock(),
+        health_checks=False,
+        environ={},
+    ) as manager:
+        mine = {(await manager.create("two")).remote_id for _ in range(2)}
+        pool = manager.pool(policy, min_idle=2)
+        with anyio.fail_after(20):
+            await pool.wait_ready()
+        providers = {(await manager.get(sid)).provider for sid in pool.idle_ids()}
+        live = backend.live_ids()
+
+    assert mine == live
+    assert {"other"} == providers
+
+
+async def test_a_create_for_a_caller_that_lands_after_the_pool_closed_is_closed(
+    backend: FakeBackend,
+) -> None:
+    """
+    A caller's own create still under way when the pool closes: the session
+    it brings is closed and the caller gets ManagerStateError (nothing else
+    would close it, under on_exit="keep").
+    """
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("fake", FakeProvider)
+    async with tether.SessionManager(
+        registry=registry,
+        config={"fake": {"backend": backend}},
+        clock=ManualClock(),
+        health_checks=False,
+        on_exit="keep",
+        environ={},
+    ) as manager:
+        pool = manager.pool("fake", min_idle=0)
+        entered, release = backend.gate("create")
+        errors: list[BaseException] = []
+
+        async def take() -> None:
+            try:
+                async with pool.acquire():
+                    pass
+            except tether.ManagerStateError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(take)
+            with anyio.fail_after(20):
+                await entered.wait()
+            await pool.aclose()
+            release.set()
+
+    assert 1 == len(errors)
+    assert set() == backend.live_ids()

@@ -81,11 +81,16 @@ class SyncPool(Generic[SH]):
     .. versionadded:: 0.2
     """
 
-    __slots__ = ("_pool", "_portal")
+    __slots__ = ("_manager", "_pool")
 
-    def __init__(self, pool: Pool[Any], portal: BlockingPortal) -> None:
+    def __init__(self, pool: Pool[Any], manager: SyncSessionManager) -> None:
         self._pool = pool
-        self._portal = portal
+        # The portal comes from the manager at each call: once it exits, a
+        # call raises ManagerStateError, not the portal's RuntimeError.
+        self._manager = manager
+
+    def _portal(self) -> BlockingPortal:
+        return self._manager._open()[0]  # noqa: SLF001 -- its own facade
 
     def __repr__(self) -> str:
         return f"<SyncPool of {self._pool!r}>"
@@ -107,15 +112,16 @@ class SyncPool(Generic[SH]):
         A session for the ``with`` block, handed back when it ends; see
         :meth:`tether.Pool.acquire`.
         """
-        with self._portal.wrap_async_context_manager(self._pool.acquire()) as handle:
+        portal = self._portal()
+        with portal.wrap_async_context_manager(self._pool.acquire()) as handle:
             sync_class = type(handle.provider).sync_handle_class
-            yield cast("SH", sync_class(handle, self._portal))
+            yield cast("SH", sync_class(handle, portal))
 
     def snapshot(self) -> PoolSnapshot:
         """
         The pool's figures now; see :meth:`tether.Pool.snapshot`.
         """
-        return self._portal.call(self._pool.snapshot)
+        return self._portal().call(self._pool.snapshot)
 
 
 class SyncSessionManager:
@@ -379,7 +385,7 @@ class SyncSessionManager:
                 **options,
             )
         )
-        return SyncPool(pool, portal)
+        return SyncPool(pool, self)
 
     def ping(self, session: SyncSessionLike) -> Health:
         """

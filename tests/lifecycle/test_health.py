@@ -9,6 +9,8 @@ the test makes.
 
 from __future__ import annotations
 
+import anyio
+
 import tether
 from tether._clock import to_datetime
 
@@ -250,3 +252,32 @@ async def test_mark_lost_leaves_an_ended_session_as_it_is(make, recording):
 
     assert closed == after
     assert [] == rec.events
+
+
+async def test_a_ping_slower_than_its_interval_is_not_followed_back_to_back(
+    make, backend, clock
+):
+    """
+    A background ping that takes longer than the interval plans the next one
+    a small gap after it ends (a tenth of the interval, at most 0.1 s), not in
+    the past: a slow service is not pinged back to back.
+    """
+    async with make() as manager:
+        await manager.create("fake")
+        entered, release = backend.gate("ping")
+        await clock.advance(10)  # the background ping starts, and hangs
+        with anyio.fail_after(20):
+            await entered.wait()
+        await clock.advance(15)  # it took 15 s: longer than its interval
+        release.set()
+        with anyio.fail_after(20):
+            while backend.calls["ping"] < 1:  # noqa: ASYNC110 -- polling a count
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.5)  # real time: the clock stands still
+        slow_only = backend.calls["ping"]
+        await clock.advance(0.1)  # the gap passes
+        with anyio.fail_after(20):
+            while backend.calls["ping"] < 2:  # noqa: ASYNC110 -- polling a count
+                await anyio.sleep(0.01)
+
+    assert 1 == slow_only

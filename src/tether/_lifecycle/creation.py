@@ -155,10 +155,15 @@ class Creator:
         lifetime: float | timedelta | None,
         keepalive: bool,
         params: Mapping[str, Any],
+        no_wait: bool = False,
     ) -> Session:
         """
         What :meth:`SessionManager.create` does: every input is checked before
         anything is sent anywhere.
+
+        With *no_wait* (a pool's refill), a credential at its session limit
+        raises :class:`AdmissionError` at once, whatever the admission policy:
+        no waiting for a free slot, no closing someone's session for it.
         """
         if isinstance(lifetime, timedelta):
             lifetime = lifetime.total_seconds()
@@ -186,6 +191,7 @@ class Creator:
                     checked_labels,
                     self._runtime.budget(),
                     keepalive=keepalive,
+                    no_wait=no_wait,
                 )
             policy = None
             plans = [(Candidate(provider=provider, params=params), slot, parsed, life)]
@@ -219,6 +225,7 @@ class Creator:
             per_candidate,
             checked_labels,
             keepalive=keepalive,
+            no_wait=no_wait,
         )
 
     async def connect(
@@ -375,6 +382,7 @@ class Creator:
         *,
         keepalive: bool,
         exclude: Candidate | None = None,
+        no_wait: bool = False,
     ) -> Session:
         calls = self._calls
         clock = self._runtime.clock
@@ -417,7 +425,13 @@ class Creator:
                 share = _retry.AttemptBudget(total=min(per_candidate, budget.left))
                 try:
                     session = await self._create_on(
-                        slot, parsed, life, labels, share, keepalive=keepalive
+                        slot,
+                        parsed,
+                        life,
+                        labels,
+                        share,
+                        keepalive=keepalive,
+                        no_wait=no_wait,
                     )
                 except (ProviderError, AdmissionError) as exc:
                     budget.used += share.used
@@ -472,9 +486,12 @@ class Creator:
 
     # -- admission ---------------------------------------------------------------
 
-    async def _admit(self, record: Session, limit: int | None) -> Session:
+    async def _admit(
+        self, record: Session, limit: int | None, *, no_wait: bool = False
+    ) -> Session:
         """
-        Write the record ahead, within the credential's session limit.
+        Write the record ahead, within the credential's session limit (with
+        *no_wait*, as admission mode ``"reject"`` would).
         """
         store = self._runtime.store
         if limit is None or record.credential is None:
@@ -486,7 +503,7 @@ class Creator:
                 try:
                     return await store.insert(record, credential_limit=limit)
                 except AdmissionError:
-                    if admission.mode == "reject":
+                    if no_wait or admission.mode == "reject":
                         raise
                     if admission.mode == "replace":
                         await self._replace_oldest(record)
@@ -529,6 +546,7 @@ class Creator:
         budget: _retry.AttemptBudget,
         *,
         keepalive: bool,
+        no_wait: bool = False,
     ) -> Session:
         runtime = self._runtime
         now = runtime.now()
@@ -548,7 +566,9 @@ class Creator:
         log = logger.bind(provider=slot.name, session_id=record.id)
         # Write-ahead: the intent is recorded before the service hears of it.
         record = await self._admit(
-            record, slot.provider.capabilities.max_sessions_per_credential
+            record,
+            slot.provider.capabilities.max_sessions_per_credential,
+            no_wait=no_wait,
         )
         log.debug(EVENT_SESSION_CREATING)
         request = CreateRequest(

@@ -46,7 +46,14 @@ if TYPE_CHECKING:
     from tether._lifecycle.slots import Slots
 
 
-__all__ = ["POOL_LABEL", "Pool", "PoolSnapshot", "Pools"]
+__all__ = [
+    "POOL_LABEL",
+    "POOL_OWNER_LABEL",
+    "Pool",
+    "PoolSnapshot",
+    "Pools",
+    "owner_key",
+]
 
 H = TypeVar("H", bound=SessionHandle[Any])
 T = TypeVar("T")
@@ -54,8 +61,16 @@ T = TypeVar("T")
 #: The label every pooled session carries; its value is the pool's name.
 POOL_LABEL: Final = "tether.pool"
 
+#: The label naming the manager (its owner name) whose pool made the session.
+POOL_OWNER_LABEL: Final = "tether.pool.owner"
+#: The prefix of the lease a manager with pools holds while it lives: another
+#: manager's reconcile closes a pooled session only once its owner's lapsed.
+OWNER_KEY_PREFIX: Final = "tether.owner:"
+
 EVENT_POOL_REFILL_FAILED: Final = "tether.pool.refill_failed"
 EVENT_POOL_RESET_FAILED: Final = "tether.pool.reset_failed"
+EVENT_POOL_OWNER_TAKEN: Final = "tether.pool.owner_taken"
+EVENT_POOL_OWNER_RENEW_FAILED: Final = "tether.pool.owner_renew_failed"
 
 # Back-off between failed refills (seconds), doubling up to the cap.
 _BACKOFF_MIN: Final = 0.1
@@ -114,6 +129,20 @@ class _Idle:
     #: Its deadline (the manager's clock), and the lifetime it was made with.
     expires_at: float | None
     span: float | None
+
+
+def owner_key(owner: str) -> str:
+    """
+    The lease id that says a manager with pools (named *owner*) is alive.
+    """
+    return OWNER_KEY_PREFIX + owner
+
+
+def owner_ttl(runtime: Runtime) -> float:
+    """
+    Seconds an owner's liveness lasts unrenewed.
+    """
+    return runtime.health.lease_ttl or 30.0
 
 
 def pool_name(target: str | FailoverPolicy, params: Mapping[str, Any]) -> str:
@@ -181,7 +210,11 @@ class Pool(Generic[H]):
         self.min_remaining = min_remaining
         self._target = target
         self._params = dict(params)
-        self._labels = {**labels, POOL_LABEL: name}
+        self._labels = {
+            **labels,
+            POOL_LABEL: name,
+            POOL_OWNER_LABEL: pools.runtime.owner,
+        }
         self._lifetime = lifetime
         self._idle: collections.deque[_Idle] = collections.deque()
         self._in_use: set[str] = set()
@@ -200,6 +233,9 @@ class Pool(Generic[H]):
         # After failed refills: the current back-off, and when to try again.
         self._backoff = 0.0
         self._retry_at = 0.0
+        # When the sweep next reads the records of idle sessions not tracked
+        # here (anyio time).
+        self._read_at = 0.0
 
     def __repr__(self) -> str:
         return (
@@ -366,12 +402,18 @@ class Pool(Generic[H]):
                         record = await self._record(entry.session_id)
                 except BaseException:
                     # Cancelled while checking: it goes back, to be checked
-                    # again by the next caller.
-                    self._idle.appendleft(entry)
+                    # again by the next caller; unless the pool closed
+                    # meanwhile (its idle set already closed): then it goes.
+                    if self._closed:
+                        with self._runtime.shielded():
+                            await self._close(entry.session_id)
+                    else:
+                        self._idle.appendleft(entry)
                     raise
                 finally:
                     self._checking -= 1
                 if record is not None:
+                    await self._unless_closed(record.id)
                     self._in_use.add(record.id)
                     self._counts["acquired"] += 1
                     self._notify()
@@ -386,11 +428,20 @@ class Pool(Generic[H]):
                 # create of the caller's own. (One under way lands sooner than
                 # a create begun now, so the caller waits for it instead.)
                 record = await self._create(refill=False)
+                await self._unless_closed(record.id)
                 self._in_use.add(record.id)
                 self._counts["acquired"] += 1
                 self._notify()
                 return record
             await self._wait(started)
+
+    async def _unless_closed(self, session_id: str) -> None:
+        # The pool closed while the caller's session was checked or created:
+        # nothing closes it later, so it is closed now.
+        if self._closed:
+            with self._runtime.shielded():
+                await self._close(session_id)
+            self._check_usable()
 
     async def _wait(self, started: float) -> None:
         changed = self._changed
@@ -426,6 +477,12 @@ class Pool(Generic[H]):
             return None
         return record if record.state is SessionState.ACTIVE else None
 
+    async def _live(self, session_id: str) -> bool:
+        tracked = self._runtime.tracked.get(session_id)
+        if tracked is not None:
+            return tracked.state is SessionState.ACTIVE
+        return await self._record(session_id) is not None
+
     async def _unfit(self, entry: _Idle) -> str | None:
         """
         Why *entry* must not be handed out, or ``None`` when it is fit.
@@ -440,8 +497,10 @@ class Pool(Generic[H]):
             return f"its ping failed ({type(exc).__name__})"
         if health.status is not HealthStatus.ALIVE:
             return f"its ping found it {health.status.value}"
+        # Untracked: another worker watches it (its shard is elsewhere); the
+        # record, read next, says whether it is live.
         tracked = runtime.tracked.get(entry.session_id)
-        if tracked is None or tracked.state is not SessionState.ACTIVE:
+        if tracked is not None and tracked.state is not SessionState.ACTIVE:
             return "its ping found it unwell"
         return None
 
@@ -452,27 +511,55 @@ class Pool(Generic[H]):
         runtime = self._runtime
         tracked = runtime.tracked.get(entry.session_id)
         if tracked is None:
-            return "it is no longer watched (it ended)"
-        if tracked.state is not SessionState.ACTIVE:
+            # Not watched here is not ended: on a sharded store another
+            # worker watches it. Its record decides, when it is handed out.
+            expires_at = entry.expires_at
+        elif tracked.state is not SessionState.ACTIVE:
             return f"it is {tracked.state.value}"
-        # The tracked deadline is the newest (a ping or a renewal may move it).
-        expires_at = tracked.expires_at
+        else:
+            # The tracked deadline is the newest (a ping or a renewal may
+            # move it).
+            expires_at = tracked.expires_at
         if expires_at is not None:
             left = expires_at - runtime.clock.time()
             if left <= self._margin(entry):
                 return f"{max(left, 0):.1f}s from its deadline"
         return None
 
-    def _sweep(self) -> None:
+    async def _sweep(self) -> None:
         """
         Replace the idle sessions that background pings or the clock found
         unfit, so the pool tops up without waiting for a caller to find them.
         """
-        if not any(self._stale(entry) for entry in self._idle):
+        unfit: dict[str, str] = {}
+        now = anyio.current_time()
+        read = now >= self._read_at
+        if read:
+            self._read_at = now + _SWEEP
+        for entry in list(self._idle):
+            reason = self._stale(entry)
+            if (
+                reason is None
+                and read
+                and entry.session_id not in self._runtime.tracked
+            ):
+                # Not watched here (another worker may): its record says.
+                try:
+                    record = await self._runtime.store.get(entry.session_id)
+                except TetherError:
+                    continue  # the store is down: look again next sweep
+                if record is None:
+                    reason = "its record is gone"
+                elif record.state is not SessionState.ACTIVE:
+                    reason = f"it is {record.state.value}"
+            if reason is not None:
+                unfit[entry.session_id] = reason
+        # Callers may have taken some meanwhile: those are theirs to check.
+        if not any(entry.session_id in unfit for entry in self._idle):
             return
         fit: collections.deque[_Idle] = collections.deque()
         for entry in self._idle:
-            reason = self._stale(entry)
+            reason = unfit.get(entry.session_id)
             if reason is None:
                 fit.append(entry)
             else:
@@ -497,12 +584,19 @@ class Pool(Generic[H]):
         if not refill:
             self._creating += 1
         try:
+            # Alive before its first session exists: another manager's
+            # reconcile must not take the session for one left behind.
+            await self._pools.keep_alive()
             return await self._pools.creator.create(
                 self._target,
                 labels=self._labels,
                 lifetime=self._lifetime,
                 keepalive=False,
                 params=self._params,
+                # A refill never waits for admission, nor makes "replace"
+                # admission close someone's session (a caller's create obeys
+                # the policy).
+                no_wait=refill,
             )
         finally:
             if refill:
@@ -513,7 +607,10 @@ class Pool(Generic[H]):
 
     def _entry(self, record: Session) -> _Idle:
         tracked = self._runtime.tracked.get(record.id)
-        expires = tracked.expires_at if tracked is not None else None
+        if tracked is not None:
+            expires = tracked.expires_at
+        else:
+            expires = record.expires_at.timestamp() if record.expires_at else None
         span = record.lifetime
         if span is None and record.expires_at is not None:
             span = (record.expires_at - record.created_at).total_seconds()
@@ -531,7 +628,7 @@ class Pool(Generic[H]):
             with anyio.CancelScope() as self._refiller:
                 async with anyio.create_task_group() as tg:
                     while not self._closed:
-                        self._sweep()
+                        await self._sweep()
                         changed = self._changed
                         wait_for = self._retry_at - anyio.current_time()
                         if wait_for > 0:
@@ -597,8 +694,17 @@ class Pool(Generic[H]):
         someone's session).
         """
         if isinstance(self._target, FailoverPolicy):
-            return self.max_size
-        slot = self._pools.slots.get(self._target)
+            # Room on any candidate will do: a refill fails over to it.
+            room = 0
+            for candidate in self._target.candidates:
+                room += await self._room_on(candidate.provider)
+                if room >= self.max_size:
+                    break
+            return min(room, self.max_size)
+        return await self._room_on(self._target)
+
+    async def _room_on(self, provider: str) -> int:
+        slot = self._pools.slots.get(provider)
         limit = slot.provider.capabilities.max_sessions_per_credential
         if limit is None or slot.credential is None:
             return self.max_size
@@ -613,7 +719,7 @@ class Pool(Generic[H]):
         )
         # Refills under way may be counted twice (their records are written
         # ahead): erring low only delays a refill.
-        return limit - held - self._refilling
+        return max(0, limit - held - self._refilling)
 
     # -- handing back and closing ------------------------------------------
 
@@ -623,15 +729,14 @@ class Pool(Generic[H]):
         try:
             if runtime.state is not ManagerState.OPEN:
                 return  # the manager's exit closes what it tracks
-            record = (
-                await self._record(session_id)
-                if session_id in runtime.tracked
-                else None
-            )
+            # Tracked here or not (another worker may watch it), its record
+            # says whether it is live.
+            record = await self._record(session_id)
             if record is not None and not failed and not self._closed:
                 clean = not used or await self._reset(record)
-                # The pool may have closed while the reset ran.
-                if clean and not self.closed and session_id in runtime.tracked:
+                # The pool may have closed, or the session ended, while the
+                # reset ran.
+                if clean and not self.closed and await self._live(session_id):
                     self._idle.append(self._entry(record))
                     if used:
                         self._counts["reset"] += 1
@@ -699,8 +804,9 @@ class Pool(Generic[H]):
 
     async def aclose(self) -> None:
         """
-        Stop refilling and close the idle sessions (the manager exits). Sessions
-        in use are closed by the manager's exit, like every tracked session.
+        Stop refilling and close every session the pool made, idle or in use
+        (the manager exits): tracked by this manager or not (on a sharded
+        store another worker may watch it), they have no user left.
         """
         if self._closed:
             return
@@ -710,9 +816,10 @@ class Pool(Generic[H]):
             self._refiller.cancel()
             await self._refiller_done.wait()
         idle, self._idle = list(self._idle), collections.deque()
+        ids = [entry.session_id for entry in idle] + sorted(self._in_use)
         async with anyio.create_task_group() as tg:
-            for entry in idle:
-                tg.start_soon(self._close, entry.session_id)
+            for session_id in ids:
+                tg.start_soon(self._close, session_id)
 
 
 @attrs.define
@@ -748,9 +855,46 @@ class Pools:
         self.health = health
         self.operations = operations
         self._pools: dict[str, tuple[tuple[Any, ...], Pool[Any]]] = {}
+        # When this manager's liveness lease is next due for renewal (anyio
+        # time), and whether it holds one.
+        self._renew_at = 0.0
+        self._alive = False
+        self._stopped = False
+        self._renewing = anyio.Lock()
 
     def __iter__(self) -> collections.abc.Iterator[Pool[Any]]:
         return iter([pool for _, pool in self._pools.values()])
+
+    async def keep_alive(self) -> None:
+        """
+        Claim, or renew when due, the lease that says this manager (and so
+        its pools) is alive: a pooled session whose owner's lease lapsed is
+        one a crashed manager left, and reconcile closes it.
+        """
+        async with self._renewing:
+            if self._stopped or anyio.current_time() < self._renew_at:
+                return
+            runtime = self.runtime
+            ttl = owner_ttl(runtime)
+            token = await runtime.store.claim(
+                owner_key(runtime.owner), runtime.owner, ttl
+            )
+            if token is None:
+                logger.warning(EVENT_POOL_OWNER_TAKEN, owner=runtime.owner)
+            self._alive = True
+            self._renew_at = anyio.current_time() + _renew_interval(ttl)
+
+    async def _keep_alive_loop(self) -> None:
+        while True:
+            try:
+                await self.keep_alive()
+            except TetherError as exc:
+                logger.warning(
+                    EVENT_POOL_OWNER_RENEW_FAILED,
+                    owner=self.runtime.owner,
+                    error=type(exc).__name__,
+                )
+            await anyio.sleep(_renew_interval(owner_ttl(self.runtime)))
 
     def get(
         self,
@@ -797,9 +941,10 @@ class Pools:
             msg = f"lifetime must be a positive number of seconds, not {lifetime!r}"
             raise ConfigError(msg)
         checked = check_labels(labels)
-        if POOL_LABEL in checked:
-            msg = f"the label {POOL_LABEL!r} is the pool's own"
-            raise ConfigError(msg)
+        for own in (POOL_LABEL, POOL_OWNER_LABEL):
+            if own in checked:
+                msg = f"the label {own!r} is the pool's own"
+                raise ConfigError(msg)
         if isinstance(target, FailoverPolicy):
             if params:
                 msg = "with a FailoverPolicy, give parameters on each Candidate"
@@ -857,6 +1002,8 @@ class Pools:
             min_remaining=min_remaining,
         )
         assert self.runtime.tg is not None  # noqa: S101 -- open, so running
+        if not self._pools:
+            self.runtime.tg.start_soon(self._keep_alive_loop)
         pool.start(self.runtime.tg)
         self._pools[pool_id] = (key, pool)
         return pool
@@ -868,6 +1015,15 @@ class Pools:
         async with anyio.create_task_group() as tg:
             for pool in self:
                 tg.start_soon(pool.aclose)
+        self._stopped = True
+        if self._alive:
+            runtime = self.runtime
+            with contextlib.suppress(TetherError):
+                await runtime.store.release(owner_key(runtime.owner), runtime.owner)
+
+
+def _renew_interval(ttl: float) -> float:
+    return max(min(ttl / 3, 1.0), 0.05)
 
 
 def _is_number(value: object) -> bool:

@@ -15,7 +15,12 @@ from tether._lifecycle.closing import Closer
 from tether._lifecycle.creation import deadline, new_id
 from tether._lifecycle.health import HealthMonitor
 from tether._lifecycle.locate import Locator
-from tether._lifecycle.pools import POOL_LABEL
+from tether._lifecycle.pools import (
+    POOL_LABEL,
+    POOL_OWNER_LABEL,
+    owner_key,
+    owner_ttl,
+)
 from tether._lifecycle.records import Records
 from tether._lifecycle.reports import ReconcileAction, ReconcileReport
 from tether._lifecycle.runtime import ENDED, Runtime
@@ -291,8 +296,39 @@ class Reconciler:
                     record.id, "reconcile: the service no longer has it"
                 )
             return
+        if current.is_live and POOL_OWNER_LABEL in record.labels:
+            # A pool's session: its owner's liveness decides, not who
+            # watches it (on a sharded store any worker may).
+            await self._pooled(state, record)
+            return
         if current.is_live and record.id not in self._runtime.tracked:
             await self._unwatched(state, record)
+
+    async def _pooled(self, state: _Pass, record: Session) -> None:
+        """
+        A live pooled session: closed once the manager whose pool made it is
+        gone (its liveness lease lapsed), idle or in use; left alone while
+        that manager lives.
+        """
+        runtime = self._runtime
+        owner = record.labels[POOL_OWNER_LABEL]
+        if owner == runtime.owner:
+            return  # one of our own pools'
+        key = owner_key(owner)
+        if await runtime.store.claim(key, runtime.owner, owner_ttl(runtime)) is None:
+            return  # its manager is alive
+        try:
+            state.act(
+                "closed",
+                record,
+                record.remote_id,
+                f"pooled ({record.labels[POOL_LABEL]}) by a manager that is gone",
+            )
+            if not state.dry_run:
+                with contextlib.suppress(TetherError):
+                    await self._closer.close(record.id)
+        finally:
+            await runtime.store.release(key, runtime.owner)
 
     async def _unwatched(self, state: _Pass, record: Session) -> None:
         """

@@ -191,11 +191,16 @@ class Scheduler:
         """
         The next ping of a tracked session, one jittered interval from now
         (or from *since*: when the ping that just ended began, so the time a
-        ping takes does not stretch the interval).
+        ping takes does not stretch the interval). A ping that took longer
+        than the interval is followed after a small gap (a tenth of the
+        interval, at most 0.1 s), not at once: a slow service is not pinged
+        back to back.
         """
         if self._runtime.health.enabled and session_id in self._runtime.tracked:
-            start = self._runtime.clock.time() if since is None else since
-            self.schedule("ping", session_id, start + self.jittered(interval))
+            now = self._runtime.clock.time()
+            start = now if since is None else since
+            at = max(start + self.jittered(interval), now + min(interval, 1.0) * 0.1)
+            self.schedule("ping", session_id, at)
 
     def plan_expiry(self, session: Session) -> None:
         if session.id in self._runtime.tracked and session.expires_at is not None:

@@ -82,6 +82,8 @@ CONNECT_TIMEOUT: Final = 10.0
 
 # Changed records one changes() call returns at most.
 _CHANGES_BATCH: Final = 1000
+# The prefix of a manager's liveness lease (tether._lifecycle.pools.owner_key).
+_OWNER_KEY_PREFIX: Final = "tether.owner:"
 
 # KEYS: layout version, shard count; ARGV: layout, shards wanted ("0": any),
 # default shards. Returns {layout, shards}. A new namespace gets both; an old
@@ -888,10 +890,17 @@ class RedisStore:
                     self._key("members"),
                 ],
                 # PX takes whole milliseconds, at least one.
-                [owner, max(1, round(ttl * 1000)), shard_of(session_id, self._shards)],
+                [owner, max(1, round(ttl * 1000)), self._claim_shard(session_id)],
             ),
         )
         return None if int(token) < 0 else int(token)
+
+    def _claim_shard(self, session_id: str) -> str | int:
+        # A manager's liveness lease (its pools') names no session: no shard's
+        # worker stands in for it.
+        if session_id.startswith(_OWNER_KEY_PREFIX):
+            return ""
+        return shard_of(session_id, self._shards)
 
     async def release(self, session_id: str, owner: str) -> None:
         await self._script(

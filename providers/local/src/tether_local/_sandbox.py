@@ -163,6 +163,7 @@ def kernel_argv(
         "1777",
         "--tmpfs",
         "/tmp",  # noqa: S108
+        *_keep_interpreter(Path("/tmp")),  # noqa: S108
         *home,
         *_passable(runtime, Path("/tmp")),  # noqa: S108
         "--bind",
@@ -191,6 +192,41 @@ def _passable(path: Path, mount: Path) -> list[str]:
     return args
 
 
+def _interpreter_paths() -> set[Path]:
+    """
+    The directories the kernel's interpreter needs: its prefixes (a pyenv, a
+    virtualenv), its import path (editable installs), and the directory of
+    the executable as called and as resolved.
+    """
+    needed = {
+        Path(p).resolve()
+        for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path)
+        if p and Path(p).exists()
+    }
+    needed.add(Path(sys.executable).resolve().parent)
+    needed.add(Path(sys.executable).absolute().parent)
+    return needed
+
+
+def _keep_interpreter(mount: Path) -> list[str]:
+    """
+    bubblewrap arguments that bind back, read-only, the interpreter's
+    directories under *mount* (a tmpfs just mounted over it): a virtualenv
+    under ``/tmp`` or the home directory still starts.
+    """
+    inside = sorted(
+        p for p in _interpreter_paths() if p != mount and p.is_relative_to(mount)
+    )
+    keep: list[Path] = []
+    for path in inside:
+        if not any(path.is_relative_to(k) for k in keep):
+            keep.append(path)
+    args: list[str] = []
+    for path in keep:
+        args += [*_passable(path, mount), "--ro-bind", str(path), str(path)]
+    return args
+
+
 def _private_home() -> list[str]:
     """
     bubblewrap arguments that hide our home directory from the kernel, but
@@ -201,23 +237,9 @@ def _private_home() -> list[str]:
     pass, and the interpreter's own directories are bound read-only.
     """
     home = Path.home().resolve()
-    if home == Path("/"):
+    if home in (Path("/"), Path("/tmp")):  # noqa: S108
         return []
-    needed = {
-        Path(p).resolve()
-        for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path)
-        if p and Path(p).exists()
-    }
-    needed.add(Path(sys.executable).resolve().parent)
-    inside = sorted(p for p in needed if p != home and p.is_relative_to(home))
-    keep: list[Path] = []
-    for path in inside:
-        if not any(path.is_relative_to(k) for k in keep):
-            keep.append(path)
-    args = ["--perms", "0755", "--tmpfs", str(home)]
-    for path in keep:
-        args += [*_passable(path, home), "--ro-bind", str(path), str(path)]
-    return args
+    return ["--perms", "0755", "--tmpfs", str(home), *_keep_interpreter(home)]
 
 
 def spawn(

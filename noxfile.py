@@ -120,7 +120,8 @@ def docs(session: nox.Session) -> None:
     """
     Build the docs, with warnings as errors.
     """
-    _install(session, "docs")
+    # The API reference imports tether.otel: OpenTelemetry's API is needed.
+    _install(session, "docs", extras="[otel]")
     session.run(
         "sphinx-build",
         "-n",

@@ -619,11 +619,11 @@ class SessionManager:
         .. versionadded:: 0.2
         """
         self._runtime.check_open()
-        target: str | FailoverPolicy
-        if isinstance(provider, str | FailoverPolicy):
-            target = provider
-        else:
-            target = self._slots.registry.name_of(cast("type[Provider[Any]]", provider))
+        target: str | FailoverPolicy = (
+            provider
+            if isinstance(provider, FailoverPolicy)
+            else self._provider_name(provider)
+        )
         return self._pools.get(
             target,
             name=name,
@@ -839,11 +839,7 @@ class SessionManager:
             InvalidParameterError: Bad *remote_id*, labels or lifetime.
         """
         self._runtime.check_open()
-        name = (
-            provider
-            if isinstance(provider, str)
-            else self._slots.registry.name_of(cast("type[Provider[Any]]", provider))
-        )
+        name = self._provider_name(provider)
         session = await self._creator.connect(
             name, remote_id, labels=labels, lifetime=lifetime
         )
@@ -890,6 +886,12 @@ class SessionManager:
             provider=provider, states=states, labels=labels
         )
 
+    def _provider_name(self, provider: _Handled[Any] | str) -> str:
+        # A provider asked for by name, or by its class (registered under a name).
+        if isinstance(provider, str):
+            return provider
+        return self._slots.registry.name_of(cast("type[Provider[Any]]", provider))
+
     @instrumented("search")
     async def search(
         self,
@@ -913,11 +915,7 @@ class SessionManager:
             InvalidParameterError: Bad labels or an unknown filter (nothing was sent).
         """
         self._runtime.check_open()
-        name = (
-            provider
-            if isinstance(provider, str)
-            else self._slots.registry.name_of(cast("type[Provider[Any]]", provider))
-        )
+        name = self._provider_name(provider)
         return await self._operations.search(name, labels, filters)
 
     @contextlib.asynccontextmanager

@@ -139,3 +139,18 @@ def test_no_progress_when_piped_or_json(
     text = _waited(monkeypatch, stream, json_output=json_output)
 
     assert "" == text
+
+
+def test_version_names_the_installed_tether(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """
+    ``tether --version`` prints the installed distribution's version and exits 0.
+    """
+    from importlib.metadata import version  # noqa: PLC0415
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+
+    assert exited.value.code == EXIT_OK
+    assert capsys.readouterr().out == f"tether {version('tether')}\n"

@@ -129,6 +129,19 @@ def test_api_page_documents_each_provider(package: str, emulator: str) -> None:
     assert hasattr(emulators, emulator)
 
 
+def test_api_page_documents_the_providers_without_an_emulator() -> None:
+    """
+    A first-party provider with no emulator (``local``) is on the API page too.
+    """
+    text = (DOCS / "api.md").read_text(encoding="utf-8")
+    module = importlib.import_module("tether_local")
+
+    assert re.search(
+        r"\.\. automodule:: tether_local\n   :members:\n   :imported-members:\n", text
+    )
+    assert "LocalProvider" in module.__all__
+
+
 def test_api_page_documents_the_stores_and_otel() -> None:
     """
     The stores' public names and ``tether.otel`` are on the API page.

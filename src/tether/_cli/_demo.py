@@ -125,7 +125,8 @@ async def run_demo(backend: str, names: list[str] | None = None) -> int:
     _quiet_logs()
     found = names or sorted({*emulator_names(), *demo_names()})
     _say(
-        f"tether demo on {backend}: {len(found)} providers, on local emulators "
+        f"tether demo on {backend}: {len(found)} "
+        f"{'provider' if len(found) == 1 else 'providers'}, on local emulators "
         "or on this machine"
     )
     if not found:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,8 @@ async def test_a_killed_manager_leaves_a_session_others_find(
 ) -> None:
     """
     After kill -9 of the manager that made it, another manager finds the
-    session by tether's id, lists it, reports it as an orphan, and then
-    reconcile closes it: nothing of it is left.
+    session by tether's id, gets it by its own, lists it, reports it as an
+    orphan, and then reconcile closes it: nothing of it is left.
     """
     with anyio.fail_after(180):
         made = await anyio.to_thread.run_sync(_start_worker, dirs, 600.0)
@@ -62,6 +63,17 @@ async def test_a_killed_manager_leaves_a_session_others_find(
         provider = manager.provider("local")
         found = await provider.find(made["tether_id"])
         listed = [r.id for r in await provider.list()]
+        now = datetime.now(UTC)
+        got = await provider.get(
+            tether.Session(
+                id=made["tether_id"],
+                provider="local",
+                state=tether.SessionState.ACTIVE,
+                created_at=now,
+                updated_at=now,
+                remote_id=remote_id,
+            )
+        )
         reported = await manager.reconcile(orphans="report", grace=0)
         alive = session_processes(remote_id, pgid)
         closed = await manager.reconcile(grace=0)
@@ -73,6 +85,9 @@ async def test_a_killed_manager_leaves_a_session_others_find(
     assert tether.SessionState.ACTIVE == found.state
     assert {"job": "worker"} == dict(found.labels)
     assert [remote_id] == listed
+    assert got is not None
+    assert (remote_id, tether.SessionState.ACTIVE) == (got.id, got.state)
+    assert made["tether_id"] == got.tether_id
     assert [("orphan", remote_id)] == [(a.kind, a.remote_id) for a in reported.actions]
     assert alive
     assert [("closed", remote_id)] == [(a.kind, a.remote_id) for a in closed.actions]

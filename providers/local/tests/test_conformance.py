@@ -29,18 +29,16 @@ def _live(state_dir: str) -> Any:
 
 
 def _kill(remote_id: str) -> None:
+    import contextlib  # noqa: PLC0415
     import os  # noqa: PLC0415
     import signal  # noqa: PLC0415
-
     import time  # noqa: PLC0415
 
     # Killing bubblewrap takes the kernel with it (--die-with-parent), so a
     # later pid in the list may already be gone; that is the outcome asked for.
     for pid in session_processes(remote_id):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     # The kill is the service's act: wait until the process table agrees, so
     # the next ping sees a session that is gone rather than one dying.
     deadline = time.monotonic() + 30.0

@@ -5,10 +5,10 @@ Against the emulator in process, which knows the models' ids and bids.
 """
 
 import anyio
-from tether_morpheus.emulator import MorpheusEmulator
 
 import tether
 from tether.testing import serve_asgi
+from tether_morpheus.emulator import MorpheusEmulator
 
 
 KEY = "sk-AbC123." + "0" * 64  # a key the emulator accepts

@@ -89,30 +89,22 @@ def lint(session: nox.Session) -> None:
     ruff, for lint and format.
     """
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
-    session.run(
-        "ruff", "check", "src", "tests", "providers", "benchmarks", "noxfile.py"
-    )
-    session.run(
-        "ruff",
-        "format",
-        "--check",
-        "src",
-        "tests",
-        "providers",
-        "benchmarks",
-        "noxfile.py",
-    )
+    paths = ["src", "tests", "providers", "benchmarks", "docs/examples", "noxfile.py"]
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
 
 
 @nox.session(python=PYTHON)
 def mypy(session: nox.Session) -> None:
     """
-    mypy --strict on the library and every provider.
+    mypy --strict on the library, every provider and the docs' examples.
     """
     _install(session, "typing")
     session.run("mypy")
     # Typing tests: files mypy checks and nobody runs (assert_type).
     session.run("mypy", "--strict", "tests/typing")
+    # The documentation's examples, typed as users are shown to write them.
+    session.run("mypy", "--strict", "docs/examples")
 
 
 @nox.session(python=PYTHON)

@@ -35,8 +35,10 @@ async def main() -> None:
         await manager.close(session)
     spans = exporter.get_finished_spans()
     assert [s.name for s in spans] == ["tether.create", "tether.ping", "tether.close"]
-    assert spans[0].attributes["tether.outcome"] == "ok"
-    assert spans[0].attributes["tether.session_id"] == session.id
+    attributes = spans[0].attributes
+    assert attributes is not None
+    assert attributes["tether.outcome"] == "ok"
+    assert attributes["tether.session_id"] == session.id
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ TETHER_SANDBOX_BASE_URL for the emulator that `tether emulate sandbox` serves).
 """
 
 import tether
+from tether_sandbox import SandboxProvider
 
 
 def main() -> None:
@@ -13,6 +14,7 @@ def main() -> None:
         with manager.session("sandbox", vcpu_count=2, lifetime=600) as s:
             print(manager.ping(s).status)  # alive
             sandbox = manager.provider("sandbox")
+            assert isinstance(sandbox, SandboxProvider)  # typed as its own class
             result = manager.call(sandbox.execute, s, "print('hi')")
             print(result.stdout, end="")  # hi
 

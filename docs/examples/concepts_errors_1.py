@@ -16,4 +16,5 @@ assert error.body == {"detail": "bad key", "api_key": "***"}
 assert str(error) == (
     "sandbox answered 401 to create (provider=sandbox, operation=create, status=401)"
 )
-assert isinstance(error, ProviderError) and not error.retryable
+assert isinstance(error, ProviderError)
+assert not error.retryable

@@ -33,6 +33,7 @@ async def main() -> None:
                     break
     assert [e.kind for e in received] == [E.CREATED, E.PINGED, E.CLOSED]
     closed = received[-1]
+    assert closed.session is not None  # the event concerns a session
     assert closed.session.state is tether.SessionState.CLOSED
     assert closed.previous_state is tether.SessionState.ACTIVE
     assert closed.at.timestamp() == clock.time()  # the manager's clock

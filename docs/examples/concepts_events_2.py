@@ -3,6 +3,7 @@ Events and snapshots: subscribing.
 """
 
 import anyio
+import anyio.abc
 
 import tether
 from tether.testing import FakeBackend, FakeProvider, ManualClock
@@ -11,7 +12,11 @@ from tether.testing import FakeBackend, FakeProvider, ManualClock
 E = tether.EventKind
 
 
-async def watch(manager, *, task_status=anyio.TASK_STATUS_IGNORED):
+async def watch(
+    manager: tether.SessionManager,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
     async with manager.events() as events:
         task_status.started()
         async for event in events:
@@ -19,7 +24,7 @@ async def watch(manager, *, task_status=anyio.TASK_STATUS_IGNORED):
 
 
 S = tether.SessionState
-seen = []
+seen: list[tuple[tether.EventKind, tether.SessionState | None]] = []
 
 
 async def main() -> None:
@@ -37,7 +42,7 @@ async def main() -> None:
             health=tether.HealthPolicy(interval=10, jitter=0),
         ) as manager:
             await tg.start(watch, manager)
-            s = await manager.create("fake")
+            await manager.create("fake")
             backend.fail("ping")
             await clock.advance(10)  # the ping fails
             await clock.advance(10)  # and the next one succeeds

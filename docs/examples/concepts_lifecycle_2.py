@@ -18,6 +18,7 @@ async def main() -> None:
         registry=registry, config={"fake": {"backend": backend}}, clock=clock
     ) as manager:
         s = await manager.create("fake")
+        assert s.remote_id is not None  # the service's id, once it answered
         backend.kill(s.remote_id)  # it dies on the service's side
 
         health = await manager.ping(s)

@@ -40,6 +40,7 @@ async def main() -> None:
         except OutcomeUnknownError:
             pass
         (pending,) = await manager.list(state=tether.SessionState.CREATING)
+        assert pending.error is not None
         assert pending.error.startswith("outcome unknown")
         assert pending.remote_id is None
         assert len(blind.live_ids()) == 1  # the service has it

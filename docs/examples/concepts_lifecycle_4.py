@@ -19,7 +19,7 @@ async def main() -> None:
         registry=registry, config={"fake": {"backend": backend}}, clock=clock
     ) as manager:
         s = await manager.create("fake", lifetime=55)
-        ticks = []
+        ticks: list[float | str] = []
 
         async def work() -> None:
             async with manager.scope(s):

@@ -30,6 +30,7 @@ async def main() -> None:
         await clock.advance(10)
         lost = await manager.get(s.id)
         assert lost.state is tether.SessionState.LOST
+        assert lost.error is not None  # why it was lost, in words
         assert lost.error.startswith("3 pings failed in a row")
         assert backend.calls["ping"] == 3
 

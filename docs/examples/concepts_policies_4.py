@@ -21,6 +21,7 @@ async def main() -> None:
         health=tether.HealthPolicy(interval=10, jitter=0),
     ) as manager:
         s = await manager.create("fake")
+        assert s.remote_id is not None  # the service's id, once it answered
         backend.script(s.remote_id, ["sick", "running"])
 
         await clock.advance(10)

@@ -35,6 +35,7 @@ async def main() -> None:
         assert s.provider == "backup"
         assert backend.calls["create"] == 2  # attempts_per_candidate
 
+        assert s.remote_id is not None
         backup.kill(s.remote_id)
         await clock.advance(10)  # the ping finds it gone
         old = await manager.get(s.id)

@@ -38,7 +38,7 @@ async def main() -> None:
         assert backend.calls["create"] == 2  # nothing was sent
 
         await clock.advance(30)  # cooled down: one probe
-        s = await manager.create("fake")
+        await manager.create("fake")
         assert (
             manager.snapshot().providers["fake"].breaker is tether.BreakerState.CLOSED
         )

@@ -53,7 +53,7 @@ async def main() -> None:
         clock=clock,
         admission=tether.AdmissionPolicy(mode="wait", timeout=5),
     ) as manager:
-        order = []
+        order: list[str] = []
 
         async def use(name: str) -> None:
             async with manager.session("one"):
@@ -68,9 +68,9 @@ async def main() -> None:
                 await clock.advance(10)
 
         # One at a time (which goes first is up to the scheduler):
-        first, second = order[0].split()[0], order[2].split()[0]
-        assert order == [f"{first} in", f"{first} out", f"{second} in", f"{second} out"]
-        assert {first, second} == {"a", "b"}
+        one, other = order[0].split()[0], order[2].split()[0]
+        assert order == [f"{one} in", f"{one} out", f"{other} in", f"{other} out"]
+        assert {one, other} == {"a", "b"}
 
 
 if __name__ == "__main__":

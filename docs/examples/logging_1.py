@@ -11,11 +11,11 @@ import tether
 from tether.testing import FakeBackend, FakeProvider, ManualClock
 
 
-records = []
+records: list[logging.LogRecord] = []
 
 
 class Keep(logging.Handler):
-    def emit(self, record):
+    def emit(self, record: logging.LogRecord) -> None:
         records.append(record)
 
 
@@ -36,8 +36,14 @@ async def main() -> None:
             await manager.create("fake")
     finally:
         logging.getLogger("tether").removeHandler(handler)
-    created = [r for r in records if r.tether_event == "tether.session.created"]
-    assert created and created[0].tether_fields["provider"] == "fake"
+    # Attributes of their own, as logging's `extra` sets them: read with getattr.
+    created = [
+        r
+        for r in records
+        if getattr(r, "tether_event", None) == "tether.session.created"
+    ]
+    assert created
+    assert getattr(created[0], "tether_fields", {})["provider"] == "fake"
 
 
 if __name__ == "__main__":

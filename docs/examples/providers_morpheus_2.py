@@ -4,11 +4,13 @@ The Morpheus provider: creating sessions by model name, model id or bid.
 Against the emulator in process, which knows the models' ids and bids.
 """
 
+from typing import Any
+
 import anyio
-from tether_morpheus.emulator import MorpheusEmulator
 
 import tether
 from tether.testing import serve_asgi
+from tether_morpheus.emulator import MorpheusEmulator
 
 
 KEY = "sk-AbC123." + "0" * 64  # a key the emulator accepts
@@ -23,11 +25,12 @@ async def main() -> None:
         async with tether.SessionManager(config=config, environ={}) as manager:
             # A key has one session at a time: the manager admits the next
             # create once the last session closed.
-            for params in (
+            ways: list[dict[str, Any]] = [
                 {"model": "llama-3.3-70b"},
                 {"model": model_id},
                 {"bid_id": bid_id},
-            ):
+            ]
+            for params in ways:
                 s = await manager.create("morpheus", lifetime=600, **params)
                 assert emulator.active_session_for(KEY) == s.remote_id
                 await manager.close(s)

@@ -8,6 +8,7 @@ TETHER_MORPHEUS_BASE_URL for the emulator that `tether emulate morpheus` serves)
 import anyio
 
 import tether
+from tether_morpheus import MorpheusProvider
 
 
 async def main() -> None:
@@ -26,6 +27,7 @@ async def main() -> None:
     async with tether.SessionManager() as manager:
         s = await manager.create("morpheus", model="llama-3.3-70b", lifetime=600)
         morpheus = manager.provider("morpheus")
+        assert isinstance(morpheus, MorpheusProvider)  # typed as its own class
         reply = await morpheus.chat(s, hello, temperature=0.2)
         print(reply.content)
 

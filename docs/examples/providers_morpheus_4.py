@@ -10,6 +10,7 @@ import anyio
 import tether
 from tether.exceptions import ProviderError
 from tether.testing import serve_asgi
+from tether_morpheus import MorpheusProvider
 from tether_morpheus.emulator import MorpheusEmulator
 
 
@@ -25,6 +26,7 @@ async def main() -> None:
             config=config, health_checks=False, environ={}
         ) as manager:
             morpheus = manager.provider("morpheus")
+            assert isinstance(morpheus, MorpheusProvider)
             candidates = await morpheus.failover_candidates(
                 "llama-3.3-70b", fallback_models=["mistral-31-24b"]
             )

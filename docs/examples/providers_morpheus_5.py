@@ -5,10 +5,11 @@ Against the emulator in process, so it can make the best bid's provider refuse.
 """
 
 import anyio
-from tether_morpheus.emulator import MorpheusEmulator
 
 import tether
 from tether.testing import serve_asgi
+from tether_morpheus import MorpheusProvider
+from tether_morpheus.emulator import MorpheusEmulator
 
 
 KEY = "sk-AbC123." + "0" * 64  # a key the emulator accepts
@@ -22,6 +23,7 @@ async def main() -> None:
         config = {"morpheus": {"base_url": server.url, "api_key": KEY}}
         async with tether.SessionManager(config=config, environ={}) as manager:
             morpheus = manager.provider("morpheus")
+            assert isinstance(morpheus, MorpheusProvider)
             candidates = await morpheus.failover_candidates(
                 "llama-3.3-70b", fallback_models=["mistral-31-24b"]
             )

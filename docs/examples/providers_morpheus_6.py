@@ -3,10 +3,10 @@ The Morpheus provider: its emulator, in process, on a manual clock.
 """
 
 import anyio
-from tether_morpheus.emulator import MorpheusEmulator
 
 import tether
 from tether.testing import ManualClock, serve_asgi
+from tether_morpheus.emulator import MorpheusEmulator
 
 
 KEY = "sk-AbC123." + "0" * 64  # a key the emulator accepts

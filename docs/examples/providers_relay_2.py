@@ -8,6 +8,7 @@ TETHER_RELAY_BASE_URL for the emulator that `tether emulate relay` serves).
 import anyio
 
 import tether
+from tether_relay import RelayProvider
 
 
 async def main() -> None:
@@ -31,6 +32,7 @@ async def main() -> None:
 
         # Tokens, fetched when you need them (never stored on the session).
         relay = manager.provider("relay")
+        assert isinstance(relay, RelayProvider)  # typed as its own class
         creds = await relay.credentials(s)
         assert creds.session_token is not None  # the session's token
         assert creds.token_for("9.9.9.9") is not None  # that player's token

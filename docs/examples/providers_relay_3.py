@@ -3,10 +3,10 @@ The relay provider: its emulator, in process, on a manual clock.
 """
 
 import anyio
-from tether_relay.emulator import RelayEmulator
 
 import tether
 from tether.testing import ManualClock, serve_asgi
+from tether_relay.emulator import RelayEmulator
 
 
 async def main() -> None:

@@ -8,6 +8,7 @@ TETHER_SANDBOX_BASE_URL for the emulator that `tether emulate sandbox` serves).
 import anyio
 
 import tether
+from tether_sandbox import SandboxProvider
 
 
 async def main() -> None:
@@ -16,6 +17,7 @@ async def main() -> None:
             "sandbox", lifetime=600, vcpu_count=4, memory_mb=2048
         )
         sandbox = manager.provider("sandbox")
+        assert isinstance(sandbox, SandboxProvider)  # typed as its own class
         result = await sandbox.execute(session, "print('hello')")
         print(result.stdout, end="")  # hello
         await manager.close(session)

@@ -8,12 +8,14 @@ TETHER_SANDBOX_BASE_URL for the emulator that `tether emulate sandbox` serves).
 import anyio
 
 import tether
+from tether_sandbox import SandboxProvider
 
 
 async def main() -> None:
     async with tether.SessionManager() as manager:
         session = await manager.create("sandbox", env={"A": "a value"})
         sandbox = manager.provider("sandbox")
+        assert isinstance(sandbox, SandboxProvider)
         r = await sandbox.execute(session, "import os\nprint(os.environ['A'])")
         r = await sandbox.execute(
             session, command="ls -la", language="bash", exec_timeout=120

@@ -3,10 +3,10 @@ The sandbox provider: its emulator, in process, on a manual clock.
 """
 
 import anyio
-from tether_sandbox.emulator import SandboxEmulator
 
 import tether
 from tether.testing import ManualClock, serve_asgi
+from tether_sandbox.emulator import SandboxEmulator
 
 
 async def main() -> None:

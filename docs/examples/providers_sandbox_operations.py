@@ -5,11 +5,11 @@ Against the emulator in process, on a manual clock.
 """
 
 import anyio
-from tether_sandbox import EgressPolicy, SandboxProvider
-from tether_sandbox.emulator import SandboxEmulator
 
 import tether
 from tether.testing import ManualClock, serve_asgi
+from tether_sandbox import EgressPolicy, SandboxProvider
+from tether_sandbox.emulator import SandboxEmulator
 
 
 async def main() -> None:

@@ -9,6 +9,7 @@ import anyio
 import httpx
 
 import tether
+from tether_sipher import SipherProvider
 
 
 async def main() -> None:
@@ -16,6 +17,7 @@ async def main() -> None:
     async with tether.SessionManager() as manager:
         session = await manager.create("sipher", chain="solana")
         sipher = manager.provider("sipher")
+        assert isinstance(sipher, SipherProvider)  # typed as its own class
 
         # A client for Sipher's other routes, bound to the session:
         async with sipher.bound_client(session) as client:

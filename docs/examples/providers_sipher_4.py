@@ -3,10 +3,10 @@ The Sipher provider: its emulator, in process, on a manual clock.
 """
 
 import anyio
-from tether_sipher.emulator import PRO_KEY, SipherEmulator
 
 import tether
 from tether.testing import ManualClock, serve_asgi
+from tether_sipher.emulator import PRO_KEY, SipherEmulator
 
 
 async def main() -> None:

@@ -20,6 +20,8 @@ async def main() -> None:
         # Worker A's lease lapses at once (a TTL of 0); worker B takes it over.
         old = await store.claim("s1", "worker-a", 0.0)
         new = await store.claim("s1", "worker-b", 30.0)
+        assert old is not None  # a fence: None if another worker held the lease
+        assert new is not None
         assert new > old
         assert await store.claim("s1", "worker-a", 30.0) is None
 

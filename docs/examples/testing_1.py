@@ -8,7 +8,9 @@ import tether
 from tether.testing import FakeBackend, FakeProvider, ManualClock
 
 
-async def test_job_closes_its_session(tether_manager, tether_fake_backend):
+async def test_job_closes_its_session(
+    tether_manager: tether.SessionManager, tether_fake_backend: FakeBackend
+) -> None:
     """A session block leaves nothing running on the service."""
     async with tether_manager.session("fake", labels={"job": "42"}) as s:
         assert s.remote_id in tether_fake_backend.live_ids()

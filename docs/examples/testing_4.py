@@ -4,11 +4,12 @@ Testing your code: emulators: serve_asgi and FaultInjector.
 
 import anyio
 import httpx
+from starlette.types import Receive, Scope, Send
 
 from tether.testing import Fault, FaultInjector, serve_asgi
 
 
-async def hello(scope, receive, send):
+async def hello(scope: Scope, receive: Receive, send: Send) -> None:
     await send(
         {
             "type": "http.response.start",

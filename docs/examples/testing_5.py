@@ -3,10 +3,10 @@ Testing: a first-party provider's emulator, served on a loopback socket.
 """
 
 import anyio
-from tether_sandbox.emulator import SandboxEmulator
 
 import tether
 from tether.testing import ManualClock, serve_asgi
+from tether_sandbox.emulator import SandboxEmulator
 
 
 async def main() -> None:

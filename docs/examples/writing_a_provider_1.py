@@ -109,4 +109,5 @@ class BoxProvider(Provider[BoxConfig]):
         return self._remote(found[0]) if found else None
 
 
-assert BoxProvider.capabilities.find and not BoxProvider.capabilities.update
+assert BoxProvider.capabilities.find
+assert not BoxProvider.capabilities.update

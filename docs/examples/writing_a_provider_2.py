@@ -6,6 +6,8 @@ import json
 import uuid
 from typing import Any
 
+from starlette.types import Receive, Scope, Send
+
 
 class BoxEmulator:
     """The box service, in memory."""
@@ -14,7 +16,7 @@ class BoxEmulator:
         self.api_key = api_key
         self.boxes: dict[str, dict[str, Any]] = {}
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = (await receive()).get("body", b"")
         status, answer = self.handle(scope, json.loads(body) if body else None)
         payload = json.dumps(answer).encode()
@@ -27,15 +29,15 @@ class BoxEmulator:
         )
         await send({"type": "http.response.body", "body": payload})
 
-    def handle(self, scope, body):
+    def handle(self, scope: Scope, body: Any) -> tuple[int, Any]:
         headers = dict(scope["headers"])
         if headers.get(b"authorization") != f"Bearer {self.api_key}".encode():
             return 401, {"error": "bad key"}
         method, path = scope["method"], scope["path"]
         if (method, path) == ("POST", "/boxes"):
-            box = {"id": uuid.uuid4().hex[:8], "status": "open", **body}
-            self.boxes[box["id"]] = box
-            return 201, box
+            new = {"id": uuid.uuid4().hex[:8], "status": "open", **body}
+            self.boxes[new["id"]] = new
+            return 201, new
         if (method, path) == ("GET", "/boxes"):
             tag = scope["query_string"].decode().removeprefix("tag=")
             return 200, [b for b in self.boxes.values() if b["tag"] == tag]

@@ -26,6 +26,7 @@ async def main() -> None:
             environ={},
         ) as manager:
             s = await manager.create("box", colour="red")
+            assert s.remote_id is not None  # the box's id, from the service
             assert emulator.boxes[s.remote_id]["tag"] == s.id
             assert s.data == {"colour": "red"}
             assert (await manager.ping(s)).ok

@@ -14,7 +14,7 @@ from tether.testing import DemoScript, Emulator, ManualClock, serve_asgi
 DEMO_KEY = "box-demo-key"  # a fake that only the emulator accepts
 
 
-async def describe(manager, session) -> str:
+async def describe(manager: tether.SessionManager, session: tether.Session) -> str:
     return f"a {session.data['colour']} box, {session.state.value}"
 
 
@@ -39,8 +39,11 @@ async def main() -> None:
             registry=registry, config={"box": config}, clock=clock, environ={}
         ) as manager:
             # What `tether demo` does with the script, in short.
-            async with manager.session("box", **emulator.demo.params) as s:
-                assert await emulator.demo.work(manager, s) == "a brown box, active"
+            demo = emulator.demo
+            assert demo is not None  # both optional: this emulator has them
+            assert demo.work is not None
+            async with manager.session("box", **demo.params) as s:
+                assert await demo.work(manager, s) == "a brown box, active"
 
 
 if __name__ == "__main__":

@@ -824,3 +824,17 @@ async def test_search_asks_the_service_by_labels(registry, tether_clock):
     assert 2 == len(everything)
     assert [] == records
     assert 2 == backend.calls["list"]  # one per search that was sent
+
+
+async def test_a_provider_is_found_by_its_class(tether_manager):
+    """
+    ``manager.provider(FakeProvider)`` is the running provider registered for
+    that class; a class no name refers to is a typed error.
+    """
+
+    class Unregistered(FakeProvider):
+        pass
+
+    assert tether_manager.provider(FakeProvider) is tether_manager.provider("fake")
+    with pytest.raises(ProviderNotFoundError, match="Unregistered"):
+        tether_manager.provider(Unregistered)

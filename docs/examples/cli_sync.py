@@ -10,13 +10,13 @@ from tether_sandbox import SandboxProvider
 
 
 def main() -> None:
-    with tether.SyncSessionManager() as manager:
-        with manager.session("sandbox", vcpu_count=2, lifetime=600) as s:
-            print(manager.ping(s).status)  # alive
-            sandbox = manager.provider("sandbox")
-            assert isinstance(sandbox, SandboxProvider)  # typed as its own class
-            result = manager.call(sandbox.execute, s, "print('hi')")
-            print(result.stdout, end="")  # hi
+    with (
+        tether.SyncSessionManager() as manager,
+        manager.session(SandboxProvider, vcpu_count=2, lifetime=600) as sb,
+    ):
+        print(manager.ping(sb).status)  # alive
+        result = sb.execute("print('hi')")  # the handle's methods, blocking
+        print(result.stdout, end="")  # hi
 
 
 if __name__ == "__main__":

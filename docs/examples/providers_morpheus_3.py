@@ -1,5 +1,6 @@
 """
-The Morpheus provider: chat on a session, plain, streamed and with tools.
+The Morpheus provider: chat in a session through its handle, plain, streamed and
+with tools.
 
 Configured from the environment (TETHER_MORPHEUS_API_KEY, and
 TETHER_MORPHEUS_BASE_URL for the emulator that `tether emulate morpheus` serves).
@@ -24,23 +25,22 @@ async def main() -> None:
             },
         },
     }
-    async with tether.SessionManager() as manager:
-        s = await manager.create("morpheus", model="llama-3.3-70b", lifetime=600)
-        morpheus = manager.provider("morpheus")
-        assert isinstance(morpheus, MorpheusProvider)  # typed as its own class
-        reply = await morpheus.chat(s, hello, temperature=0.2)
+    async with (
+        tether.SessionManager() as manager,
+        manager.session(MorpheusProvider, model="llama-3.3-70b", lifetime=600) as m,
+    ):
+        reply = await m.chat(hello, temperature=0.2)
         print(reply.content)
 
-        stream = await morpheus.chat(s, hello, stream=True)
+        stream = await m.chat(hello, stream=True)
         async with stream:
             async for chunk in stream:
                 print(chunk.content, end="")
         print()
 
-        reply = await morpheus.chat(s, hello, tools=[weather])
+        reply = await m.chat(hello, tools=[weather])
         for call in reply.tool_calls:
             print(call.name, call.arguments)
-        await manager.close(s)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,7 @@ async def main() -> None:
         async with tether.SessionManager(
             config=config, health_checks=False, environ={}
         ) as manager:
-            morpheus = manager.provider("morpheus")
-            assert isinstance(morpheus, MorpheusProvider)
+            morpheus = manager.provider(MorpheusProvider)
             candidates = await morpheus.failover_candidates(
                 "llama-3.3-70b", fallback_models=["mistral-31-24b"]
             )

@@ -22,8 +22,7 @@ async def main() -> None:
     async with serve_asgi(emulator.app) as server:
         config = {"morpheus": {"base_url": server.url, "api_key": KEY}}
         async with tether.SessionManager(config=config, environ={}) as manager:
-            morpheus = manager.provider("morpheus")
-            assert isinstance(morpheus, MorpheusProvider)
+            morpheus = manager.provider(MorpheusProvider)
             candidates = await morpheus.failover_candidates(
                 "llama-3.3-70b", fallback_models=["mistral-31-24b"]
             )

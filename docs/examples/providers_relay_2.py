@@ -31,8 +31,7 @@ async def main() -> None:
         s = await manager.update(s, authorize=["9.9.9.9"], revoke=["8.8.8.8"])
 
         # Tokens, fetched when you need them (never stored on the session).
-        relay = manager.provider("relay")
-        assert isinstance(relay, RelayProvider)  # typed as its own class
+        relay = manager.provider(RelayProvider)  # typed as its own class
         creds = await relay.credentials(s)
         assert creds.session_token is not None  # the session's token
         assert creds.token_for("9.9.9.9") is not None  # that player's token

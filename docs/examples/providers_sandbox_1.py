@@ -1,5 +1,5 @@
 """
-The sandbox provider: a session by name, and execute through the provider.
+The sandbox provider: a session and code run in it.
 
 Configured from the environment (TETHER_SANDBOX_API_KEY, and
 TETHER_SANDBOX_BASE_URL for the emulator that `tether emulate sandbox` serves).
@@ -12,15 +12,14 @@ from tether_sandbox import SandboxProvider
 
 
 async def main() -> None:
-    async with tether.SessionManager() as manager:
-        session = await manager.create(
-            "sandbox", lifetime=600, vcpu_count=4, memory_mb=2048
-        )
-        sandbox = manager.provider("sandbox")
-        assert isinstance(sandbox, SandboxProvider)  # typed as its own class
-        result = await sandbox.execute(session, "print('hello')")
+    async with (
+        tether.SessionManager() as manager,
+        manager.session(
+            SandboxProvider, lifetime=600, vcpu_count=4, memory_mb=2048
+        ) as sb,
+    ):
+        result = await sb.execute("print('hello')")
         print(result.stdout, end="")  # hello
-        await manager.close(session)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """
-The sandbox provider: work inside a session, through the provider's methods.
+The sandbox provider: work inside a session, through its handle.
 
 Configured from the environment (TETHER_SANDBOX_API_KEY, and
 TETHER_SANDBOX_BASE_URL for the emulator that `tether emulate sandbox` serves).
@@ -12,23 +12,19 @@ from tether_sandbox import SandboxProvider
 
 
 async def main() -> None:
-    async with tether.SessionManager() as manager:
-        session = await manager.create("sandbox", env={"A": "a value"})
-        sandbox = manager.provider("sandbox")
-        assert isinstance(sandbox, SandboxProvider)
-        r = await sandbox.execute(session, "import os\nprint(os.environ['A'])")
-        r = await sandbox.execute(
-            session, command="ls -la", language="bash", exec_timeout=120
-        )
-        task = await sandbox.execute_async(session, "print('heavy')")
-        state = await sandbox.execution(
-            task
-        )  # one poll: Execution(is_complete, result)
+    async with (
+        tether.SessionManager() as manager,
+        manager.session(SandboxProvider, env={"A": "a value"}) as sb,
+    ):
+        r = await sb.execute("import os\nprint(os.environ['A'])")
+        r = await sb.execute(command="ls -la", language="bash", exec_timeout=120)
+        task = await sb.execute_async("print('heavy')")
+        state = await sb.execution(task)  # one poll: Execution(is_complete, result)
         with anyio.fail_after(300):
-            r = await sandbox.wait_execution(task, poll_interval=1.0)
-        status = await sandbox.status(session)  # SandboxStatus, raw status endpoint
+            r = await sb.wait(task, poll_interval=1.0)
+        # What has no handle method is on the provider, typed as its own class:
+        status = await sb.provider.status(sb.session)  # the raw status endpoint
         print(r.stdout.strip(), state.is_complete in (True, False), status is not None)
-        await manager.close(session)
 
 
 if __name__ == "__main__":

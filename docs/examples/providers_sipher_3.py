@@ -16,8 +16,7 @@ async def main() -> None:
     compare = {"operation": "stealth_privacy"}
     async with tether.SessionManager() as manager:
         session = await manager.create("sipher", chain="solana")
-        sipher = manager.provider("sipher")
-        assert isinstance(sipher, SipherProvider)  # typed as its own class
+        sipher = manager.provider(SipherProvider)  # typed as its own class
 
         # A client for Sipher's other routes, bound to the session:
         async with sipher.bound_client(session) as client:

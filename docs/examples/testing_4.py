@@ -4,12 +4,18 @@ Testing your code: emulators: serve_asgi and FaultInjector.
 
 import anyio
 import httpx
-from starlette.types import Receive, Scope, Send
 
-from tether.testing import Fault, FaultInjector, serve_asgi
+from tether.testing import (
+    ASGIReceive,
+    ASGIScope,
+    ASGISend,
+    Fault,
+    FaultInjector,
+    serve_asgi,
+)
 
 
-async def hello(scope: Scope, receive: Receive, send: Send) -> None:
+async def hello(scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
     await send(
         {
             "type": "http.response.start",

@@ -4,12 +4,18 @@ Testing your code: faults on a schedule, so a short test is sure to see them.
 
 import anyio
 import httpx
-from starlette.types import Receive, Scope, Send
 
-from tether.testing import Fault, FaultInjector, serve_asgi
+from tether.testing import (
+    ASGIReceive,
+    ASGIScope,
+    ASGISend,
+    Fault,
+    FaultInjector,
+    serve_asgi,
+)
 
 
-async def hello(scope: Scope, receive: Receive, send: Send) -> None:
+async def hello(scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"{}"})
 

@@ -6,7 +6,7 @@ import json
 import uuid
 from typing import Any
 
-from starlette.types import Receive, Scope, Send
+from tether.testing import ASGIReceive, ASGIScope, ASGISend
 
 
 class BoxEmulator:
@@ -16,7 +16,9 @@ class BoxEmulator:
         self.api_key = api_key
         self.boxes: dict[str, dict[str, Any]] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(
+        self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend
+    ) -> None:
         body = (await receive()).get("body", b"")
         status, answer = self.handle(scope, json.loads(body) if body else None)
         payload = json.dumps(answer).encode()
@@ -29,7 +31,7 @@ class BoxEmulator:
         )
         await send({"type": "http.response.body", "body": payload})
 
-    def handle(self, scope: Scope, body: Any) -> tuple[int, Any]:
+    def handle(self, scope: ASGIScope, body: Any) -> tuple[int, Any]:
         headers = dict(scope["headers"])
         if headers.get(b"authorization") != f"Bearer {self.api_key}".encode():
             return 401, {"error": "bad key"}

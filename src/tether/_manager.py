@@ -99,6 +99,7 @@ SessionLike = Session | SessionHandle[Any] | str
 
 H = TypeVar("H", bound=SessionHandle[Any])
 H_co = TypeVar("H_co", bound=SessionHandle[Any], covariant=True)
+PR = TypeVar("PR", bound="Provider[Any]")
 
 
 class _Base(TypedDict):
@@ -358,19 +359,27 @@ class SessionManager:
 
     # -- providers -------------------------------------------------------------
 
-    def provider(self, name: str) -> Provider[Any]:
+    @overload
+    def provider(self, name: type[PR]) -> PR: ...
+    @overload
+    def provider(self, name: str) -> Provider[Any]: ...
+    def provider(self, name: type[PR] | str) -> PR | Provider[Any]:
         """
         The running provider *name*, for provider-specific operations.
 
         Loads and configures it on first use: config errors surface here, before
-        any network call.
+        any network call. Asked for by its class (``manager.provider(
+        SandboxProvider)``), it is typed as that class.
 
         Raises:
             ProviderNotFoundError: No such provider.
             ProviderLoadError: It failed to load.
             ConfigError: Its config is missing or invalid.
+
+        .. versionchanged:: Unreleased
+           Takes the provider's class too.
         """
-        return self._slots.get(name).provider
+        return self._slots.get(self._provider_name(name)).provider
 
     # -- events -----------------------------------------------------------------------
 

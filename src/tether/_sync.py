@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 SH = TypeVar("SH", bound=SyncSessionHandle[Any])
 SH_co = TypeVar("SH_co", bound=SyncSessionHandle[Any], covariant=True)
+PR = TypeVar("PR", bound="Provider[Any]")
 
 
 class _SyncHandled(Protocol[SH_co]):
@@ -467,13 +468,21 @@ class SyncSessionManager:
         # Read on the loop's thread, so the view is consistent.
         return portal.call(manager.snapshot)
 
-    def provider(self, name: str) -> Provider[Any]:
+    @overload
+    def provider(self, name: type[PR]) -> PR: ...
+    @overload
+    def provider(self, name: str) -> Provider[Any]: ...
+    def provider(self, name: type[PR] | str) -> PR | Provider[Any]:
         """
-        The running provider *name*; call its async methods through :meth:`call`.
+        The running provider *name* (or of that class, typed as it); call its
+        async methods through :meth:`call`.
 
         Raises:
             ProviderNotFoundError: No such provider.
             ConfigError: Its config is missing or invalid.
+
+        .. versionchanged:: Unreleased
+           Takes the provider's class too.
         """
         portal, manager = self._open()
         return portal.call(manager.provider, name)

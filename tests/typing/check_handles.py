@@ -6,10 +6,12 @@ without casts.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import assert_type
+from typing import Any, assert_type
+
+import anyio
 
 import tether
-from tether.abc import CodeExecutor, ExecutingHandle, RemoteSession
+from tether.abc import CodeExecutor, ExecutingHandle, Provider, RemoteSession
 from tether_local import LocalHandle, LocalProvider
 from tether_morpheus import ChatCompletion, ChatStream, MorpheusHandle, MorpheusProvider
 from tether_sandbox import (
@@ -107,3 +109,19 @@ async def code_execution(
         handles: list[ExecutingHandle] = [local, sandbox]
         assert_type(await handles[0].execute("print(1)"), ExecutionResult)
         assert_type(await local.execute(command="ls"), ExecutionResult)
+
+
+async def provider_by_class(manager: tether.SessionManager) -> None:
+    """
+    A provider asked for by its class is typed as that class; the manager's
+    operations are coroutines, as a task group's ``start_soon`` wants.
+    """
+    assert_type(manager.provider(SandboxProvider), SandboxProvider)
+    assert_type(manager.provider("sandbox"), Provider[Any])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(manager.create, "sandbox")
+
+
+def sync_provider_by_class(manager: tether.SyncSessionManager) -> None:
+    assert_type(manager.provider(SandboxProvider), SandboxProvider)
+    assert_type(manager.renew("an id"), tether.Session)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import anyio
@@ -43,16 +43,20 @@ S = TypeVar("S", bound=_Traced)
 def instrumented(
     name: str,
 ) -> Callable[
-    [Callable[Concatenate[S, P], Awaitable[T]]],
-    Callable[Concatenate[S, P], Awaitable[T]],
+    [Callable[Concatenate[S, P], Coroutine[object, None, T]]],
+    Callable[Concatenate[S, P], Coroutine[object, None, T]],
 ]:
     """
     Wrap a public operation in the manager's instrumentation, if it has one.
+
+    Typed as returning a coroutine (what anyio's ``start_soon`` asks for) whose
+    yield and send types hold no ``Any``, so overloads that take an awaitable
+    (a blocking portal's ``call``) still infer the result's type.
     """
 
     def decorate(
-        fn: Callable[Concatenate[S, P], Awaitable[T]],
-    ) -> Callable[Concatenate[S, P], Awaitable[T]]:
+        fn: Callable[Concatenate[S, P], Coroutine[object, None, T]],
+    ) -> Callable[Concatenate[S, P], Coroutine[object, None, T]]:
         @functools.wraps(fn)
         async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
             bus = self._bus

@@ -13,6 +13,10 @@ from tether.testing._asgi import (
     RecordedRequest,
     serve_asgi,
 )
+from tether.testing._asgi import Message as ASGIMessage
+from tether.testing._asgi import Receive as ASGIReceive
+from tether.testing._asgi import Scope as ASGIScope
+from tether.testing._asgi import Send as ASGISend
 from tether.testing._clock import ManualClock
 from tether.testing._emulation import DemoScript, Emulator, EmulatorFactory
 from tether.testing._fake import FakeBackend, FakeConfig, FakeProvider, FakeRemote
@@ -28,6 +32,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ASGIApp",
+    "ASGIMessage",
+    "ASGIReceive",
+    "ASGIScope",
+    "ASGISend",
     "ASGIServer",
     "ConformanceTarget",
     "DemoScript",

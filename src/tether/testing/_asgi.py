@@ -20,10 +20,15 @@ import h11
 from anyio.abc import SocketAttribute
 
 
+#: An ASGI connection scope (``scope["method"]``, ``scope["path"]``, ...).
 Scope = MutableMapping[str, Any]
+#: An ASGI event, received or sent (``{"type": "http.response.body", ...}``).
 Message = MutableMapping[str, Any]
+#: The awaitable an ASGI app reads the request's events from.
 Receive = Callable[[], Awaitable[Message]]
+#: The awaitable an ASGI app sends its answer's events to.
 Send = Callable[[Message], Awaitable[None]]
+#: An ASGI application, as :func:`serve_asgi` and :class:`FaultInjector` take it.
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _MAX_BODY = 16 * 1024 * 1024

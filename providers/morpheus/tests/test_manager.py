@@ -133,7 +133,7 @@ async def test_ping_detects_killed_session(manager, emulator):
 
     assert health.status is HealthStatus.GONE
     assert lost.state is SessionState.LOST
-    assert "session not found" in (lost.error or "")
+    assert "500 Internal Server Error" in (lost.error or "")
     assert again.remote_id != s.remote_id
 
 

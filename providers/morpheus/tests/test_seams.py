@@ -7,8 +7,10 @@ session routes exist; a stale Session object is refused after close.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 import structlog
 
@@ -239,3 +241,242 @@ async def test_model_session_reply_has_no_note(client, emulator):
     """
     opened = await client.model_session(emulator.model_id("llama-3.3-70b"))
     assert opened.note is None
+
+
+# The v1.14.0 texts and shapes below are read from the gateway's source at the
+# v1.14.0 tag (src/main.py, src/dependencies.py, src/api/v1/session/index.py,
+# src/api/v1/chat/index.py, src/crud/api_key.py).
+
+INT_PARSING = "Input should be a valid integer, unable to parse string as an integer"
+HI = [{"role": "user", "content": "hi"}]
+
+
+async def test_chat_options_are_validated(http):
+    """
+    ``n: "abc"`` is refused with pydantic's 422 ``int_parsing`` in the session
+    era too, with the full text.
+    """
+    response = await http.post(CHAT, json={"messages": HI, "n": "abc"})
+
+    assert 422 == response.status_code
+    assert response.json()["detail"] == [
+        {
+            "type": "int_parsing",
+            "loc": ["body", "n"],
+            "msg": INT_PARSING,
+            "input": "abc",
+        }
+    ]
+
+
+async def test_bad_session_duration_has_the_full_text(http, emulator):
+    """
+    A ``sessionDuration`` that is no integer: "..., unable to parse string as an
+    integer"; a boolean passes (pydantic's lax mode), as in the real gateway.
+    """
+    model = emulator.model_id("llama-3.3-70b")
+    bad = await http.post(
+        OPEN, params={"model_id": model}, json={"sessionDuration": "abc"}
+    )
+    lax = await http.post(
+        OPEN, params={"model_id": model}, json={"sessionDuration": True}
+    )
+
+    assert 422 == bad.status_code
+    assert bad.json()["detail"] == [
+        {
+            "type": "int_parsing",
+            "loc": ["body", "sessionDuration"],
+            "msg": INT_PARSING,
+            "input": "abc",
+        }
+    ]
+    assert 200 == lax.status_code
+
+
+async def test_bid_session_without_private_key_is_a_rewrapped_500(http, emulator):
+    """
+    No private key and no fallback: the bid route's ``except Exception`` re-wraps
+    the 400, so the answer is 500 "Unexpected error: 400: ..."; nothing opens.
+    """
+    emulator.private_key_fallback = False
+    bid = emulator.bids_for("llama-3.3-70b")[0]
+
+    response = await http.post(
+        "/api/v1/session/bidsession", params={"bid_id": bid}, json={}
+    )
+
+    assert 500 == response.status_code
+    assert response.json() == {
+        "detail": "Unexpected error: 400: No private key found and no fallback key configured"
+    }
+    assert emulator.onchain_open_sessions() == []
+
+
+async def test_approve_without_private_key_message(http, emulator):
+    """
+    ``approve`` without a key or fallback: HTTP 200 with the real message.
+    """
+    emulator.private_key_fallback = False
+
+    response = await http.post("/api/v1/session/approve", params={"amount": 10})
+
+    assert 200 == response.status_code
+    assert response.json() == {
+        "error": {
+            "message": "No private key found and no fallback key configured. "
+            "Please set up your private key.",
+            "type": "PrivateKeyNotFound",
+        }
+    }
+
+
+async def test_dead_ping_error_is_httpx_status_text(http, emulator):
+    """
+    A dead ping's ``error`` is ``str()`` of httpx's HTTPStatusError for the
+    node's 500 on the gateway's ``PROXY_ROUTER_URL``: the node's reason is not in it.
+    """
+    model = emulator.model_id("llama-3.3-70b")
+    opened = (await http.post(OPEN, params={"model_id": model}, json={})).json()
+    emulator.kill_session(opened["session_id"])
+
+    ping = (await http.post(PING)).json()
+
+    assert ping["status"] == "dead"
+    assert ping["error"] == (
+        "Server error '500 Internal Server Error' for url "
+        "'http://localhost:8082/v1/chat/completions'\n"
+        "For more information check: "
+        "https://developer.mozilla.org/en-US/docs/Web/HTTP/Status/500"
+    )
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer nope", "Bearer " + KEY[:-4] + "0000"],
+    ids=["missing", "format", "secret"],
+)
+@pytest.mark.parametrize("path", [CHAT, PING])
+async def test_every_api_key_401_challenges(server, path, authorization):
+    """
+    Chat and session routes answer every API-key 401 with ``WWW-Authenticate: Bearer``.
+    """
+    headers = {} if authorization is None else {"Authorization": authorization}
+    async with httpx.AsyncClient(base_url=server.url) as raw:
+        response = await raw.post(path, json={"messages": HI}, headers=headers)
+
+    assert 401 == response.status_code
+    assert "Bearer" == response.headers["www-authenticate"]
+
+
+async def test_streams_carry_cache_control_and_connection(http, emulator):
+    """
+    Chat streams, answers and in-band errors alike, carry ``Cache-Control:
+    no-cache`` and ``Connection: keep-alive``.
+    """
+    model = emulator.model_id("llama-3.3-70b")
+    answered = await http.post(
+        CHAT, json={"messages": HI, "model": model, "stream": True}
+    )
+    emulator.kill_session(emulator.active_session_for(KEY))
+    failed = await http.post(
+        CHAT,
+        json={
+            "messages": HI,
+            "stream": True,
+            "session_id": emulator.active_session_for(KEY),
+        },
+    )
+
+    assert '"error"' in failed.text
+    for response in (answered, failed):
+        assert 200 == response.status_code
+        assert "no-cache" == response.headers["cache-control"]
+        assert "keep-alive" == response.headers["connection"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", MODELS, 200), ("POST", CHAT, 422), ("GET", "/nowhere", 404)],
+)
+async def test_every_answer_has_vary_and_process_time(http, method, path, status):
+    """
+    The gateway's middleware tags every answer: ``Vary: Origin`` and
+    ``X-Process-Time`` (seconds, a float).
+    """
+    response = await http.request(method, path, json={})
+
+    assert status == response.status_code
+    assert "Origin" == response.headers["vary"]
+    assert float(response.headers["x-process-time"]) >= 0
+
+
+async def test_timestamps_are_naive_utc(server, emulator):
+    """
+    ``DateTime`` columns come back without a zone (naive UTC); keys made by
+    ``POST /auth/keys`` are not marked default, not even a user's first.
+    """
+    emulator.add_user("new@example.com", "password123")
+    token = emulator.issue_token("new@example.com")
+    async with httpx.AsyncClient(
+        base_url=server.url, headers={"Authorization": f"Bearer {token}"}
+    ) as raw:
+        made = await raw.post("/api/v1/auth/keys", json={"name": "first"})
+        keys = (await raw.get("/api/v1/auth/keys")).json()
+        settings = (await raw.get("/api/v1/automation/settings")).json()
+        health = (await raw.get("/health")).json()
+
+    assert 200 == made.status_code
+    assert [k["is_default"] for k in keys] == [False]
+    stamps = [
+        keys[0]["created_at"],
+        settings["created_at"],
+        settings["updated_at"],
+        health["timestamp"],
+    ]
+    for stamp in stamps:
+        assert datetime.fromisoformat(stamp).tzinfo is None, stamp
+
+
+async def test_cleanup_closes_expired_sessions(http, emulator, clock):
+    """
+    The gateway's cleanup runs every 60 s: a session past its expiry is closed
+    on chain at the next round (not early), after which ping says
+    ``no_session``, close finds nothing and a chat on the session fails.
+    """
+    model = emulator.model_id("llama-3.3-70b")
+    opened = (
+        await http.post(OPEN, params={"model_id": model}, json={"sessionDuration": 60})
+    ).json()
+    session_id = opened["session_id"]
+
+    await clock.advance(90)  # expired at 60; the round at 60 was not past it
+    assert emulator.active_session_for(KEY) == session_id
+    await clock.advance(40)  # the round at 120 closed it
+
+    assert emulator.active_session_for(KEY) is None
+    ping = (await http.post(PING)).json()
+    closed = (await http.post(CLOSE)).json()
+    chat = await http.post(CHAT, json={"messages": HI, "session_id": session_id})
+
+    assert ping["status"] == "no_session"
+    assert closed == {
+        "success": True,
+        "message": "No active session found to close",
+        "session_id": None,
+    }
+    assert 500 == chat.status_code
+    assert emulator.locked_stakes == []
+
+
+async def test_ping_before_the_cleanup_round_says_expired(http, emulator, clock):
+    """
+    Between expiry and the next cleanup round, ping still says ``expired``.
+    """
+    model = emulator.model_id("llama-3.3-70b")
+    await http.post(OPEN, params={"model_id": model}, json={"sessionDuration": 60})
+    await clock.advance(90)
+
+    ping = (await http.post(PING)).json()
+
+    assert ping["status"] == "expired"

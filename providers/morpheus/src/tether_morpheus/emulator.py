@@ -6,7 +6,9 @@ quirks listed in the provider docs: ``approve`` and ``pingsession`` always HTTP
 200, re-wrapped 500s, in-band SSE errors, one active session per API key, a
 second bid session leaking the first on chain) and can switch to today's gateway,
 which has no session routes (``session_endpoints=False``). Time comes from the
-injected ``clock`` and is read on each request: no background tasks.
+injected ``clock`` and is read on each request: no background tasks. The real
+gateway's cleanup task (every 60 s: close expired sessions) is replayed from the
+clock when a request (or a control method) looks.
 
 Needs the ``emulator`` extra (Starlette)::
 
@@ -21,8 +23,12 @@ import base64
 import hashlib
 import hmac
 import json
+import math
+import platform
+import re
 import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -45,6 +51,17 @@ VERSION: Final = "1.14.0"
 HEAD_OPENAPI: Final = ("3.0.2", "0.0.0-dev")
 API: Final = "/api/v1"
 FALLBACK_NOTE: Final = "Private Key not set, using fallback key (FOR DEBUGGING ONLY)"
+NO_PRIVATE_KEY: Final = "No private key found and no fallback key configured"
+#: What v1.14.0's ``GET /`` says besides its version (``src/main.py``).
+ROOT_DESCRIPTION: Final = "OpenAI-compatible API gateway for Morpheus blockchain models"
+#: ``cleanup_expired_sessions`` in v1.14.0's ``src/main.py`` sleeps 60 s a round.
+CLEANUP_INTERVAL: Final = 60.0
+#: pydantic's message for a string that is not an integer.
+#: Headers of every chat stream (v1.14.0 ``chat/index.py``; today's too).
+SSE_HEADERS: Final = {"Cache-Control": "no-cache", "Connection": "keep-alive"}
+INT_PARSING: Final = (
+    "Input should be a valid integer, unable to parse string as an integer"
+)
 ACCESS_TTL: Final = 30 * 60
 REFRESH_TTL: Final = 7 * 24 * 3600
 #: Routes only v1.14.0 (and the seed era) has, and routes only today's has.
@@ -212,12 +229,7 @@ def _int(raw: str, loc: list[Any]) -> int:
     try:
         return int(raw)
     except ValueError:
-        error = {
-            "type": "int_parsing",
-            "loc": loc,
-            "msg": "Input should be a valid integer, unable to parse string as an integer",
-            "input": raw,
-        }
+        error = {"type": "int_parsing", "loc": loc, "msg": INT_PARSING, "input": raw}
         raise _Problem(422, {"detail": [error]}) from None
 
 
@@ -225,22 +237,29 @@ def _missing(loc: list[Any]) -> dict[str, Any]:
     return {"type": "missing", "loc": loc, "msg": "Field required", "input": None}
 
 
-def _int_field(value: Any, loc: list[Any]) -> dict[str, Any] | None:
+def _int_field(
+    value: Any, loc: list[Any], *, optional: bool = True
+) -> dict[str, Any] | None:
     """
     Pydantic's (lax) error for *value* in an ``int`` field, or ``None``.
+
+    As pydantic 2 in lax mode: booleans, whole floats and strings such as
+    ``" 12 "``, ``"1_000"`` or ``"3.0"`` pass; ``None`` only in an ``Optional``.
     """
-    if value is None or isinstance(value, int):
+    if (value is None and optional) or isinstance(value, int):
         return None
     if isinstance(value, str):
+        text = value.strip()
         try:
-            int(value.strip())
+            int(text)
         except ValueError:
-            return {
-                "type": "int_parsing",
-                "loc": loc,
-                "msg": "Input should be a valid integer, unable to parse string as an integer",
-                "input": value,
-            }
+            if re.fullmatch(r"[+-]?\d+\.0*", text) is None:
+                return {
+                    "type": "int_parsing",
+                    "loc": loc,
+                    "msg": INT_PARSING,
+                    "input": value,
+                }
         return None
     if isinstance(value, float) and value.is_integer():
         return None
@@ -257,6 +276,19 @@ def _int_field(value: Any, loc: list[Any]) -> dict[str, Any] | None:
         "msg": "Input should be a valid integer",
         "input": value,
     }
+
+
+def _lax_int(value: Any) -> int:
+    """
+    *value* as pydantic's lax mode makes it an ``int`` (already checked).
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            return int(float(text))
+    return int(value)
 
 
 def _money(value: Decimal) -> str:
@@ -300,6 +332,13 @@ class MorpheusEmulator:
             price x duration (consumed on open).
         private_key_fallback: Whether the gateway has a ``FALLBACK_PRIVATE_KEY``
             (answers then carry a ``note``).
+        cleanup_interval: Seconds between rounds of the gateway's cleanup task
+            (v1.14.0: 60; the first round runs at start): each round marks
+            sessions closed on chain inactive, then closes every session past
+            its expiry on chain and marks it inactive, so ``pingsession`` then
+            says ``no_session``. ``None``: no cleanup task. Session era only.
+        proxy_router_url: The gateway's ``PROXY_ROUTER_URL``, which a dead
+            ping's ``error`` names.
         seed: Seed for ids.
 
     Attributes:
@@ -323,9 +362,16 @@ class MorpheusEmulator:
         automation_feature_enabled: bool = True,
         require_approval: bool = False,
         private_key_fallback: bool = True,
+        cleanup_interval: float | None = CLEANUP_INTERVAL,
+        proxy_router_url: str = "http://localhost:8082",
         seed: int = 0,
     ) -> None:
         self.clock = clock
+        self.cleanup_interval = cleanup_interval
+        self.proxy_router_url = proxy_router_url.rstrip("/")
+        self._started = clock()
+        #: The last cleanup round run (rounds are numbered from 0, at start).
+        self._cleanup_round = -1
         self.session_endpoints = session_endpoints
         self.serve_openapi = serve_openapi
         self.automation_feature_enabled = automation_feature_enabled
@@ -424,13 +470,20 @@ class MorpheusEmulator:
         return user_id
 
     def add_api_key(
-        self, user_id: int, key: str | None = None, *, legacy: bool = False
+        self,
+        user_id: int,
+        key: str | None = None,
+        *,
+        legacy: bool = False,
+        default: bool | None = None,
     ) -> str:
         """
         Give *user_id* an API key (a new one when *key* is ``None``); return it.
 
         A ``legacy`` key (no ``encrypted_key``) authenticates by its prefix alone,
-        as in v1.14.0.
+        as in v1.14.0. ``default=None`` marks the user's first key as its
+        default (as if set with ``PUT /auth/keys/{id}/default``); keys made by
+        ``POST /auth/keys`` never are (``is_default`` defaults to false).
         """
         if key is None:
             alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -443,7 +496,9 @@ class MorpheusEmulator:
             key=key,
             name=None,
             created_at=self.clock(),
-            is_default=not any(k.user_id == user_id for k in self._keys.values()),
+            is_default=not any(k.user_id == user_id for k in self._keys.values())
+            if default is None
+            else default,
             legacy=legacy,
         )
         return key
@@ -498,6 +553,7 @@ class MorpheusEmulator:
         """
         Sessions the gateway holds active for some key and the node still serves.
         """
+        self._catch_up()
         now = self.clock()
         return [
             r.session_id
@@ -511,6 +567,7 @@ class MorpheusEmulator:
         """
         Sessions still open on chain (leaked ones included) and not past EndsAt.
         """
+        self._catch_up()
         now = self.clock()
         return [
             s.id for s in self._node.values() if s.closed_at is None and s.ends_at > now
@@ -520,6 +577,7 @@ class MorpheusEmulator:
         """
         The session the gateway's database holds active for *key*.
         """
+        self._catch_up()
         for row in self._rows:
             if row.is_active and self._keys[row.key_id].key == key:
                 return row.session_id
@@ -596,7 +654,32 @@ class MorpheusEmulator:
     # -- plumbing ----------------------------------------------------------------
 
     async def _app(self, scope: Any, receive: Any, send: Any) -> None:
-        await self._starlette(scope, receive, send)
+        if scope.get("type") != "http":
+            await self._starlette(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def send_tagged(message: Any) -> None:
+            if message.get("type") == "http.response.start":
+                # Every answer passes the gateway's middleware: the CORS one
+                # adds "Vary: Origin", the timing one "X-Process-Time".
+                headers = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if k.lower() != b"vary"
+                ]
+                vary = [
+                    v for k, v in message.get("headers", []) if k.lower() == b"vary"
+                ]
+                if vary and b"Origin" not in vary[0]:
+                    vary = [vary[0] + b", Origin"]
+                headers.append((b"vary", vary[0] if vary else b"Origin"))
+                elapsed = time.perf_counter() - started
+                headers.append((b"x-process-time", str(elapsed).encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self._starlette(scope, receive, send_tagged)
 
     def _routes(self) -> list[Route]:
         r = Route
@@ -737,6 +820,7 @@ class MorpheusEmulator:
             )
             if not present():
                 return JSONResponse({"detail": "Not Found"}, status_code=404)
+            self._catch_up()
             try:
                 result = await fn(request)
             except _Problem as problem:
@@ -752,6 +836,15 @@ class MorpheusEmulator:
         return endpoint
 
     def _iso(self, ts: float | None = None) -> str:
+        """
+        A time as the gateway writes its ``DateTime`` columns: naive UTC.
+        """
+        return self._iso_tz(ts).removesuffix("+00:00")
+
+    def _iso_tz(self, ts: float | None = None) -> str:
+        """
+        A time with its zone (``timestamptz`` columns, today's headers).
+        """
         return datetime.fromtimestamp(
             self.clock() if ts is None else ts, UTC
         ).isoformat()
@@ -804,8 +897,9 @@ class MorpheusEmulator:
         try:
             return self._check_api_key(request, check_active=check_active)
         except _Problem as problem:
-            if problem.status == 401 and not self.session_endpoints:  # noqa: PLR2004
-                # Today's gateway challenges on every API-key 401.
+            if problem.status == 401:  # noqa: PLR2004
+                # Every API-key 401 challenges, in v1.14.0 (get_api_key_user,
+                # get_current_api_key) as today.
                 problem.headers.setdefault("WWW-Authenticate", "Bearer")
             raise
 
@@ -877,24 +971,61 @@ class MorpheusEmulator:
     # -- service routes ----------------------------------------------------------
 
     async def _root(self, _request: Request) -> Any:
+        # v1.14.0 src/main.py root(); the version is the build's BUILD_VERSION.
         return {
-            "message": "Welcome to the Morpheus API Gateway",
+            "name": "Morpheus API Gateway",
             "version": VERSION,
-            "docs": "/docs",
+            "description": ROOT_DESCRIPTION,
+            "documentation": {"swagger_ui": "/docs"},
         }
 
     async def _health(self, _request: Request) -> Any:
+        # v1.14.0 src/main.py health_check(): the keys and their meaning; the
+        # deployment's values (container id, kernel, cache state) are made up.
+        now = self.clock()
+        models = self._active_models()
+        uptime = max(0, int(now - self._started))
+        days, rest = divmod(uptime, 86400)
+        hours, rest = divmod(rest, 3600)
+        minutes, seconds = divmod(rest, 60)
+        parts = [f"{n}{u}" for n, u in ((days, "d"), (hours, "h"), (minutes, "m")) if n]
+        if seconds or not parts:
+            parts.append(f"{seconds}s")
         return {
-            "status": "healthy",
-            "timestamp": self._iso(),
+            "status": "ok",
+            "timestamp": self._iso(now),
             "version": VERSION,
             "database": "healthy",
             "model_service": {
-                "status": "healthy",
-                "model_count": len(self._active_models()),
+                "status": "healthy" if models else "warning: no models available",
+                "model_count": len(models),
+                "cache_info": {
+                    "cached_models": len(models),
+                    "cached_blockchain_ids": len(models),
+                    "cache_expiry": self._iso(now + 300),
+                    "seconds_until_expiry": 300.0,
+                    "last_hash": hashlib.sha256(
+                        json.dumps(sorted(m["Id"] for m in models)).encode()
+                    ).hexdigest(),
+                    "last_etag": None,
+                    "cache_duration": 300,
+                },
+                "active_models_url": "https://active.dev.mor.org/active_models.json",
+                "default_fallback_model": self.default_model,
+                "default_fallback_tts_model": "tts-kokoro",
+                "default_fallback_stt_model": "whisper-1",
+                "default_fallback_embeddings_model": "text-embedding-bge-m3",
             },
-            "container": {"hostname": "emulator"},
-            "uptime": {"seconds": 0},
+            "container": {
+                "id": str(uuid.UUID(bytes=self._secret[:16], version=4)),
+                "system": "Linux-emulator",
+                "python_version": platform.python_version(),
+            },
+            "uptime": {
+                "seconds": uptime,
+                "human_readable": " ".join(parts),
+                "started_at": self._iso(self._started),
+            },
         }
 
     async def _openapi(self, _request: Request) -> Any:
@@ -1056,15 +1187,63 @@ class MorpheusEmulator:
             f"no provider accepting session: {json.dumps(reasons, separators=(',', ':'))}",
         )
 
-    def _close_on_chain(self, session_id: str) -> None:
+    def _close_on_chain(self, session_id: str, at: float | None = None) -> None:
         node = self._node.get(session_id)
         if node is None or node.closed_at is not None:
             return  # "already closed" counts as success
-        now = self.clock()
+        now = self.clock() if at is None else at
         node.closed_at = now
         if now < node.ends_at:
             node.early_close = True
             self.locked_stakes.append((node.id, node.stake))
+
+    def _catch_up(self) -> None:
+        """
+        Run the cleanup rounds the real gateway would have run by now.
+
+        ``cleanup_expired_sessions`` (v1.14.0 ``src/main.py``) runs at start and
+        then every ``cleanup_interval`` seconds: first ``synchronize_sessions``
+        marks rows whose session is closed on chain inactive, then every active
+        row past ``expires_at`` is closed on chain (``close_session``) and marked
+        inactive (an expired row is marked even when the close fails).
+        """
+        interval = self.cleanup_interval
+        if interval is None or not self.session_endpoints:
+            return
+        last = math.floor((self.clock() - self._started) / interval)
+        while self._cleanup_round < last:
+            active = [r for r in self._rows if r.is_active]
+            if not active:
+                break
+            due = min(self._cleanup_due(r, interval) for r in active)
+            round_ = max(self._cleanup_round + 1, due)
+            if round_ > last:
+                break
+            at = self._started + round_ * interval
+            for row in active:
+                node = self._node.get(row.session_id)
+                if node is None or (
+                    node.closed_at is not None and node.closed_at <= at
+                ):
+                    row.is_active = False
+            for row in active:
+                if row.is_active and row.expires_at < at:
+                    if not self.close_fails:
+                        self._close_on_chain(row.session_id, at=at)
+                    row.is_active = False
+            self._cleanup_round = round_
+        self._cleanup_round = last
+
+    def _cleanup_due(self, row: _Row, interval: float) -> int:
+        """
+        The first cleanup round that acts on *row* (after its expiry, or at or
+        after its session's close on chain).
+        """
+        due = math.floor((row.expires_at - self._started) / interval) + 1
+        node = self._node.get(row.session_id)
+        if node is not None and node.closed_at is not None:
+            due = min(due, math.ceil((node.closed_at - self._started) / interval))
+        return due
 
     def _active_row(self, key: _Key) -> _Row | None:
         return next((r for r in self._rows if r.is_active and r.key_id == key.id), None)
@@ -1076,7 +1255,7 @@ class MorpheusEmulator:
         if user.private_key is not None:
             return None
         if not self.private_key_fallback:
-            raise _detail(400, "No private key found and no fallback key configured")
+            raise _detail(400, NO_PRIVATE_KEY)
         return FALLBACK_NOTE
 
     # -- session routes ---------------------------------------------------------------
@@ -1097,21 +1276,11 @@ class MorpheusEmulator:
             "failover": False,
         }
         value = body.get("sessionDuration", 3600)
-        if isinstance(value, bool) or not (
-            isinstance(value, int)
-            or (isinstance(value, float) and value.is_integer())
-            or (isinstance(value, str) and value.strip().lstrip("-").isdigit())
-        ):
-            errors.append(
-                {
-                    "type": "int_parsing" if isinstance(value, str) else "int_type",
-                    "loc": ["body", "sessionDuration"],
-                    "msg": "Input should be a valid integer",
-                    "input": value,
-                }
-            )
+        error = _int_field(value, ["body", "sessionDuration"], optional=False)
+        if error is not None:
+            errors.append(error)
         else:
-            result["sessionDuration"] = int(value)
+            result["sessionDuration"] = _lax_int(value)
         for name in ("directPayment", "failover"):
             flag = body.get(name, False)
             if isinstance(flag, bool):
@@ -1138,7 +1307,7 @@ class MorpheusEmulator:
         if user.private_key is None and not self.private_key_fallback:
             return {
                 "error": {
-                    "message": "No private key found for user and no fallback key configured",
+                    "message": f"{NO_PRIVATE_KEY}. Please set up your private key.",
                     "type": "PrivateKeyNotFound",
                 }
             }
@@ -1208,7 +1377,13 @@ class MorpheusEmulator:
             raise _Problem(422, {"detail": [_missing(["query", "bid_id"])]})
         data = await self._session_data(request)
         user = self._users[key.user_id]
-        note = self._check_private_key(user)
+        try:
+            note = self._check_private_key(user)
+        except _Problem as problem:
+            # Raised inside the handler's try, so "except Exception" re-wraps it.
+            raise _detail(
+                500, f"Unexpected error: {problem.status}: {problem.body['detail']}"
+            ) from None
         bid = self._bids.get(bid_id)
         if bid is None:
             raise self._proxy_error("Failed to get bid", 400, "bid not found")
@@ -1299,12 +1474,19 @@ class MorpheusEmulator:
         if error is not None:
             self._close_on_chain(row.session_id)
             row.is_active = False
+            # str() of httpx's HTTPStatusError from raise_for_status() on the
+            # streamed answer: the node's body is never read, so it is not named.
             return {
                 "status": "dead",
                 "message": "Session is dead and has been closed",
                 "session_id": row.session_id,
                 "success": False,
-                "error": f"Server error '500 Internal Server Error': {json.dumps({'error': error})}",
+                "error": (
+                    "Server error '500 Internal Server Error' for url "
+                    f"'{self.proxy_router_url}/v1/chat/completions'\n"
+                    "For more information check: "
+                    "https://developer.mozilla.org/en-US/docs/Web/HTTP/Status/500"
+                ),
             }
         return {
             "status": "alive",
@@ -1453,8 +1635,6 @@ class MorpheusEmulator:
         response = self._answer(body, name, stream=stream)
         if not self.session_endpoints:
             response.headers.update(self._rate_limit_headers())
-            if stream:
-                response.headers["cache-control"] = "no-cache"
         return response
 
     # -- today's gateway: billing, rate limits, pool faults ------------------------------
@@ -1503,8 +1683,8 @@ class MorpheusEmulator:
             "x-ratelimit-remaining-requests": str(max(0, 600 - used)),
             "x-ratelimit-limit-tokens": "1000000",
             "x-ratelimit-remaining-tokens": "1000000",
-            "x-ratelimit-reset-requests": self._iso(self.clock() + 60),
-            "x-ratelimit-reset-tokens": self._iso(self.clock() + 60),
+            "x-ratelimit-reset-requests": self._iso_tz(self.clock() + 60),
+            "x-ratelimit-reset-tokens": self._iso_tz(self.clock() + 60),
         }
 
     def _pool_fault(
@@ -1549,7 +1729,9 @@ class MorpheusEmulator:
         async def events() -> AsyncIterator[bytes]:
             yield f"data: {event}\n\n".encode()
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers=SSE_HEADERS
+        )
 
     def _answer(self, body: Mapping[str, Any], model: str, *, stream: bool) -> Response:
         completion_id = f"chatcmpl-{self._next()}"
@@ -1635,7 +1817,9 @@ class MorpheusEmulator:
             for part in parts:
                 yield part
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers=SSE_HEADERS
+        )
 
     # -- automation ------------------------------------------------------------------------
 
@@ -1812,7 +1996,7 @@ class MorpheusEmulator:
             ]
         body = await self._json_body(request, required=True)
         body = self._object_body(body)
-        key = self.add_api_key(user.id)
+        key = self.add_api_key(user.id, default=False)
         created = next(k for k in self._keys.values() if k.key == key)
         created.name = None if body.get("name") is None else str(body["name"])
         return {"key": key, "key_prefix": created.prefix, "name": created.name}
@@ -1889,7 +2073,8 @@ class MorpheusEmulator:
             "is_active": bool(body.get("is_active", True)),
             "id": delegation_id,
             "user_id": user.id,
-            "created_at": self._iso(),
+            # The one timestamptz column (server_default now()).
+            "created_at": self._iso_tz(),
         }
         self._delegations[delegation_id] = record
         return record

@@ -100,6 +100,7 @@ _EXTERNAL_CLASSES = [
     "opentelemetry.metrics.MeterProvider",
     "httpx.AsyncClient",
     "httpx.Response",
+    "pathlib.Path",
     "anyio.CancelScope",
     "anyio.Event",
     "anyio.streams.memory.MemoryObjectReceiveStream",
@@ -112,6 +113,9 @@ nitpick_ignore = [("py:class", name) for name in _EXTERNAL_CLASSES] + [
     ("py:func", "functools.partial"),
     ("py:class", "anyio.from_thread.BlockingPortal"),
     ("py:class", "tether._sync.T"),
+    # The type variable of provider(ProviderClass).
+    ("py:class", "tether._sync.PR"),
+    ("py:class", "tether._manager.PR"),
     ("py:meth", "httpx.AsyncClient.request"),
     # Ours, but not public: the type variable of a provider's config.
     ("py:class", "tether.abc.ConfigT"),

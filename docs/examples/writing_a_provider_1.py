@@ -2,7 +2,8 @@
 Writing a provider: the config and the provider.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -28,7 +29,7 @@ class BoxConfig(ProviderConfig):
 class BoxProvider(Provider[BoxConfig]):
     """Boxes on the box service: one per create, alive until deleted."""
 
-    capabilities = Capabilities(find=True, ping_interval=60)
+    capabilities = Capabilities(find=True, list=True, ping_interval=60)
     config_class = BoxConfig
 
     @classmethod
@@ -65,6 +66,10 @@ class BoxProvider(Provider[BoxConfig]):
             raw_state=body["status"],
             tether_id=body["tag"],
             data={"colour": body["colour"]},
+            # What the service keeps of ours: reconcile adopts a box with its
+            # labels, and leaves a box younger than its grace period alone.
+            labels=body.get("labels", {}),
+            created_at=datetime.fromtimestamp(body["created"], UTC),
         )
 
     async def create(self, request: CreateRequest) -> RemoteSession:
@@ -72,7 +77,11 @@ class BoxProvider(Provider[BoxConfig]):
             "POST",
             "/boxes",
             operation="create",
-            json={"tag": request.tether_id, **request.params},
+            json={
+                "tag": request.tether_id,
+                "labels": dict(request.labels),
+                **request.params,
+            },
         )
         return self._remote(self.json(response, operation="create"))
 
@@ -108,6 +117,11 @@ class BoxProvider(Provider[BoxConfig]):
         found = self.json(response, operation="find")
         return self._remote(found[0]) if found else None
 
+    async def list(self) -> Sequence[RemoteSession]:
+        response = await self.request("GET", "/boxes", operation="list")
+        return [self._remote(box) for box in self.json(response, operation="list")]
+
 
 assert BoxProvider.capabilities.find
+assert BoxProvider.capabilities.list
 assert not BoxProvider.capabilities.update

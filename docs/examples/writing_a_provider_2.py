@@ -3,7 +3,9 @@ Writing a provider: an emulator.
 """
 
 import json
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from tether.testing import ASGIReceive, ASGIScope, ASGISend
@@ -12,8 +14,9 @@ from tether.testing import ASGIReceive, ASGIScope, ASGISend
 class BoxEmulator:
     """The box service, in memory."""
 
-    def __init__(self, api_key: str) -> None:
+    def __init__(self, api_key: str, *, clock: Callable[[], float] = time.time) -> None:
         self.api_key = api_key
+        self.clock = clock  # a ManualClock's .time in tests
         self.boxes: dict[str, dict[str, Any]] = {}
 
     async def __call__(
@@ -33,16 +36,24 @@ class BoxEmulator:
 
     def handle(self, scope: ASGIScope, body: Any) -> tuple[int, Any]:
         headers = dict(scope["headers"])
-        if headers.get(b"authorization") != f"Bearer {self.api_key}".encode():
-            return 401, {"error": "bad key"}
+        presented = headers.get(b"authorization", b"").decode()
+        if presented != f"Bearer {self.api_key}":
+            # As real services do: the key comes back in the message.
+            key = presented.removeprefix("Bearer ")
+            return 401, {"error": f"invalid key {key}"}
         method, path = scope["method"], scope["path"]
         if (method, path) == ("POST", "/boxes"):
-            new = {"id": uuid.uuid4().hex[:8], "status": "open", **body}
+            new = {
+                "id": uuid.uuid4().hex[:8],
+                "status": "open",
+                "created": self.clock(),
+                **body,
+            }
             self.boxes[new["id"]] = new
             return 201, new
         if (method, path) == ("GET", "/boxes"):
             tag = scope["query_string"].decode().removeprefix("tag=")
-            return 200, [b for b in self.boxes.values() if b["tag"] == tag]
+            return 200, [b for b in self.boxes.values() if tag in ("", b["tag"])]
         box = self.boxes.get(path.removeprefix("/boxes/"))
         if box is None:
             return 404, {"error": "no such box"}

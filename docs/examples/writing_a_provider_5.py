@@ -19,7 +19,12 @@ class StrictBoxProvider(BoxProvider):
         message: str | None = None,
         code: str | None = None,
     ) -> ProviderError:
-        error = response.json().get("error", "")
+        # The envelope, when there is one: a proxy's 502 is an HTML page.
+        try:
+            envelope = response.json()
+        except ValueError:
+            envelope = None
+        error = envelope.get("error", "") if isinstance(envelope, dict) else ""
         text = f"box answered {response.status_code} to {operation}: {error}"
         if response.status_code == 403 and "quota" in error:
             return ConflictError(
@@ -50,6 +55,8 @@ async def main() -> None:
         "box answered 403 to create: key revoked "
         "(provider=box, operation=create, status=403)"
     )
+    proxy = httpx.Response(502, text="<html>Bad Gateway</html>")
+    assert provider.error_from_response(proxy, operation="ping").status_code == 502
     await provider.client.aclose()
 
 

@@ -356,7 +356,7 @@ class LocalProvider(Provider[LocalConfig]):
         session's kernel and return its output.
 
         State carries across executions. A program that fails is not an
-        error: read :attr:`ExecutionResult.stderr`. Past *exec_timeout*
+        error: read :attr:`~tether.abc.ExecutionResult.stderr`. Past *exec_timeout*
         seconds (or when the caller is cancelled) the kernel is interrupted:
         the execution ends with ``KeyboardInterrupt`` and the session lives
         on. Each stream keeps :attr:`LocalConfig.max_output_chars`; more is

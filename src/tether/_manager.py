@@ -656,13 +656,25 @@ class SessionManager:
 
     async def _close_at_exit(self, session: Session) -> None:
         # A close of its own, in the instrumentation too.
-        with (
-            self._bus.operation(
-                "close", provider=session.provider, session_id=session.id
-            ),
-            self._runtime.shielded(),
+        runtime = self._runtime
+        with self._bus.operation(
+            "close", provider=session.provider, session_id=session.id
         ):
-            await self._closer.close(session.id)
+            with runtime.shielded():
+                await self._closer.close(session.id)
+                return
+            raise self._close_timed_out(session)
+
+    def _close_timed_out(self, record: Session) -> ProviderUnavailableError:
+        # The closer has said so (a warning, a close_failed event, a note on
+        # the record, which stays CLOSING).
+        msg = (
+            f"closing {record.id} did not finish within "
+            f"{self._runtime.shield_timeout}s; the record stays closing"
+        )
+        return ProviderUnavailableError(
+            msg, provider=record.provider, operation="close", session_id=record.id
+        )
 
     @instrumented("ping")
     async def ping(self, session: SessionLike) -> Health:
@@ -722,17 +734,18 @@ class SessionManager:
 
         Raises:
             ProviderError: The service could not close it; the record stays
-                CLOSING, for a later close or :meth:`reconcile`.
+                CLOSING, for a later close or :meth:`reconcile`, with the
+                reason in its ``error``, and a ``close_failed`` event and a
+                ``tether.session.close_failed`` warning say so.
+            ProviderUnavailableError: The close did not finish within
+                ``shield_timeout``; the record stays CLOSING the same way.
         """
         runtime = self._runtime
         runtime.check_open()
         record = await self._records.current(session)
         with runtime.shielded():
             return await self._closer.close(record.id, record)
-        msg = f"closing {record.id} did not finish within {runtime.shield_timeout}s"
-        raise ProviderUnavailableError(
-            msg, provider=record.provider, operation="close", session_id=record.id
-        )
+        raise self._close_timed_out(record)
 
     # -- reconciling ------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+import structlog
 
 import tether
 from tether._clock import to_datetime
@@ -191,6 +192,36 @@ async def test_a_failed_close_at_expiry_is_kept_closing_and_retried(
     assert S.CLOSING == after.state
     assert 3 == closes
     assert 0 != retry_seq
+
+
+async def test_a_close_at_expiry_past_the_shield_is_kept_closing_and_logged(
+    make, backend, clock
+):
+    """
+    A close at the deadline that runs out of shield_timeout unanswered, on a
+    service that will not end the session by itself, is a failure like a
+    refusal: the record stays CLOSING (it was recorded EXPIRED while the
+    service still ran it), the expiry is planned again, and a
+    tether.session.close_failed warning names it.
+    """
+    async with make(shield_timeout=1) as manager:
+        s = await manager.create("own", lifetime=60)
+        _, release = backend.gate("close")
+        try:
+            clock._now += 60
+            with structlog.testing.capture_logs() as logs:
+                await manager._deadlines.expire(s.id)
+            after = await manager.get(s.id)
+        finally:
+            release.set()
+
+    assert S.CLOSING == after.state
+    # The background expiry job may have tried too: each try says so.
+    assert {(s.remote_id, "ProviderUnavailableError")} == {
+        (e["remote_id"], e["error"])
+        for e in logs
+        if e["event"] == "tether.session.close_failed"
+    }
 
 
 async def test_the_retried_expiry_closes_and_expires_the_session(make, backend, clock):

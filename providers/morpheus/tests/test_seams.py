@@ -85,7 +85,8 @@ def _drop_answers(emulator: MorpheusEmulator, *paths: str) -> Callable[[], list[
 async def test_stale_close_leaves_the_other_managers_session(server, emulator, clock):
     """
     Two managers with their own stores on one key: m1's close of its record,
-    after m2 moved the key to its own session, ends nothing on the gateway.
+    after m2 moved the key to its own session, ends nothing on the gateway; the
+    closed record and its closed event say the close was skipped, and why.
     """
     async with (
         _manager(server.url, clock) as m1,
@@ -95,8 +96,19 @@ async def test_stale_close_leaves_the_other_managers_session(server, emulator, c
         s2 = await m2.create("morpheus", lifetime=600, model="mistral-31-24b")
         assert emulator.active_session_for(KEY) == s2.remote_id
         with structlog.testing.capture_logs() as logs:
-            closed = await m1.close(s1)
+            async with m1.events() as events:
+                closed = await m1.close(s1)
+                event = events.receive_nowait()
         assert closed.state is SessionState.CLOSED
+        assert closed.error is not None
+        assert closed.error.startswith("close skipped: ")
+        assert "holds another session" in closed.error
+        assert (await m1.get(s1.id)).error == closed.error
+        assert (tether.EventKind.CLOSED, s1.id) == (event.kind, event.session.id)
+        assert event.data["reason"] == "close_skipped"
+        assert event.detail == closed.error
+        [logged] = [e for e in logs if e["event"] == "tether.session.closed"]
+        assert logged["reason"] == "close_skipped"
         assert _calls(emulator, CLOSE) == []
         assert emulator.active_session_for(KEY) == s2.remote_id
         assert s2.remote_id in emulator.live_sessions()

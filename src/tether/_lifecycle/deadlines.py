@@ -169,22 +169,29 @@ class Deadlines:
                 )
             if closing.state is not SessionState.CLOSING:
                 return
+            error: str | None = None
             try:
-                with runtime.shielded():
+                with runtime.shielded() as scope:
                     await self._calls.call(
                         slot,
                         lambda: slot.provider.close(closing),
                         operation="close",
                         session_id=session_id,
                     )
+                if scope.cancelled_caught:
+                    # Out of time, unanswered: as much a failure as a refusal.
+                    error = "ProviderUnavailableError"
             except RemoteNotFoundError:
                 pass
             except TetherError as exc:
+                error = type(exc).__name__
+            if error is not None:
                 logger.warning(
                     EVENT_SESSION_CLOSE_FAILED,
                     provider=record.provider,
                     session_id=session_id,
-                    error=type(exc).__name__,
+                    remote_id=record.remote_id,
+                    error=error,
                 )
                 if not slot.provider.capabilities.server_ttl:
                     # It may still run and bill: keep it CLOSING, try again soon.

@@ -403,3 +403,46 @@ async def test_sigkill_a_watch_worker_its_shards_are_taken_over(
         taken = min(at for at in survivor if at > killed) - killed
         assert taken <= ttl + interval + 10, (sid, taken)
     assert set() == sandbox.live_sessions()
+
+
+async def test_redis_down_every_manager_call_is_store_unavailable(own_redis):
+    """
+    Once the manager's Redis has stopped, create, ping, get, list and close
+    each raise StoreUnavailableError (redis-py's ConnectionError chained),
+    never a raw redis-py error, on both backends (the sync client in worker
+    threads under trio); the refused create made nothing on the service, and
+    the manager still exits.
+    """
+    redis_exceptions = pytest.importorskip("redis.exceptions")
+    backend = FakeBackend()
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("fake", FakeProvider)
+    async with tether.SessionManager(
+        registry=registry,
+        config={"fake": {"backend": backend}},
+        store=fresh(own_redis.url),
+        health_checks=False,
+        environ={},
+    ) as manager:
+        session = await manager.create("fake")
+        own_redis.stop()
+        calls = {
+            "create": lambda: manager.create("fake"),
+            "ping": lambda: manager.ping(session),
+            "get": lambda: manager.get(session.id),
+            "list": manager.list,
+            "close": lambda: manager.close(session),
+        }
+        raised: dict[str, BaseException | None] = {}
+        for name, call in calls.items():
+            try:
+                await call()
+            except Exception as exc:
+                raised[name] = exc
+            else:
+                raised[name] = None
+
+    for name, exc in raised.items():
+        assert isinstance(exc, tether.exceptions.StoreUnavailableError), (name, exc)
+        assert isinstance(exc.__cause__, redis_exceptions.ConnectionError), name
+    assert {session.remote_id} == backend.live_ids()

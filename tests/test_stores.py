@@ -14,10 +14,9 @@ import os
 import socket
 import sqlite3
 import stat
-import sys
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -535,20 +534,6 @@ def _unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@pytest.fixture(name="own_redis")
-def _own_redis(redis_url: str, tmp_path: Path) -> Iterator[Any]:
-    """
-    A redis-server for this test alone, to stop or lock; skipped as redis_url is.
-    """
-    del redis_url  # requested for its skip-or-fail decision only
-    helper = sys.modules["redis_server"]  # loaded by tests/conftest.py
-    server = helper.start_redis(tmp_path)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_redis_down_every_method_raises_store_unavailable() -> None:

@@ -705,10 +705,13 @@ async def test_redis_no_free_connection_in_time_is_store_unavailable(
     raised = await outcomes(store)
     await store.aclose()
 
-    failed = [exc for exc in raised.values() if exc is not None]
-    assert failed
-    assert all(isinstance(exc, StoreUnavailableError) for exc in failed)
-    assert all("No connection available" in str(exc) for exc in failed)
+    unavailable = [e for e in raised.values() if isinstance(e, StoreUnavailableError)]
+    others = [e for e in raised.values() if not isinstance(e, StoreUnavailableError)]
+    assert unavailable
+    assert all("No connection available" in str(exc) for exc in unavailable)
+    # A call that got the connection ran: update() finds no record "x" (which
+    # call gets it depends on the scheduler; trio's varies the order).
+    assert all(e is None or isinstance(e, SessionNotFoundError) for e in others)
 
 
 def test_redis_repr_of_a_given_client_names_the_server_not_the_password() -> None:

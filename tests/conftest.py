@@ -9,6 +9,7 @@ import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,5 +55,18 @@ def _redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip(f"Redis tests need a Redis: {problem}")
     try:
         yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(name="own_redis")
+def _own_redis(redis_url: str, tmp_path: Path) -> Iterator[Any]:
+    """
+    A redis-server for this test alone, to stop or lock; skipped as redis_url is.
+    """
+    del redis_url  # requested for its skip-or-fail decision only
+    server = redis_server.start_redis(tmp_path)
+    try:
+        yield server
     finally:
         server.stop()

@@ -576,3 +576,30 @@ def test_an_unreachable_store_is_json_and_exit_4(cli: CLI) -> None:
     assert EXIT_UNAVAILABLE == result.code
     assert "StoreUnavailableError" == result.error()["type"]
     assert "pw-in-store-url" not in result.err + result.out
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_store_refusing_the_password_is_json_and_exit_1(
+    cli: CLI, own_redis: Any, backend: str
+) -> None:
+    """
+    ``--json ls`` on a Redis store that refuses the URL's password answers a
+    typed JSON error (StoreError: retrying will not help) with the exit
+    status the table documents for it, no traceback, and the password
+    nowhere in its output.
+    """
+    redis = pytest.importorskip("redis")
+    admin = redis.Redis(host="127.0.0.1", port=own_redis.port)
+    admin.config_set("requirepass", "right-horse-battery")
+    admin.close()
+    url = f"redis://:wrong-staple-in-url@127.0.0.1:{own_redis.port}/0"
+
+    result = cli("--json", "ls", "--store", url, "--backend", backend)
+
+    error = result.error()
+    assert EXIT_ERROR == result.code == error["exit_code"]
+    assert ("StoreError", "list") == (error["type"], error["operation"])
+    assert "refused the credentials" in error["message"]
+    assert "" == result.out
+    assert "Traceback" not in result.err
+    assert "wrong-staple-in-url" not in result.err + result.out

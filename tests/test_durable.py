@@ -403,3 +403,103 @@ async def test_sigkill_a_watch_worker_its_shards_are_taken_over(
         taken = min(at for at in survivor if at > killed) - killed
         assert taken <= ttl + interval + 10, (sid, taken)
     assert set() == sandbox.live_sessions()
+
+
+async def test_redis_down_every_manager_call_is_store_unavailable(own_redis):
+    """
+    Once the manager's Redis has stopped, create, ping, get, list and close
+    each raise StoreUnavailableError (redis-py's ConnectionError chained),
+    never a raw redis-py error, on both backends (the sync client in worker
+    threads under trio); the refused create made nothing on the service, and
+    the manager still exits.
+    """
+    redis_exceptions = pytest.importorskip("redis.exceptions")
+    backend = FakeBackend()
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("fake", FakeProvider)
+    async with tether.SessionManager(
+        registry=registry,
+        config={"fake": {"backend": backend}},
+        store=fresh(own_redis.url),
+        health_checks=False,
+        environ={},
+    ) as manager:
+        session = await manager.create("fake")
+        own_redis.stop()
+        calls = {
+            "create": lambda: manager.create("fake"),
+            "ping": lambda: manager.ping(session),
+            "get": lambda: manager.get(session.id),
+            "list": manager.list,
+            "close": lambda: manager.close(session),
+        }
+        raised: dict[str, BaseException | None] = {}
+        for name, call in calls.items():
+            try:
+                await call()
+            except Exception as exc:
+                raised[name] = exc
+            else:
+                raised[name] = None
+
+    for name, exc in raised.items():
+        assert isinstance(exc, tether.exceptions.StoreUnavailableError), (name, exc)
+        assert isinstance(exc.__cause__, redis_exceptions.ConnectionError), name
+    assert {session.remote_id} == backend.live_ids()
+
+
+async def test_500_concurrent_creates_on_a_redis_store_url(redis_url):
+    """
+    500 concurrent creates on ``store="redis://..."`` all succeed (none fails
+    with redis-py's MaxConnectionsError), every one is live on the service
+    and recorded, and the manager's store never holds more connections than
+    its pool allows (50): the excess calls wait for a free one.
+    """
+    from tether.stores._redis import MAX_CONNECTIONS  # noqa: PLC0415
+
+    redis = pytest.importorskip("redis")
+    monitor = redis.Redis.from_url(redis_url)
+
+    async def connected() -> int:
+        info = await anyio.to_thread.run_sync(monitor.info, "clients")
+        return int(info["connected_clients"])
+
+    backend = FakeBackend()
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("fake", FakeProvider)
+    created: list[tether.Session] = []
+    try:
+        baseline = peak = await connected()
+        async with tether.SessionManager(
+            registry=registry,
+            config={"fake": {"backend": backend}},
+            store=fresh(redis_url),
+            health_checks=False,
+            environ={},
+        ) as manager:
+            done = anyio.Event()
+
+            async def sample() -> None:
+                nonlocal peak
+                while not done.is_set():
+                    peak = max(peak, await connected())
+                    await anyio.sleep(0.005)
+
+            async def create() -> None:
+                created.append(await manager.create("fake"))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sample)
+                async with anyio.create_task_group() as creates:
+                    for _ in range(500):
+                        creates.start_soon(create)
+                done.set()
+            records = await manager.list(state=[S.ACTIVE])
+            live = backend.live_ids()
+    finally:
+        await anyio.to_thread.run_sync(monitor.close)
+
+    assert 500 == len(created)
+    assert {s.remote_id for s in created} == live
+    assert {s.id for s in created} == {r.id for r in records}
+    assert peak - baseline <= MAX_CONNECTIONS

@@ -234,3 +234,41 @@ def test_bad_create_sends_no_request(name: str, backend: str) -> None:
             anyio.run(attempt, params, type(exc), backend=backend)
 
     check()
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        pytest.param(httpx.URL, id="httpx-url"),
+        pytest.param(lambda url: url.encode(), id="bytes"),
+        pytest.param(lambda url: [url], id="list"),
+        pytest.param(lambda _: 42, id="int"),
+        pytest.param(lambda _: None, id="none"),
+    ],
+)
+@pytest.mark.parametrize("name", ["sandbox", "sipher", "relay", "morpheus"])
+async def test_a_base_url_that_is_not_a_string_is_refused_before_any_request(
+    name: str, base_url: Any
+) -> None:
+    """
+    A ``base_url`` of another type than str, even one httpx would take (an
+    ``httpx.URL`` or bytes of the emulator's own address), is an
+    InvalidParameterError naming the field when the provider is first used,
+    never an AttributeError or TypeError from inside; the emulator receives
+    no request.
+    """
+    emulator, config = await _serve(name)
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register(name, PROVIDERS[name][0])
+    async with serve_asgi(emulator.app) as server:
+        async with tether.SessionManager(
+            registry=registry,
+            config={name: {**config, "base_url": base_url(server.url)}},
+            health_checks=False,
+            environ={},
+        ) as manager:
+            with pytest.raises(tether.exceptions.InvalidParameterError) as info:
+                await manager.create(name)
+        assert 0 == server.request_count
+
+    assert ("base_url", name) == (info.value.field, info.value.provider)

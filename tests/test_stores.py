@@ -14,10 +14,9 @@ import os
 import socket
 import sqlite3
 import stat
-import sys
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -488,6 +487,29 @@ class TestContract:
         assert tether.Session.from_dict(got.to_dict()) == got
 
 
+@attrs.define
+class ConnectedClients:
+    """
+    Counts the clients connected to a Redis (INFO clients), on any backend:
+    through redis-py's sync client, in a worker thread.
+    """
+
+    client: Any
+
+    async def count(self) -> int:
+        info = await anyio.to_thread.run_sync(self.client.info, "clients")
+        return int(info["connected_clients"])
+
+    async def aclose(self) -> None:
+        await anyio.to_thread.run_sync(self.client.close)
+
+
+def connected_clients(url: str) -> ConnectedClients:
+    import redis  # noqa: PLC0415
+
+    return ConnectedClients(redis.Redis.from_url(url))
+
+
 # -- Backend failures ----------------------------------------------------------
 
 #: Every method of the Store protocol but aclose(), which each test calls itself.
@@ -535,20 +557,6 @@ def _unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@pytest.fixture(name="own_redis")
-def _own_redis(redis_url: str, tmp_path: Path) -> Iterator[Any]:
-    """
-    A redis-server for this test alone, to stop or lock; skipped as redis_url is.
-    """
-    del redis_url  # requested for its skip-or-fail decision only
-    helper = sys.modules["redis_server"]  # loaded by tests/conftest.py
-    server = helper.start_redis(tmp_path)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_redis_down_every_method_raises_store_unavailable() -> None:
@@ -635,7 +643,6 @@ async def test_redis_wrong_password_is_a_store_error_that_never_shows_it(
         assert "right-horse-battery" not in repr(store)
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.parametrize(
     ("query", "limit"), [("", MAX_CONNECTIONS), ("?max_connections=4", 4)]
 )
@@ -646,24 +653,20 @@ async def test_redis_500_concurrent_operations_on_bounded_connections(
     500 concurrent inserts, then 500 concurrent claims and gets, all complete
     without error, and the store never holds more connections than its pool
     allows (50 by default, or the URL's max_connections): the excess calls
-    wait for a free connection instead of failing.
+    wait for a free connection instead of failing. On both backends: under
+    trio, the sync client's calls wait in worker threads.
     """
-    import redis.asyncio  # noqa: PLC0415
-
-    monitor = redis.asyncio.Redis.from_url(redis_url)
-
-    async def connected() -> int:
-        return int((await monitor.info("clients"))["connected_clients"])
+    monitor = connected_clients(redis_url)
 
     try:
-        baseline = peak = await connected()
+        baseline = peak = await monitor.count()
         store = RedisStore(redis_url + query, namespace=f"t{uuid.uuid4().hex}")
         done = anyio.Event()
 
         async def sample() -> None:
             nonlocal peak
             while not done.is_set():
-                peak = max(peak, await connected())
+                peak = max(peak, await monitor.count())
                 await anyio.sleep(0.005)
 
         async with anyio.create_task_group() as tg:
@@ -677,7 +680,7 @@ async def test_redis_500_concurrent_operations_on_bounded_connections(
                     ops.start_soon(store.get, f"s{i}")
             done.set()
         # The pool keeps every connection it opened until aclose().
-        opened = await connected() - baseline
+        opened = await monitor.count() - baseline
         records = await store.list()
         await store.aclose()
     finally:
@@ -688,7 +691,6 @@ async def test_redis_500_concurrent_operations_on_bounded_connections(
     assert peak - baseline <= limit
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_redis_no_free_connection_in_time_is_store_unavailable(
     redis_url: str,
 ) -> None:
@@ -703,10 +705,13 @@ async def test_redis_no_free_connection_in_time_is_store_unavailable(
     raised = await outcomes(store)
     await store.aclose()
 
-    failed = [exc for exc in raised.values() if exc is not None]
-    assert failed
-    assert all(isinstance(exc, StoreUnavailableError) for exc in failed)
-    assert all("No connection available" in str(exc) for exc in failed)
+    unavailable = [e for e in raised.values() if isinstance(e, StoreUnavailableError)]
+    others = [e for e in raised.values() if not isinstance(e, StoreUnavailableError)]
+    assert unavailable
+    assert all("No connection available" in str(exc) for exc in unavailable)
+    # A call that got the connection ran: update() finds no record "x" (which
+    # call gets it depends on the scheduler; trio's varies the order).
+    assert all(e is None or isinstance(e, SessionNotFoundError) for e in others)
 
 
 def test_redis_repr_of_a_given_client_names_the_server_not_the_password() -> None:

@@ -533,6 +533,8 @@ class RedisStore:
     _threaded: bool = attrs.field(default=False, init=False)
     _sync: Any = attrs.field(default=None, init=False, repr=False)
     _limiter: anyio.CapacityLimiter | None = attrs.field(default=None, init=False)
+    _threads: anyio.CapacityLimiter | None = attrs.field(default=None, init=False)
+    _pool_timeout: float | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         if (self._url is None) == (self._client is None):
@@ -646,7 +648,11 @@ class RedisStore:
                 self._sync = redis.Redis(connection_pool=pool)
                 self._threaded = True
                 # A thread per pooled connection at most: more would only wait.
+                # Calls wait for a thread as long as the pool would have them
+                # wait for a connection; the threads then never wait.
                 self._limiter = anyio.CapacityLimiter(pool.max_connections)
+                self._threads = anyio.CapacityLimiter(pool.max_connections)
+                self._pool_timeout = pool.timeout
         elif library != "asyncio" and not self._threaded:
             msg = (
                 f"{operation}: a redis.asyncio client needs asyncio, but runs "
@@ -659,8 +665,32 @@ class RedisStore:
         # fn(client): an awaitable from the asyncio client, a value from the
         # sync one (redis-py's two clients take the same calls).
         if self._threaded:
-            return await anyio.to_thread.run_sync(fn, self._sync, limiter=self._limiter)
+            assert self._limiter is not None  # noqa: S101
+            await self._take_thread(self._limiter)
+            try:
+                return await anyio.to_thread.run_sync(
+                    fn, self._sync, limiter=self._threads
+                )
+            finally:
+                self._limiter.release()
         return await fn(self._client)
+
+    async def _take_thread(self, limiter: anyio.CapacityLimiter) -> None:
+        # As redis-py's blocking pool does under asyncio: wait up to the
+        # pool's timeout (None: for ever), then fail as it fails.
+        try:
+            limiter.acquire_nowait()
+        except anyio.WouldBlock:
+            pass
+        else:
+            return
+        with anyio.move_on_after(self._pool_timeout) as waited:
+            await limiter.acquire()
+        if waited.cancelled_caught:
+            import redis.exceptions  # noqa: PLC0415
+
+            msg = "No connection available."
+            raise redis.exceptions.ConnectionError(msg)
 
     async def _prepare(self, operation: str) -> None:
         if self._closed:

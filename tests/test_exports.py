@@ -45,3 +45,21 @@ def test_version_is_the_distribution_version() -> None:
     tether.__version__ comes from the installed metadata.
     """
     assert version("tether") == tether.__version__
+
+
+def test_every_exception_is_exported_at_the_top_level() -> None:
+    """
+    Every name in ``tether.exceptions.__all__`` is ``tether.<name>`` (the
+    same object) and in ``tether.__all__``, as httpx re-exports its errors.
+    """
+    import tether.exceptions  # noqa: PLC0415
+
+    missing = [
+        name
+        for name in tether.exceptions.__all__
+        if getattr(tether, name, None) is not getattr(tether.exceptions, name)
+    ]
+    unlisted = sorted(set(tether.exceptions.__all__) - set(tether.__all__))
+
+    assert [] == missing
+    assert [] == unlisted

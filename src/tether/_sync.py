@@ -9,6 +9,7 @@ only carries calls across the thread boundary.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
     from tether._manager import ReconcileReport
     from tether._session import Health, Session, SessionState
-    from tether.abc import Provider
+    from tether.abc import Provider, RemoteSession
 
     #: A session as the sync API accepts it: its record, a handle, or its id.
     SyncSessionLike: TypeAlias = (
@@ -65,6 +66,14 @@ def _unwrap(
     session: Session | SessionHandle[Any] | SyncSessionHandle[Any] | str,
 ) -> Session | SessionHandle[Any] | str:
     return session.handle if isinstance(session, SyncSessionHandle) else session
+
+
+def _sync_handle(
+    handle: SessionHandle[Any], portal: BlockingPortal
+) -> SyncSessionHandle[Any]:
+    # The blocking twin its provider names, around the async handle.
+    sync_class: type[SyncSessionHandle[Any]] = type(handle.provider).sync_handle_class
+    return sync_class(handle, portal)
 
 
 Backend = Literal["asyncio", "trio"]
@@ -428,6 +437,100 @@ class SyncSessionManager:
         """
         portal, manager = self._open()
         return portal.call(manager.get, session_id)
+
+    def handle(self, session: SyncSessionLike) -> SyncSessionHandle[Any]:
+        """
+        A blocking handle on *session* (its provider's
+        :attr:`~tether.abc.Provider.sync_handle_class`), for sessions made
+        with :meth:`create`, :meth:`attach` or :meth:`connect`. See
+        :meth:`tether.SessionManager.handle`.
+
+        .. versionadded:: Unreleased
+        """
+        portal, manager = self._open()
+        given = _unwrap(session)
+        if isinstance(given, SessionHandle):
+            record = given.session
+        elif isinstance(given, str):
+            record = portal.call(manager.get, given)
+        else:
+            record = given
+        handle = portal.call(manager.handle, record)
+        return _sync_handle(handle, portal)
+
+    @overload
+    def connect(
+        self,
+        provider: _SyncHandled[SH],
+        remote_id: str,
+        /,
+        *,
+        labels: Mapping[str, str] | None = None,
+        lifetime: float | timedelta | None = None,
+    ) -> SH: ...
+
+    @overload
+    def connect(
+        self,
+        provider: str,
+        remote_id: str,
+        /,
+        *,
+        labels: Mapping[str, str] | None = None,
+        lifetime: float | timedelta | None = None,
+    ) -> Session: ...
+
+    def connect(
+        self,
+        provider: _SyncHandled[Any] | str,
+        remote_id: str,
+        /,
+        *,
+        labels: Mapping[str, str] | None = None,
+        lifetime: float | timedelta | None = None,
+    ) -> Session | SyncSessionHandle[Any]:
+        """
+        Take over a session tether did not create, checked by a get first.
+        Given a provider class, returns its blocking handle; given a name,
+        the session. See :meth:`tether.SessionManager.connect`.
+
+        .. versionadded:: Unreleased
+        """
+        portal, manager = self._open()
+        # A provider class is one for the async manager too.
+        target = cast("Any", provider)
+
+        async def connect() -> Session | SessionHandle[Any]:
+            taken: Session | SessionHandle[Any] = await manager.connect(
+                target, remote_id, labels=labels, lifetime=lifetime
+            )
+            return taken
+
+        connected: Session | SessionHandle[Any] = portal.call(connect)
+        if isinstance(connected, SessionHandle):
+            return _sync_handle(connected, portal)
+        return connected
+
+    def search(
+        self,
+        provider: _SyncHandled[Any] | str,
+        /,
+        *,
+        labels: Mapping[str, str] | None = None,
+        **filters: Any,
+    ) -> builtins.list[RemoteSession]:
+        """
+        Ask the service (not the store) for its sessions matching *labels*
+        and the provider's *filters*. See :meth:`tether.SessionManager.search`.
+
+        .. versionadded:: Unreleased
+        """
+        portal, manager = self._open()
+        return portal.call(
+            functools.partial(
+                manager.search, cast("Any", provider), labels=labels, **filters
+            )
+        )
 
     def attach(self, session_id: str) -> Session:
         """

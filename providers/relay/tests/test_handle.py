@@ -66,3 +66,49 @@ async def test_search_asks_the_service_for_a_players_sessions(
     assert {a.remote_id, foreign.remote_id} == {r.id for r in found}
     assert len(server.requests) > sent  # the service was asked
     assert [] == await manager.search(RelayProvider, user_ip="4.4.4.4")
+
+
+async def test_update_through_a_handle_authorizes_and_revokes(
+    manager: tether.SessionManager, emulator: RelayEmulator
+) -> None:
+    """
+    ``manager.update(handle, authorize=..., revoke=...)`` changes who may use
+    the relay on the service, and the handle sees the updated record.
+    """
+    async with manager.session(RelayProvider, users=["1.1.1.1", "8.8.8.8"]) as relay:
+        remote = str(relay.remote_id)
+        updated = await manager.update(relay, authorize=["9.9.9.9"], revoke=["8.8.8.8"])
+        users = list(relay.session.data["users"])
+        held = {
+            ip: emulator.user_token(remote, ip) is not None
+            for ip in ("1.1.1.1", "8.8.8.8", "9.9.9.9")
+        }
+
+    assert ["1.1.1.1", "9.9.9.9"] == users == list(updated.data["users"])
+    assert {"1.1.1.1": True, "8.8.8.8": False, "9.9.9.9": True} == held
+
+
+async def test_credentials_through_a_handle_are_the_services_tokens(
+    manager: tether.SessionManager, emulator: RelayEmulator, server: ASGIServer
+) -> None:
+    """
+    ``credentials()`` fetches the session's tokens now: each user's is the
+    one the service holds, and none is kept in the record; after the block
+    it refuses before anything is sent.
+    """
+    async with manager.session(RelayProvider, users=["1.1.1.1"]) as relay:
+        await relay.authorize_user("8.8.8.8")
+        creds = await relay.credentials()
+        remote = str(relay.remote_id)
+        record = repr(relay.session.to_dict())
+        held = {ip: emulator.user_token(remote, ip) for ip in ("1.1.1.1", "8.8.8.8")}
+
+    assert remote == creds.session_id
+    for ip, token in held.items():
+        assert token is not None
+        assert token == creds.token_for(ip)
+        assert str(token) not in record
+    sent = len(server.requests)
+    with pytest.raises(tether.SessionEndedError):
+        await relay.credentials()
+    assert sent == len(server.requests)

@@ -10,11 +10,12 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import pytest
 
 import tether
-from tether.testing import ASGIServer, ManualClock, serve_asgi
-from tether_sandbox import ExecutionResult, SandboxHandle, SandboxProvider
+from tether.testing import ASGIServer, LoseAnswer, ManualClock, serve_asgi
+from tether_sandbox import Execution, ExecutionResult, SandboxHandle, SandboxProvider
 from tether_sandbox.emulator import SandboxEmulator
 
 
@@ -256,3 +257,137 @@ async def test_search_lets_the_service_filter_by_labels_and_metadata(
     assert 2 == len(gold)
     assert [] == both
     assert before + 3 == flaky.seen["/v1/sessions/sandboxes"]
+
+
+async def test_update_through_a_handle_is_refused_before_anything_is_sent(
+    manager: tether.SessionManager, flaky: Flaky
+) -> None:
+    """
+    The sandbox can change nothing after create: ``manager.update`` on a
+    handle raises NotSupportedError without a request, and the session
+    stays as it was.
+    """
+    async with manager.session(SandboxProvider, metadata={"tier": "gold"}) as sb:
+        sent = sum(flaky.seen.values())
+        with pytest.raises(tether.NotSupportedError):
+            await manager.update(sb, metadata={"tier": "silver"})
+        assert sent == sum(flaky.seen.values())
+        assert tether.SessionState.ACTIVE == sb.state
+        assert "ok" in (await sb.execute("print('ok')")).stdout
+
+
+def _operations(events: Any) -> list[tuple[str, str]]:
+    seen = []
+    while True:
+        try:
+            event = events.receive_nowait()
+        except anyio.WouldBlock:
+            return seen
+        if event.kind is tether.EventKind.OPERATION:
+            seen.append((event.data["operation"], event.detail))
+
+
+async def test_an_execution_is_started_polled_and_waited_through_a_handle(
+    flaky_server: ASGIServer, clock: ManualClock, emulator: SandboxEmulator
+) -> None:
+    """
+    ``execute_async`` returns a task id; ``execution`` polls it (not done on
+    the first poll here) and ``wait`` polls until the output is there; the
+    task ran in the session's VM (its variables are the session's). Each is
+    an operation of its own, evented; after the block all three refuse
+    before anything is sent.
+    """
+    emulator.async_polls = 2
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("sandbox", SandboxProvider)
+    async with (
+        tether.SessionManager(
+            registry=registry,
+            config={"sandbox": {"base_url": flaky_server.url, "api_key": KEY}},
+            clock=clock,
+            health_checks=False,
+            environ={},
+        ) as manager,
+        manager.events() as events,
+    ):
+        async with manager.session(SandboxProvider) as sb:
+            await sb.execute("x = 7")
+            task_id = await sb.execute_async("print(x)")
+            first = await sb.execution(task_id)
+            out = await sb.wait(task_id, poll_interval=0.01)
+        operations = _operations(events)
+        sent = len(flaky_server.requests)
+        with pytest.raises(tether.SessionEndedError):
+            await sb.execute_async("print(1)")
+        with pytest.raises(tether.SessionEndedError):
+            await sb.execution(task_id)
+        with pytest.raises(tether.SessionEndedError):
+            await sb.wait(task_id)
+        assert sent == len(flaky_server.requests)
+
+    assert isinstance(first, Execution)
+    assert (task_id, False, None) == (first.task_id, first.is_complete, first.result)
+    assert isinstance(out, ExecutionResult)
+    assert "7" in out.stdout
+    assert [
+        ("execute", "ok"),
+        ("execute_async", "ok"),
+        ("execution", "ok"),
+        ("wait", "ok"),
+    ] == operations
+
+
+@pytest.mark.parametrize("how", ["502", "reset"])
+async def test_a_lost_execute_answer_is_not_sent_again(
+    emulator: SandboxEmulator, clock: ManualClock, how: str
+) -> None:
+    """
+    ``execute`` is not idempotent: when the service ran the code but its
+    answer was lost, the handle raises OutcomeUnknownError after exactly one
+    request (the retry policy allows three); the service ran it once.
+    """
+    lose = LoseAnswer(emulator.app, "POST", "/execute", how, times=0)
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("sandbox", SandboxProvider)
+    async with (
+        serve_asgi(lose) as server,
+        tether.SessionManager(
+            registry=registry,
+            config={"sandbox": {"base_url": server.url, "api_key": KEY, "timeout": 5}},
+            retry=tether.RetryPolicy(attempts=3, wait_initial=0, wait_max=0),
+            clock=clock,
+            health_checks=False,
+            environ={},
+        ) as manager,
+        manager.session(SandboxProvider) as sb,
+    ):
+        await sb.execute("print('first')")
+        before = [r for r in server.requests if r.path == "/execute"]
+        lose.times = 1  # the next /execute runs, and its answer is lost
+        with pytest.raises(tether.OutcomeUnknownError):
+            await sb.execute("print('once')")
+        executes = [r for r in server.requests if r.path == "/execute"]
+        usage = await sb.usage()
+
+    assert 1 == lose.lost
+    assert 1 == len(executes) - len(before)  # one request, not re-sent
+    assert 2 == usage.raw["executions"]  # the service ran it, once
+
+
+async def test_the_vm_deadline_is_learned_by_a_ping_not_by_execute(
+    manager: tether.SessionManager, emulator: SandboxEmulator
+) -> None:
+    """
+    The VM (and its lifetime) starts at the first execute, whose answer
+    carries no deadline: ``expires_at`` stays None until a ping reads
+    ``expires_in_seconds`` from the status, then it is the VM's deadline.
+    """
+    async with manager.session(SandboxProvider, vm_lifetime_seconds=600) as sb:
+        assert sb.expires_at is None  # no VM yet
+        await sb.execute("print(1)")
+        after_execute = sb.expires_at
+        await manager.ping(sb)
+        after_ping = sb.expires_at
+
+    assert after_execute is None
+    assert after_ping is not None

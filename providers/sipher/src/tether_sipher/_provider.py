@@ -47,7 +47,7 @@ from tether.exceptions import (
 )
 from tether_sipher._config import SipherConfig
 from tether_sipher._defaults import SESSION_ID_PATTERN, VIEWING_KEY, normalise_defaults
-from tether_sipher._handle import SipherHandle, SyncSipherHandle
+from tether_sipher._handle import SipherHandle, SyncSipherHandle, bind_request
 
 
 #: How masked secrets read (the same mask as tether.redact).
@@ -897,11 +897,5 @@ class SipherSessionAuth(httpx.Auth):
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         await self._provider.ensure_live(self._session, verify=self._verify)
-        for name, value in self._provider.client_options(
-            self._provider.config
-        ).headers.items():
-            if name.lower() == "accept" and "accept" in request.headers:
-                continue
-            request.headers[name] = value
-        request.headers["X-Session-Id"] = str(self._session.remote_id)
+        bind_request(self._provider, self._session, request)
         yield request

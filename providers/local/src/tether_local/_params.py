@@ -49,8 +49,8 @@ def parse_create(params: Mapping[str, Any]) -> dict[str, Any]:
     """
     The normalised create parameters; :class:`InvalidParameterError` otherwise.
 
-    ``memory_mb`` (each process's data limit), ``processes`` (tasks in the
-    sandbox), ``open_files`` (per process), ``network`` (``False``: no
+    ``memory_mb`` (the session's memory cap, and each process's data limit),
+    ``processes`` (tasks in the sandbox), ``open_files`` (per process), ``network`` (``False``: no
     network), ``isolation`` (``"bwrap"`` or ``"none"``).
     """
     known = {*_LIMITS, "network", "isolation"}

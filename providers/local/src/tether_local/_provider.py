@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import anyio
 import anyio.to_thread
+import attrs
 import httpx
 
 from tether import Health, HealthStatus, Session, SessionState
@@ -41,6 +42,7 @@ from tether_local import _sandbox
 from tether_local._config import LocalConfig
 from tether_local._handle import LocalHandle, SyncLocalHandle
 from tether_local._kernel import Kernel, KernelDiedError, KernelTimeoutError
+from tether_local._memory import describe, read_kills
 from tether_local._params import parse_create, parse_execute
 from tether_local._records import Record, RecordBook, group_alive, kill_session
 
@@ -50,6 +52,7 @@ __all__ = ["LocalProvider"]
 logger = get_logger("tether.local")
 
 _NAME = "local"
+_MIB = 1024 * 1024
 
 
 def _ts(value: float) -> datetime:
@@ -61,8 +64,9 @@ class LocalProvider(Provider[LocalConfig]):
     Interpreter sessions on this machine: a Jupyter kernel per session, in a
     bubblewrap sandbox, with a watchdog that ends it at its deadline.
 
-    Create parameters: ``memory_mb`` (each process's data limit, default
-    1024), ``processes`` (default 256), ``open_files`` (default 1024),
+    Create parameters: ``memory_mb`` (the memory of all the session's
+    processes together, and each one's data limit; default 1024),
+    ``processes`` (default 256), ``open_files`` (default 1024),
     ``network`` (default ``False``) and ``isolation`` (``"bwrap"``, the
     default, or ``"none"``: no security boundary at all).
 
@@ -172,6 +176,7 @@ class LocalProvider(Provider[LocalConfig]):
                 runtime=runtime,
                 workdir=workdir,
                 deadline=now + lifetime,
+                memory_limit=params["memory_mb"] * _MIB,
             )
         except BaseException:
             shutil.rmtree(runtime, ignore_errors=True)
@@ -288,7 +293,14 @@ class LocalProvider(Provider[LocalConfig]):
                 raw_state="no heartbeat",
                 detail="the kernel did not answer its heartbeat",
             )
-        return Health(status=HealthStatus.ALIVE, raw_state="running")
+        kills = read_kills(record.memory_file)
+        return Health(
+            status=HealthStatus.ALIVE,
+            raw_state="running",
+            detail=f"last kill at the memory cap: {describe(kills[-1])}"
+            if kills
+            else None,
+        )
 
     async def close(self, session: Session) -> None:
         """
@@ -360,7 +372,9 @@ class LocalProvider(Provider[LocalConfig]):
         seconds (or when the caller is cancelled) the kernel is interrupted:
         the execution ends with ``KeyboardInterrupt`` and the session lives
         on. Each stream keeps :attr:`LocalConfig.max_output_chars`; more is
-        cut with a marker.
+        cut with a marker. A process the memory cap killed meanwhile (the
+        session held more than ``memory_mb``) is named in ``stderr`` and in
+        ``raw["memory_kills"]``.
 
         Args:
             session: A live local session.
@@ -383,8 +397,9 @@ class LocalProvider(Provider[LocalConfig]):
             )
         kernel = self._connect(record)
         stop = threading.Event()
+        started = time.time()
         try:
-            return await anyio.to_thread.run_sync(
+            result = await anyio.to_thread.run_sync(
                 lambda: kernel.execute(
                     source,
                     shell=shell,
@@ -407,3 +422,21 @@ class LocalProvider(Provider[LocalConfig]):
         finally:
             # Cancelled: the worker thread interrupts the kernel and returns.
             stop.set()
+        return self._with_kills(record, result, since=started)
+
+    @staticmethod
+    def _with_kills(
+        record: Record, result: ExecutionResult, *, since: float
+    ) -> ExecutionResult:
+        """
+        *result*, naming the processes the memory cap killed since *since*.
+        """
+        kills = [kill for kill in read_kills(record.memory_file) if kill["at"] >= since]
+        if not kills:
+            return result
+        notes = "".join(f"\n[tether: {describe(kill)}]\n" for kill in kills)
+        return attrs.evolve(
+            result,
+            stderr=result.stderr + notes,
+            raw={**result.raw, "memory_kills": [dict(kill) for kill in kills]},
+        )

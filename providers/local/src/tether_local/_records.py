@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -20,10 +21,41 @@ from typing import Any, Final
 import attrs
 
 
-__all__ = ["MARKER", "Record", "RecordBook", "group_alive", "session_pids"]
+__all__ = [
+    "MARKER",
+    "Record",
+    "RecordBook",
+    "group_alive",
+    "read_note",
+    "session_pids",
+]
 
 #: The environment variable every process of a session carries: its remote id.
 MARKER: Final = "TETHER_LOCAL_SESSION"
+
+
+#: The most a watchdog's note may hold.
+_NOTE_MAX: Final = 1 << 20
+
+
+def read_note(path: Path) -> dict[str, Any] | None:
+    """
+    A JSON object the watchdog wrote in the session's runtime directory, or
+    ``None``. The kernel can write there too: anything but a regular file
+    (a symlink, a FIFO that would block the read) or a JSON object is no note.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            info = json.loads(f.read(_NOTE_MAX))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
 
 
 @attrs.frozen(kw_only=True)
@@ -57,13 +89,19 @@ class Record:
         """
         return Path(self.runtime) / "kernel.json"
 
+    @property
+    def memory_file(self) -> Path:
+        """
+        Where the watchdog notes the processes it killed at the memory cap.
+        """
+        return Path(self.runtime) / "memory.json"
+
     def ended(self) -> str | None:
         """
         Why the session ended, if its watchdog says it did.
         """
-        try:
-            info = json.loads(self.exit_file.read_text())
-        except (OSError, ValueError):
+        info = read_note(self.exit_file)
+        if info is None:
             return None
         return str(info.get("reason", "ended"))
 

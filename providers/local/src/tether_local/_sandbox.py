@@ -250,10 +250,12 @@ def spawn(
     runtime: Path,
     workdir: Path,
     deadline: float,
+    memory_limit: int = 0,
 ) -> subprocess.Popen[bytes]:
     """
     Start the session's watchdog, which starts the kernel: a new process
-    group, not tied to this process's life.
+    group, not tied to this process's life. It holds all the session's
+    processes together to *memory_limit* bytes (0: no cap).
     """
     env = {
         key: value
@@ -274,6 +276,9 @@ def spawn(
         "cwd": str(workdir),
         "env": env,
         "deadline": deadline,
+        "session": remote_id,
+        "memory_limit": memory_limit,
+        "memory_file": str(runtime / "memory.json"),
         "exit_file": str(runtime / "exit.json"),
         "log_file": str(runtime / "kernel.log"),
     }

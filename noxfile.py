@@ -60,7 +60,9 @@ def tests(session: nox.Session) -> None:
 def soak(session: nox.Session) -> None:
     """
     The reliability suite's long form: many more lifecycles under chaos, in
-    process and through the TCP proxy to emulator processes.
+    process and through the TCP proxy to emulator processes (lost answers,
+    truncated lists, the key quoted back, a Retry-After past the shield, a
+    failed read-only pre-step, a Redis store cut mid-operation, kill -9).
     """
     _install(session, "tests")
     session.run(

@@ -2,7 +2,8 @@
 An emulator in its own process, for the proxy chaos tests.
 
 Run as ``python tests/_emulator_process.py '<json>'`` with ``{"kind": "sandbox",
-"key": ...}`` (or ``"relay"``, ``"sipher"``): it serves that emulator with
+"key": ...}`` (or ``"relay"``, ``"sipher"``, ``"morpheus"``: the v1.14.0
+gateway, with session routes): it serves that emulator with
 :func:`tether.testing.serve_asgi` on 127.0.0.1, port 0, prints one JSON line
 ``{"url": ...}`` on stdout, and serves until its stdin closes (or it is killed).
 
@@ -42,6 +43,10 @@ def build(kind: str, key: str) -> Any:
         return SipherEmulator(
             api_keys={key: "pro"}, rate_limit=1_000_000, rate_window=60.0
         ).app
+    if kind == "morpheus":
+        from tether_morpheus.emulator import MorpheusEmulator  # noqa: PLC0415
+
+        return MorpheusEmulator(api_keys=(key,)).app
     msg = f"unknown emulator {kind!r}"
     raise ValueError(msg)
 

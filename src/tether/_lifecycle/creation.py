@@ -117,6 +117,9 @@ class _CreateAttempts:
 
     created: RemoteSession | None = None
     maybe_created: bool = False
+    #: An attempt's answer was lost and the service's listing did not show
+    #: its session: a listing cannot prove it absent (it may be partial).
+    unconfirmed: bool = False
 
 
 class _CancelledCreateError(TetherError):
@@ -582,6 +585,19 @@ class Creator:
                 remote = await self._create_remote(slot, request, budget, attempts)
             except Exception as exc:  # noqa: BLE001 -- settled, then re-raised
                 error = exc
+                if attempts.unconfirmed and not isinstance(exc, OutcomeUnknownError):
+                    # An earlier attempt may have made a session the listing
+                    # did not show: not a failure for certain. Reconcile
+                    # adopts it if it shows up, fails the record if not.
+                    error = OutcomeUnknownError(
+                        f"an earlier attempt's session may exist (the service's "
+                        f"listing did not show it, which does not prove it "
+                        f"absent); the last attempt: {type(exc).__name__}: {exc}",
+                        provider=slot.name,
+                        operation="create",
+                        session_id=record.id,
+                    )
+                    error.__cause__ = exc
             with runtime.shield_writes():
                 record = await self._settle(record, remote, error, log)
             # A caller cancelled meanwhile gets its cancellation here (and the
@@ -680,6 +696,8 @@ class Creator:
                     )
                     return found
                 attempts.maybe_created = False
+                if not slot.provider.capabilities.find:
+                    attempts.unconfirmed = True
 
     async def _settle(
         self,

@@ -6,12 +6,17 @@ tether's tag where the service keeps it, else in the service's list.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from tether._lifecycle.calls import Calls
 from tether._lifecycle.runtime import Runtime
 from tether._lifecycle.slots import Slot
 from tether._session import Session
 from tether.abc import RemoteSession
+from tether.exceptions import OutcomeUnknownError
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Locator:
@@ -53,20 +58,50 @@ class Locator:
         """
         *record*'s session among *listed*: tagged with its id, or the only
         unclaimed one that matches it.
+
+        Raises:
+            OutcomeUnknownError: Several unclaimed sessions match: one of them
+                may be the record's (a create whose answer was lost more than
+                once), and which cannot be told. Not "absent": creating again
+                would only add one more.
+        """
+        found = await self.candidates(slot, record, listed)
+        if len(found) > 1:
+            ids = ", ".join(r.id for r in found)
+            msg = (
+                f"{len(found)} unclaimed {slot.name} sessions match this create "
+                f"({ids}); which is its cannot be told, so none is taken and "
+                "none is made again (reconcile settles it)"
+            )
+            raise OutcomeUnknownError(
+                msg, provider=slot.name, operation="create", session_id=record.id
+            )
+        return found[0] if found else None
+
+    async def candidates(
+        self, slot: Slot, record: Session, listed: Sequence[RemoteSession]
+    ) -> list[RemoteSession]:
+        """
+        The sessions among *listed* that may be *record*'s: the one tagged with
+        its id, else every unclaimed untagged one that matches it, oldest first
+        where the service says.
         """
         for remote in listed:
             if remote.tether_id == record.id:
-                return remote
+                return [remote]
         claimed = {
             r.remote_id
             for r in await self._runtime.store.list(provider=slot.name)
             if r.remote_id
         }
-        candidates = [
+        found = [
             r
             for r in listed
             if r.tether_id is None
             and r.id not in claimed
             and slot.provider.matches(record, r)
         ]
-        return candidates[0] if len(candidates) == 1 else None
+        return sorted(
+            found,
+            key=lambda r: (r.created_at is None, r.created_at or _EPOCH),
+        )

@@ -58,6 +58,12 @@ class _Pass:
     listed: dict[str, RemoteSession] | None = None
     #: Remote ids this pass gave a record (adopted): no orphans, not foreign.
     claimed: set[str] = attrs.Factory(set)
+    #: CREATING records without a remote id: whose a matching session may be.
+    creating: list[Session] = attrs.Factory(list)
+    #: Per record, the other sessions its lost create answers made.
+    duplicates: dict[str, list[RemoteSession]] = attrs.Factory(dict)
+    #: Per record, why the service's sessions cannot settle it.
+    unresolved: dict[str, str] = attrs.Factory(dict)
     actions: list[ReconcileAction] = attrs.Factory(list)
 
     def act(
@@ -187,6 +193,11 @@ class Reconciler:
         if slot.provider.capabilities.list:
             listed = await self._calls.call(slot, slot.provider.list, operation="list")
             state.listed = {r.id: r for r in listed}
+        state.creating = [
+            r
+            for r in records
+            if r.state is SessionState.CREATING and r.remote_id is None
+        ]
         for record in records:
             if record.state not in ENDED:
                 await self._record(state, record)
@@ -213,9 +224,12 @@ class Reconciler:
                 if listed_remote is not None and not listed_remote.state.is_live:
                     return None  # listed, but dead on the service
                 return listed_remote
-            found = await self._locator.match_listed(
+            candidates = await self._locator.candidates(
                 slot, record, list(state.listed.values())
             )
+            if len(candidates) > 1:
+                return self._ambiguous(state, record, candidates)
+            found = candidates[0] if candidates else None
             if found is None and caps.find:
                 found = await self._find(slot, record)
             return found
@@ -224,6 +238,30 @@ class Reconciler:
         if record.remote_id is None and caps.find:
             return await self._find(slot, record)
         return False
+
+    def _ambiguous(
+        self, state: _Pass, record: Session, candidates: list[RemoteSession]
+    ) -> RemoteSession | bool:
+        """
+        Several unclaimed sessions match a CREATING record: its create was
+        answered by the service more than once, the answers lost. When no
+        other record could own any of them, the oldest is the record's and
+        the others its duplicates; otherwise nothing can be told.
+        """
+        others = [
+            other
+            for other in state.creating
+            if other.id != record.id
+            and any(state.slot.provider.matches(other, c) for c in candidates)
+        ]
+        if others:
+            state.unresolved[record.id] = (
+                f"{len(candidates)} sessions match it, and {len(others)} other "
+                "creating record(s) too: which is whose cannot be told"
+            )
+            return False
+        state.duplicates[record.id] = candidates[1:]
+        return candidates[0]
 
     async def _get(self, slot: Slot, record: Session) -> RemoteSession | None:
         return await self._calls.call(
@@ -254,7 +292,9 @@ class Reconciler:
                     "unresolved",
                     record,
                     None,
-                    "the service cannot say whether it exists",
+                    state.unresolved.get(
+                        record.id, "the service cannot say whether it exists"
+                    ),
                 )
             return
         if current is SessionState.CREATING:
@@ -265,6 +305,8 @@ class Reconciler:
                 state.claimed.add(remote.id)
                 if not state.dry_run:
                     await self._adopt(record, remote)
+                for extra in state.duplicates.get(record.id, []):
+                    await self._duplicate(state, record, extra)
             elif age >= state.grace:
                 state.act("failed", record, None, "never created on the service")
                 if not state.dry_run:
@@ -430,20 +472,52 @@ class Reconciler:
             state.act(kind, owner, remote.id, f"tagged by tether, but {why}")
             if state.dry_run or state.orphans == "report":
                 continue
-            target = Session(
-                id=remote.tether_id or remote.id,
-                provider=slot.name,
-                state=SessionState.LOST,
-                remote_id=remote.id,
-                data=remote.data,
+            await self._close_remote(slot, remote)
+
+    async def _close_remote(self, slot: Slot, remote: RemoteSession) -> None:
+        # A session no record owns, closed through a record made for the call.
+        target = Session(
+            id=remote.tether_id or remote.id,
+            provider=slot.name,
+            state=SessionState.LOST,
+            remote_id=remote.id,
+            data=remote.data,
+        )
+        with contextlib.suppress(RemoteNotFoundError):
+            await self._calls.call(
+                slot,
+                functools.partial(slot.provider.close, target),
+                operation="close",
+                session_id=target.id,
             )
-            with contextlib.suppress(RemoteNotFoundError):
-                await self._calls.call(
-                    slot,
-                    functools.partial(slot.provider.close, target),
-                    operation="close",
-                    session_id=target.id,
+
+    async def _duplicate(
+        self, state: _Pass, record: Session, remote: RemoteSession
+    ) -> None:
+        """
+        A second session that *record*'s create made (an attempt whose answer
+        was lost, then another): an orphan of that record, by the orphan policy.
+        """
+        state.claimed.add(remote.id)
+        why = "a second session of this record's create, whose answers were lost"
+        if state.orphans == "adopt":
+            session_id = new_id()
+            state.actions.append(
+                ReconcileAction(
+                    kind="adopted",
+                    provider=state.slot.name,
+                    session_id=session_id,
+                    remote_id=remote.id,
+                    detail=why,
                 )
+            )
+            if not state.dry_run:
+                await self._adopt_orphan(state.slot.name, session_id, remote)
+            return
+        kind = "orphan" if state.orphans == "report" else "closed"
+        state.act(kind, record, remote.id, why)
+        if not state.dry_run and state.orphans == "close":
+            await self._close_remote(state.slot, remote)
 
     async def _adopt(self, record: Session, remote: RemoteSession) -> None:
         def adopt(current: Session) -> Session | None:

@@ -5,7 +5,7 @@ resets that fail, and the settings a pool refuses.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -19,6 +19,16 @@ import tether
 from tether.abc import Capabilities
 from tether.exceptions import ConfigError, ProviderUnavailableError
 from tether.testing import FakeBackend, FakeProvider, ManualClock
+
+
+async def until(predicate: Callable[[], bool], *, within: float = 20.0) -> None:
+    """
+    Wait for *predicate* (liveness, with a generous margin).
+    """
+    with anyio.fail_after(within):
+        # Polling: the state is the pool's, which has no event per figure.
+        while not predicate():  # noqa: ASYNC110
+            await anyio.sleep(0.01)
 
 
 class ReusableFake(FakeProvider):
@@ -314,3 +324,177 @@ async def test_a_create_for_a_caller_that_lands_after_the_pool_closed_is_closed(
 
     assert 1 == len(errors)
     assert set() == backend.live_ids()
+
+
+async def test_a_degraded_idle_session_is_replaced_not_handed_out(
+    manager: tether.SessionManager, backend: FakeBackend
+) -> None:
+    """
+    The service reports an idle session degraded: the ping before hand-out
+    finds it so, the pool closes it on the service (pool.replaced) and hands
+    out a healthy one, then tops up again.
+    """
+    pool = manager.pool("fake", min_idle=2, max_size=3)
+    with anyio.fail_after(20):
+        await pool.wait_ready()
+    victim = pool.idle_ids()[0]
+    remote = (await manager.get(victim)).remote_id or ""
+    backend.script(remote, ["sick"])
+    async with manager.events() as events:
+        async with pool.acquire() as handle:
+            handed = (await manager.get(handle.id)).remote_id
+        replaced = await events.receive()
+        while replaced.kind is not tether.EventKind.POOL_REPLACED:
+            replaced = await events.receive()
+    await until(lambda: pool.snapshot().idle == 2 and victim not in pool.idle_ids())
+    await until(lambda: backend.sessions[remote].state == "closed")
+    idle = {(await manager.get(sid)).remote_id for sid in pool.idle_ids()}
+
+    assert handed != remote
+    assert victim == replaced.data["session_id"]
+    assert "degraded" in (replaced.detail or "")
+    assert idle == backend.live_ids()
+    assert 1 == pool.snapshot().replaced
+
+
+async def test_idle_sessions_background_pings_find_degraded_are_replaced(
+    backend: FakeBackend,
+) -> None:
+    """
+    Idle sessions are pinged like any other: one a background ping finds
+    degraded is replaced with no caller asking, and never handed out.
+    """
+    clock = ManualClock()
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("fake", FakeProvider)
+    async with tether.SessionManager(
+        registry=registry,
+        config={"fake": {"backend": backend}},
+        clock=clock,
+        health=tether.HealthPolicy(interval=10, jitter=0),
+        environ={},
+    ) as manager:
+        pool = manager.pool("fake", min_idle=2, max_size=3)
+        with anyio.fail_after(20):
+            await pool.wait_ready()
+        victim = pool.idle_ids()[0]
+        remote = (await manager.get(victim)).remote_id or ""
+        backend.script(remote, ["sick"])
+        await clock.advance(10)  # the background pings run
+        await until(lambda: pool.snapshot().replaced == 1)
+        await until(lambda: pool.snapshot().idle == 2)
+        state = (await manager.get(victim)).state
+        handed = []
+        for _ in range(2):
+            async with pool.acquire() as handle:
+                handed.append(handle.id)
+        idle = {(await manager.get(sid)).remote_id for sid in pool.idle_ids()}
+        live = backend.live_ids()
+
+    assert victim not in handed
+    assert victim not in pool.idle_ids()
+    assert state in {tether.SessionState.CLOSING, tether.SessionState.CLOSED}
+    assert "closed" == backend.sessions[remote].state
+    assert idle == live
+
+
+class Listed:
+    """
+    A store from before count_live(): the protocol's methods only, over a
+    MemoryStore, counting the listings of one provider's records.
+    """
+
+    def __init__(self) -> None:
+        self.inner = tether.MemoryStore()
+        self.listings = 0
+
+    async def insert(
+        self, session: tether.Session, *, credential_limit: int | None = None
+    ) -> tether.Session:
+        return await self.inner.insert(session, credential_limit=credential_limit)
+
+    async def update(
+        self, session: tether.Session, *, fence: int | None = None
+    ) -> tether.Session:
+        return await self.inner.update(session, fence=fence)
+
+    async def get(self, session_id: str) -> tether.Session | None:
+        return await self.inner.get(session_id)
+
+    async def list(
+        self,
+        *,
+        provider: str | None = None,
+        states: Sequence[tether.SessionState] | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[tether.Session]:
+        if provider is not None:
+            self.listings += 1
+        return await self.inner.list(provider=provider, states=states, labels=labels)
+
+    async def delete(self, session_id: str) -> None:
+        await self.inner.delete(session_id)
+
+    async def claim(self, session_id: str, owner: str, ttl: float) -> int | None:
+        return await self.inner.claim(session_id, owner, ttl)
+
+    async def release(self, session_id: str, owner: str) -> None:
+        await self.inner.release(session_id, owner)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class Counted(Listed):
+    """
+    The same store with count_live(), counting its counts.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts = 0
+
+    async def count_live(self, provider: str, credential: str) -> int:
+        self.counts += 1
+        return await self.inner.count_live(provider, credential)
+
+
+@pytest.mark.parametrize("store_class", [Counted, Listed])
+async def test_refills_wait_for_room_by_counting_not_listing(
+    backend: FakeBackend, store_class: type[Listed]
+) -> None:
+    """
+    A pool whose credential is full (2 of 2) looks again and again for room:
+    by the store's count_live(), without listing records; a store without
+    it is listed instead. Either way the pool refills once a session is
+    closed, and the limit holds on the service.
+    """
+    store = store_class()
+    registry = tether.ProviderRegistry(entry_points=False)
+    registry.register("two", TwoPerKey)
+    async with tether.SessionManager(
+        registry=registry,
+        config={"two": {"backend": backend}},
+        store=store,
+        clock=ManualClock(),
+        health_checks=False,
+        environ={},
+    ) as manager:
+        mine = [await manager.create("two") for _ in range(2)]
+        pool = manager.pool("two", min_idle=1)
+        looked = (
+            (lambda: store.counts)
+            if isinstance(store, Counted)
+            else (lambda: store.listings)
+        )
+        await until(lambda: looked() >= 3)
+        listed = store.listings
+        await manager.close(mine[0])
+        with anyio.fail_after(20):
+            await pool.wait_ready()
+        live = backend.live_ids()
+
+    assert 2 == len(live)
+    assert mine[1].remote_id in live
+    if isinstance(store, Counted):
+        assert 0 == listed

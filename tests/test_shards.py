@@ -10,9 +10,10 @@ asserted is safety (one pinger at a time, fencing) and shares.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, ClassVar
 
 import anyio
@@ -81,6 +82,33 @@ class Counted(FakeProvider):
 
 
 @attrs.define
+class Watched(RedisStore):
+    """
+    A RedisStore that remembers what Shards read through it: the ids each
+    changes() call returned, and the shards each shard_sessions() call read.
+    """
+
+    fed: builtins.list[str] = attrs.field(factory=builtins.list, init=False)
+    loads: builtins.list[tuple[int, ...]] = attrs.field(
+        factory=builtins.list, init=False
+    )
+    loaded: builtins.list[str] = attrs.field(factory=builtins.list, init=False)
+
+    async def shard_sessions(self, *shards: int) -> builtins.list[Session]:
+        self.loads.append(shards)
+        records = await super().shard_sessions(*shards)
+        self.loaded.extend(r.id for r in records)
+        return records
+
+    async def changes(
+        self, cursor: int | None, *, shards: Iterable[int] | None = None
+    ) -> tuple[int, builtins.list[Session]]:
+        cursor, records = await super().changes(cursor, shards=shards)
+        self.fed.extend(r.id for r in records)
+        return cursor, records
+
+
+@attrs.define
 class Fleet:
     """
     Watch managers sharing one Redis namespace and one fake service.
@@ -102,6 +130,9 @@ class Fleet:
 
     def store(self) -> RedisStore:
         return RedisStore(self.url, namespace=self.namespace, shards=self.shards)
+
+    def watched(self) -> Watched:
+        return Watched(self.url, namespace=self.namespace, shards=self.shards)
 
     def manager(
         self, worker: str, store: RedisStore, **kw: Any
@@ -175,6 +206,30 @@ class Fleet:
 
         return dict(await self.redis(read))
 
+    async def settled(self, members: int) -> None:
+        """
+        Wait until *members* live workers hold exactly their shares (the
+        shard count divides evenly): no shard moves any more.
+        """
+        share = self.shards // members
+        while True:
+            if [share] * members == list((await self.owners()).values()):
+                return
+            await anyio.sleep(0.05)
+
+    async def held(self) -> dict[str, set[int]]:
+        """
+        The shards each owner holds (by the shards hash).
+        """
+
+        def read(client: Any) -> dict[str, set[int]]:
+            out: dict[str, set[int]] = {}
+            for k, value in client.hgetall(f"{self.namespace}:shards").items():
+                out.setdefault(value.rpartition("|")[0], set()).add(int(k))
+            return out
+
+        return dict(await self.redis(read))
+
     async def balanced(self, members: int) -> dict[str, int]:
         """
         Wait until *members* live workers hold every shard, evenly.
@@ -237,6 +292,63 @@ async def test_shares_stay_even_as_workers_join_and_leave(fleet: Fleet) -> None:
     assert 4 == len(four)
     assert 3 == len(after)
     assert 16 == sum(after.values())
+
+
+async def test_a_worker_reads_only_its_own_shards_changes(fleet: Fleet) -> None:
+    """
+    Two settled workers; sessions made afterwards reach each worker through
+    its change feed. What the feed returns to a worker (counted as the store
+    returns it) is the records of its own shards, all of them, and none of
+    the other worker's. (Should a shard move anyway, a stalled worker's
+    membership lapsing, its records reach the gainer by its load: the
+    assertions allow for that, and nothing else.)
+    """
+    health = tether.HealthPolicy(interval=INTERVAL, lease_ttl=10)
+    stores = {"a": fleet.watched(), "b": fleet.watched()}
+    async with (
+        fleet.worker("a", store=stores["a"], health=health) as a,
+        fleet.worker("b", store=stores["b"], health=health) as b,
+    ):
+        with anyio.fail_after(30):
+            await fleet.settled(2)
+        owners = {"a": a._runtime.owner, "b": b._runtime.owner}
+        at_start = await fleet.held()
+        for store in stores.values():
+            store.loads.clear()
+        sessions = await fleet.create(40)
+        with anyio.fail_after(30):
+            await fleet.pings.until(
+                lambda: all(pingers(fleet.pings, sessions).values())
+            )
+        at_end = await fleet.held()
+
+    assert set(range(fleet.shards)) == at_end[owners["a"]] | at_end[owners["b"]]
+    for name, store in stores.items():
+        mine = {sid for sid in sessions if store.shard_of(sid) in at_end[owners[name]]}
+        ever = at_start[owners[name]] | {k for ks in store.loads for k in ks}
+        theirs = {sid for sid in sessions if store.shard_of(sid) not in ever}
+        assert mine
+        assert theirs
+        # Nothing of the other's shards; all of its own, by feed (or load).
+        assert not set(store.fed) & theirs
+        assert mine <= set(store.fed) | set(store.loaded)
+
+
+async def test_a_worker_reads_the_shards_it_gains_in_one_call(fleet: Fleet) -> None:
+    """
+    A lone worker gains every shard at its first heartbeat and reads their
+    records in one store call, then pings every session.
+    """
+    sessions = await fleet.create(40)
+    store = fleet.watched()
+    async with fleet.worker("a", store=store):
+        with anyio.fail_after(30):
+            await fleet.balanced(1)
+            await fleet.pings.until(
+                lambda: all(pingers(fleet.pings, sessions).values())
+            )
+
+    assert [tuple(range(fleet.shards))] == store.loads
 
 
 async def test_takeover_after_an_abrupt_stop_within_ttl_and_an_interval(

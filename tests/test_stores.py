@@ -26,6 +26,7 @@ import attrs
 import pytest
 
 import tether
+from tether._store import LiveCounter
 from tether.abc import Store
 from tether.exceptions import (
     AdmissionError,
@@ -372,6 +373,37 @@ class TestContract:
         await store.insert(make("c"), credential_limit=1)
 
         assert ["c"] == [s.id for s in await store.list(states=[S.ACTIVE])]
+
+    async def test_count_live_counts_what_admission_counts(
+        self, harness: Harness
+    ) -> None:
+        """
+        count_live() counts the live (creating, active, degraded) sessions of
+        one provider and credential, following updates and deletes: the
+        number admission compares with its limit.
+        """
+        store = harness.store
+        assert isinstance(store, LiveCounter)
+        first = await store.insert(make("a"))
+        await store.insert(make("b", state=S.CREATING))
+        await store.insert(make("c", state=S.DEGRADED))
+        await store.insert(make("d", state=S.CLOSED))
+        await store.insert(make("e", credential="fake:other"))
+        await store.insert(make("f", provider="other"))
+        await store.insert(make("g", credential=None))
+        held = await store.count_live("fake", "fake:cred")
+        with pytest.raises(AdmissionError):
+            await store.insert(make("x"), credential_limit=held)
+        await store.update(attrs.evolve(first, state=S.CLOSED))
+        closed = await store.count_live("fake", "fake:cred")
+        await store.delete("b")
+        deleted = await store.count_live("fake", "fake:cred")
+        await store.insert(make("h"), credential_limit=deleted + 1)
+
+        assert (3, 2, 1) == (held, closed, deleted)
+        assert 2 == await store.count_live("fake", "fake:cred")
+        assert 1 == await store.count_live("fake", "fake:other")
+        assert 0 == await store.count_live("nobody", "fake:cred")
 
     async def test_claim_release_takeover_and_fencing(self, harness: Harness) -> None:
         """
@@ -1104,6 +1136,126 @@ async def test_redis_upgrades_a_layout_1_namespace_in_place(redis_url: str) -> N
         assert all(k == store.shard_of(s.id) for s in sessions)
     assert sorted(listed) == sorted(s.id for s in changed)
     assert len(records) == cursor
+
+
+def in_shards(store: RedisStore, ids: list[str], *shards: int) -> list[str]:
+    """
+    The ids of *ids* in *shards*, in order.
+    """
+    return [sid for sid in ids if store.shard_of(sid) in shards]
+
+
+async def test_redis_changes_of_some_shards_return_only_theirs(redis_url: str) -> None:
+    """
+    Each shard keeps its own change feed: changes(cursor, shards=...) returns
+    the records written to those shards and nothing of the others; without
+    shards, every shard's. Deleted records leave their feed.
+    """
+    async with RedisStore(
+        redis_url, namespace=f"t{uuid.uuid4().hex}", shards=4
+    ) as store:
+        start, nothing = await store.changes(None)
+        ids = [f"s{i}" for i in range(40)]
+        for sid in ids:
+            await store.insert(make(sid))
+        gone = in_shards(store, ids, 3)[0]
+        await store.delete(gone)
+        ids.remove(gone)
+        one = await store.changes(start, shards=[0])
+        two = await store.changes(start, shards=[1, 3])
+        empty = await store.changes(start, shards=[])
+        every = await store.changes(start)
+        with pytest.raises(ConfigError, match="no shard 4"):
+            await store.changes(start, shards=[4])
+
+    assert [] == nothing
+    assert all(in_shards(store, ids, k) for k in range(4))
+    assert in_shards(store, ids, 0) == [s.id for s in one[1]]
+    assert in_shards(store, ids, 1, 3) == [s.id for s in two[1]]
+    assert [] == empty[1]
+    assert ids == [s.id for s in every[1]]
+    # 40 inserts, one delete: each call delivered every write up to now.
+    assert {start + 40} == {one[0], two[0], empty[0], every[0]}
+
+
+async def test_redis_changes_miss_nothing_across_batch_cuts(redis_url: str) -> None:
+    """
+    With a batch of 3, reading two shards whose writes do not interleave
+    (all of shard A's, then another shard's, then all of shard B's), while
+    records are updated, inserted and deleted between reads: every record of
+    the two shards is delivered at its last version, none of the third's,
+    and no batch is over the limit. The third shard, read alone, is cut by
+    its own feed's limit, and misses nothing either.
+    """
+    async with RedisStore(
+        redis_url, namespace=f"t{uuid.uuid4().hex}", shards=3
+    ) as store:
+        store._changes_batch = 3
+        cursor, _ = await store.changes(None)
+        start = cursor
+        ids = [f"s{i}" for i in range(60)]
+        await store.shard_count()
+        a, b, c = (in_shards(store, ids, k) for k in range(3))
+        for sid in a[:5] + c[:5] + b[:5]:
+            await store.insert(make(sid))
+        seen: dict[str, int] = {}
+        sizes = []
+        while True:
+            cursor, records = await store.changes(cursor, shards=[0, 1])
+            sizes.append(len(records))
+            for record in records:
+                seen[record.id] = record.version
+            if len(sizes) == 1:
+                # Behind the cursor now: written again, it shows again.
+                again = await store.get(a[0])
+                assert again is not None
+                await store.update(again.evolve(data={"n": 2}))
+                await store.insert(make(b[5]))
+                await store.delete(b[4])
+                await store.insert(make(c[5]))
+            if not records:
+                break
+        current = {
+            s.id: s.version for s in await store.list() if store.shard_of(s.id) != 2
+        }
+        # One shard alone, cut at the limit by its own feed.
+        alone: list[str] = []
+        cursor = start
+        while True:
+            cursor, records = await store.changes(cursor, shards=[2])
+            alone += [r.id for r in records]
+            if not records:
+                break
+
+    assert current == seen
+    assert c[:6] == alone
+    assert 2 == seen[a[0]]
+    assert max(sizes) == 3
+    assert len(sizes) >= 4
+
+
+async def test_redis_shard_sessions_reads_several_shards_at_once(
+    redis_url: str,
+) -> None:
+    """
+    shard_sessions(k, ...) returns the records of every shard given, in one
+    round trip; with none, nothing; a shard the namespace lacks is refused.
+    """
+    async with RedisStore(
+        redis_url, namespace=f"t{uuid.uuid4().hex}", shards=4
+    ) as store:
+        ids = [f"s{i}" for i in range(20)]
+        for sid in ids:
+            await store.insert(make(sid))
+        several = await store.shard_sessions(0, 2)
+        singles = [*await store.shard_sessions(0), *await store.shard_sessions(2)]
+        none = await store.shard_sessions()
+        with pytest.raises(ConfigError, match="no shard 4"):
+            await store.shard_sessions(1, 4)
+
+    assert sorted(in_shards(store, ids, 0, 2)) == sorted(s.id for s in several)
+    assert sorted(s.id for s in singles) == sorted(s.id for s in several)
+    assert [] == none
 
 
 async def test_redis_shard_count_is_fixed_with_the_namespace(redis_url: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 import attrs
 
@@ -48,6 +49,32 @@ def live_for_credential(sessions: Sequence[Session], session: Session) -> int:
         and s.credential == session.credential
         and s.state.is_live
     )
+
+
+@runtime_checkable
+class LiveCounter(Protocol):
+    """
+    A store that counts a credential's live sessions without listing them
+    (optional: see :class:`tether.abc.Store`).
+    """
+
+    async def count_live(self, provider: str, credential: str) -> int: ...
+
+
+class _Lister(Protocol):
+    async def list(self, *, provider: str | None = None) -> list[Session]: ...
+
+
+async def count_live(store: _Lister, provider: str, credential: str) -> int:
+    """
+    How many live sessions *store* holds of *provider* and *credential*: by
+    its own ``count_live()`` where it has one, else from a listing (a store
+    written before the method existed).
+    """
+    if isinstance(store, LiveCounter):
+        return await store.count_live(provider, credential)
+    listed = await store.list(provider=provider)
+    return sum(1 for s in listed if s.credential == credential and s.state.is_live)
 
 
 @attrs.define
@@ -133,6 +160,18 @@ class MemoryStore:
             for s in self._records.values()
             if matches(s, provider=provider, states=states, labels=labels)
         ]
+
+    async def count_live(self, provider: str, credential: str) -> int:
+        """
+        How many live sessions of *provider* hold *credential*.
+
+        .. versionadded:: Unreleased
+        """
+        return sum(
+            1
+            for s in self._records.values()
+            if s.provider == provider and s.credential == credential and s.state.is_live
+        )
 
     async def delete(self, session_id: str) -> None:
         self._records.pop(session_id, None)

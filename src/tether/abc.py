@@ -825,6 +825,19 @@ class Store(Protocol):
     Records are :class:`~tether.Session` values and hold no secrets. Every write
     bumps ``version``; :meth:`update` refuses a record whose version is stale, so
     two writers never silently overwrite each other.
+
+    Optional: a store may also define
+    ``async def count_live(self, provider: str, credential: str) -> int``, how
+    many live (creating, active or degraded) sessions of *provider* hold the
+    credential fingerprint *credential*: the number ``insert(...,
+    credential_limit=...)`` compares with its limit. Warm pools ask it before
+    each refill and, while the credential is full, every
+    ``AdmissionPolicy.poll_interval`` (half a second by default). A
+    store without it works as before: the pool counts a ``list(provider=...)``
+    instead, which costs a listing every time. The stores tether ships have it.
+
+    .. versionchanged:: Unreleased
+       The optional ``count_live()``.
     """
 
     async def insert(

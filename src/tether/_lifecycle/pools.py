@@ -30,7 +30,7 @@ from tether._lifecycle.creation import check_labels, positive_seconds
 from tether._lifecycle.runtime import ManagerState, ManagerStateError
 from tether._log import logger
 from tether._session import HealthStatus, Session, SessionState
-from tether._store import live_for_credential
+from tether._store import count_live
 from tether.exceptions import ConfigError, PoolExhaustedError, TetherError
 
 
@@ -708,15 +708,9 @@ class Pool(Generic[H]):
         limit = slot.provider.capabilities.max_sessions_per_credential
         if limit is None or slot.credential is None:
             return self.max_size
-        probe = Session(
-            id="",
-            provider=slot.name,
-            state=SessionState.CREATING,
-            credential=slot.credential,
-        )
-        held = live_for_credential(
-            await self._runtime.store.list(provider=slot.name), probe
-        )
+        # A count, not a listing: this runs before each refill, and about
+        # every poll interval while the credential is full.
+        held = await count_live(self._runtime.store, slot.name, slot.credential)
         # Refills under way may be counted twice (their records are written
         # ahead): erring low only delays a refill.
         return max(0, limit - held - self._refilling)

@@ -4,16 +4,18 @@ Ownership by shard, for watch managers on a store that shards (Redis).
 Session ids hash into a fixed number of shards. Each watch worker renews its
 membership and rebalances its shards in one store call per tick (the store
 gives every live worker an even share, and a dead worker's shards to the
-others once its membership lapses), then reads the change feed: the records
-written since its last tick. A background job of a session in a shard the
-worker holds runs under the shard's fencing token, with no store call of its
-own, and a ping reads the worker's copy of the record, which the feed keeps
-current: a steady ping costs the store nothing.
+others once its membership lapses), reads the records of the shards it gained
+(all in one store call), then reads the change feeds of the shards it holds:
+the records written there since its last tick. A background job of a session
+in a shard the worker holds runs under the shard's fencing token, with no
+store call of its own, and a ping reads the worker's copy of the record, which
+the feed keeps current: a steady ping costs the store nothing.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 from tether._lifecycle.runtime import WATCHED, Runtime
@@ -42,9 +44,11 @@ class ShardedStore(Protocol):
         self, owner: str, ttl: float, *, leave: bool = False
     ) -> dict[int, int]: ...
 
-    async def shard_sessions(self, shard: int) -> list[Session]: ...
+    async def shard_sessions(self, *shards: int) -> list[Session]: ...
 
-    async def changes(self, cursor: int | None) -> tuple[int, list[Session]]: ...
+    async def changes(
+        self, cursor: int | None, *, shards: Iterable[int] | None = None
+    ) -> tuple[int, list[Session]]: ...
 
 
 class Shards:
@@ -147,22 +151,30 @@ class Shards:
             del loaded[k]
         if lost - set(owned):
             self._drop(lost - set(owned))
-        # A shard counts as loaded only once its sessions are: a tick that
-        # fails half-way loads the rest next time.
-        for shard in sorted(k for k in owned if k not in loaded):
-            adopted = 0
-            for record in await store.shard_sessions(shard):
-                adopted += self._adopt(record, soon=True)
-            loaded[shard] = owned[shard]
-            logger.info(
-                "tether.shard.acquired",
-                shard=shard,
-                token=owned[shard],
-                owner=runtime.owner,
-                sessions=adopted,
-            )
+        # The shards gained, read in one call. A shard counts as loaded only
+        # once its sessions are: a tick that fails here loads them next time.
+        gained = sorted(k for k in owned if k not in loaded)
+        if gained:
+            adopted = dict.fromkeys(gained, 0)
+            for record in await store.shard_sessions(*gained):
+                if self._adopt(record, soon=True):
+                    adopted[store.shard_of(record.id)] += 1
+            for shard in gained:
+                loaded[shard] = owned[shard]
+                logger.info(
+                    "tether.shard.acquired",
+                    shard=shard,
+                    token=owned[shard],
+                    owner=runtime.owner,
+                    sessions=adopted[shard],
+                )
+        # Only the feeds of the shards held: the writes to others' shards
+        # are theirs to read. The cursor is one sequence across the shards,
+        # so a shard gained later is read from here on (what it held before
+        # was loaded above).
+        mine = sorted(owned)
         while True:
-            self._cursor, records = await store.changes(self._cursor)
+            self._cursor, records = await store.changes(self._cursor, shards=mine)
             for record in records:
                 self._changed(record)
             if not records:

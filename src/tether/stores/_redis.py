@@ -9,10 +9,11 @@ Key layout 2 (``ns`` is the namespace, ``tether`` by default)::
     ns:seq                a counter: each record's place in listings, and
                           each write's place in the change feed
     ns:ids                sorted set of every session id, scored by ns:seq
-    ns:changed            sorted set of every session id, scored by the seq
-                          of its last write: the change feed
     ns:shard:<k>          set of the session ids in shard k
                           (crc32(id) % nshards)
+    ns:changed:<k>        sorted set of the session ids in shard k, scored by
+                          the seq of their last write: shard k's change feed
+                          (a watch worker reads only its own shards' feeds)
     ns:s:<id>             hash: json (Session.to_dict()), version, live (the
                           live-set key the id is in, or "")
     ns:live:<pc>          set of the live session ids of one provider and
@@ -35,7 +36,7 @@ import contextlib
 import json
 import urllib.parse
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -105,7 +106,7 @@ end
 return {v, n or ''}
 """
 
-# KEYS: record, live set, ids, seq, shard set, changed
+# KEYS: record, live set, ids, seq, shard set, shard's changed
 # ARGV: id, json, live ("1"/"0"), limit (-1: none)
 # Returns {0} stored, {1} id exists, {2, held} admission refused.
 _INSERT: Final = """
@@ -144,7 +145,7 @@ local function shard_token(hash, shard)
 end
 """
 
-# KEYS: record, token, live set of the new record, shards, changed, seq
+# KEYS: record, token, live set of the new record, shards, shard's changed, seq
 # ARGV: id, json, live ("1"/"0"), expected version, fence (-1: none), shard
 # Returns {0} stored, {1} no record, {2, token} fenced off, {3, version} stale.
 # The fence is checked against the session's own token and its shard's: the
@@ -186,7 +187,7 @@ return {0}
 """
 )
 
-# KEYS: record, lease, token, ids, shard set, changed; ARGV: id
+# KEYS: record, lease, token, ids, shard set, shard's changed; ARGV: id
 _DELETE: Final = """
 local live = redis.call('HGET', KEYS[1], 'live')
 if live and live ~= '' then
@@ -368,34 +369,56 @@ return out
 """
 )
 
-# KEYS: shard set; ARGV: record key prefix. The records of one shard.
+# KEYS: shard sets; ARGV: record key prefix. The records of those shards.
 _SHARD: Final = """
 local out = {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-    local record = redis.call('HGET', ARGV[1] .. id, 'json')
-    if record then
-        out[#out + 1] = record
+for _, key in ipairs(KEYS) do
+    for _, id in ipairs(redis.call('SMEMBERS', key)) do
+        local record = redis.call('HGET', ARGV[1] .. id, 'json')
+        if record then
+            out[#out + 1] = record
+        end
     end
 end
 return out
 """
 
-# KEYS: changed (zset: id -> the seq of its last write)
+# KEYS: seq, then the changed zsets of the shards asked for (id -> the seq of
+# its last write; seqs are unique across shards)
 # ARGV: cursor (a seq; "-1": only the current one), record key prefix, limit
-# Returns {cursor, json, ...}: the records written after the cursor (at most
-# limit of them), and the cursor to ask from next.
+# Returns {cursor, json, ...}: the records written after the cursor, oldest
+# write first (at most limit of them), and the cursor to ask from next.
+#
+# Each shard gives its first limit entries after the cursor; merged by seq,
+# the first limit of them are the first limit of all, since a shard cut at
+# its limit gave limit entries below its cut. So: at least limit entries, and
+# the batch ends at the limit-th (everything up to it delivered, the rest
+# next call); fewer, and no shard was cut: every entry up to the current seq
+# is delivered, and the cursor moves there.
 _CHANGES: Final = """
+local seq = redis.call('GET', KEYS[1]) or '0'
 if ARGV[1] == '-1' then
-    local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-    return {top[2] or '0'}
+    return {seq}
 end
-local ids = redis.call(
-    'ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES',
-    'LIMIT', 0, tonumber(ARGV[3]))
-local out = {ARGV[1]}
-for i = 1, #ids, 2 do
-    out[1] = ids[i + 1]
-    local record = redis.call('HGET', ARGV[2] .. ids[i], 'json')
+local limit = tonumber(ARGV[3])
+local after = '(' .. ARGV[1]
+local found = {}
+for i = 2, #KEYS do
+    local ids = redis.call(
+        'ZRANGEBYSCORE', KEYS[i], after, '+inf', 'WITHSCORES', 'LIMIT', 0, limit)
+    for j = 1, #ids, 2 do
+        found[#found + 1] = {tonumber(ids[j + 1]), ids[j], ids[j + 1]}
+    end
+end
+table.sort(found, function(a, b) return a[1] < b[1] end)
+local out = {seq}
+local n = #found
+if n >= limit then
+    n = limit
+    out[1] = found[limit][3]
+end
+for i = 1, n do
+    local record = redis.call('HGET', ARGV[2] .. found[i][2], 'json')
     if record then
         out[#out + 1] = record
     end
@@ -535,6 +558,8 @@ class RedisStore:
     _limiter: anyio.CapacityLimiter | None = attrs.field(default=None, init=False)
     _threads: anyio.CapacityLimiter | None = attrs.field(default=None, init=False)
     _pool_timeout: float | None = attrs.field(default=None, init=False)
+    # Records one changes() call returns at most (tests make it small).
+    _changes_batch: int = attrs.field(default=_CHANGES_BATCH, init=False)
 
     def __attrs_post_init__(self) -> None:
         if (self._url is None) == (self._client is None):
@@ -570,11 +595,17 @@ class RedisStore:
         return ":".join((self._namespace, *parts))
 
     def _live_key(self, session: Session) -> str:
-        pc = json.dumps([session.provider, session.credential], separators=(",", ":"))
+        return self._live_key_of(session.provider, session.credential)
+
+    def _live_key_of(self, provider: str, credential: str | None) -> str:
+        pc = json.dumps([provider, credential], separators=(",", ":"))
         return self._key("live", pc)
 
     def _shard_key(self, session_id: str) -> str:
         return self._key("shard", str(shard_of(session_id, self._shards)))
+
+    def _changed_key(self, session_id: str) -> str:
+        return self._key("changed", str(shard_of(session_id, self._shards)))
 
     @contextlib.contextmanager
     def _errors(self, operation: str) -> Iterator[None]:
@@ -731,7 +762,7 @@ class RedisStore:
         self._ready = True
 
     async def _upgrade(self, shards: int) -> int:
-        # Layout 1 had no shard sets and no change feed: build them from the
+        # Layout 1 had no shard sets and no change feeds: build them from the
         # ids (stop layout 1 writers first; this runs once per namespace).
         ids = await self._on(
             lambda c: c.zrange(self._key("ids"), 0, -1, withscores=True)
@@ -743,7 +774,7 @@ class RedisStore:
             for raw, seq in ids:
                 sid = _text(raw)
                 pipe.sadd(self._shard_key(sid), sid)
-                pipe.zadd(self._key("changed"), {sid: seq})
+                pipe.zadd(self._changed_key(sid), {sid: seq})
             pipe.set(self._key("nshards"), shards)
             pipe.set(self._key("v"), LAYOUT_VERSION)
             return pipe.execute()
@@ -792,7 +823,7 @@ class RedisStore:
                     self._key("ids"),
                     self._key("seq"),
                     self._shard_key(session.id),
-                    self._key("changed"),
+                    self._changed_key(session.id),
                 ],
                 [session.id, _dumps(stored), "1" if live else "0", limit],
             ),
@@ -826,7 +857,7 @@ class RedisStore:
                     self._key("token", session.id),
                     self._live_key(stored),
                     self._key("shards"),
-                    self._key("changed"),
+                    self._changed_key(session.id),
                     self._key("seq"),
                 ],
                 [
@@ -887,6 +918,18 @@ class RedisStore:
             if matches(s, provider=provider, states=states, labels=labels)
         ]
 
+    async def count_live(self, provider: str, credential: str) -> int:
+        """
+        How many live sessions of *provider* hold *credential*: the size of
+        the set admission counts (one ``SCARD``, whatever the namespace holds).
+
+        .. versionadded:: Unreleased
+        """
+        with self._errors("count_live"):
+            await self._prepare("count_live")
+            key = self._live_key_of(provider, credential)
+            return int(await self._on(lambda c: c.scard(key)))
+
     async def delete(self, session_id: str) -> None:
         await self._script(
             "delete",
@@ -897,7 +940,7 @@ class RedisStore:
                     self._key("token", session_id),
                     self._key("ids"),
                     self._shard_key(session_id),
-                    self._key("changed"),
+                    self._changed_key(session_id),
                 ],
                 [session_id],
             ),
@@ -994,49 +1037,82 @@ class RedisStore:
         )
         return {int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
-    async def shard_sessions(self, shard: int) -> builtins.list[Session]:
+    async def shard_sessions(self, *shards: int) -> builtins.list[Session]:
         """
-        Every record in one shard, in one round trip.
+        Every record in the shards given, in one round trip.
+
+        Args:
+            shards: The shards to read (none: no records, no round trip).
 
         .. versionadded:: Unreleased
         """
+        if not shards:
+            return []
         records = await self._script(
             "shard",
-            lambda: ([self._key("shard", str(shard))], [self._key("s", "")]),
+            lambda: (
+                [self._key("shard", str(k)) for k in self._checked(shards)],
+                [self._key("s", "")],
+            ),
         )
         return [
             decode(r, store=self._where, operation="shard_sessions") for r in records
         ]
 
-    async def changes(self, cursor: int | None) -> tuple[int, builtins.list[Session]]:
+    async def changes(
+        self, cursor: int | None, *, shards: Iterable[int] | None = None
+    ) -> tuple[int, builtins.list[Session]]:
         """
         The records written (inserted or updated) after *cursor*.
 
         Args:
             cursor: What the previous call returned; ``None`` for none yet,
                 to learn where the feed is now (no records then).
+            shards: Only the records of these shards (each shard keeps its
+                own feed, so the others cost nothing); every shard when
+                ``None``. Pass the same cursor whichever shards you ask for:
+                it is one sequence across the namespace.
 
         Returns:
             The cursor to pass next, and up to 1,000 records, oldest write
             first; a record written more than once since shows once, as it
-            is now. Deleted records do not show.
+            is now. Deleted records do not show. Every write to those shards
+            up to the returned cursor has been delivered: a call that returns
+            no records has delivered them all.
 
         .. versionadded:: Unreleased
+        .. versionchanged:: Unreleased
+           *shards*.
         """
-        out = await self._script(
-            "changes",
-            lambda: (
-                [self._key("changed")],
+
+        def build() -> tuple[list[str], list[Any]]:
+            wanted = range(self._shards) if shards is None else self._checked(shards)
+            return (
+                [self._key("seq"), *(self._key("changed", str(k)) for k in wanted)],
                 [
                     -1 if cursor is None else cursor,
                     self._key("s", ""),
-                    _CHANGES_BATCH,
+                    self._changes_batch,
                 ],
-            ),
-        )
+            )
+
+        out = await self._script("changes", build)
         return int(float(_text(out[0]))), [
             decode(r, store=self._where, operation="changes") for r in out[1:]
         ]
+
+    def _checked(self, shards: Iterable[int]) -> builtins.list[int]:
+        # Each shard once, and one the namespace has: a typo must not read
+        # (or wait on) a key nobody writes.
+        wanted = sorted(set(shards))
+        bad = [k for k in wanted if not 0 <= k < self._shards]
+        if bad:
+            msg = (
+                f"no shard {bad[0]!r}: the namespace has {self._shards} "
+                f"(0 to {self._shards - 1})"
+            )
+            raise ConfigError(msg)
+        return wanted
 
     # -- lifetime --------------------------------------------------------------
 

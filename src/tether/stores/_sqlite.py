@@ -429,6 +429,22 @@ class SqliteStore:
         # Labels live inside the JSON; filter them here.
         return [s for s in sessions if matches(s, labels=labels)]
 
+    async def count_live(self, provider: str, credential: str) -> int:
+        """
+        How many live sessions of *provider* hold *credential* (one indexed
+        count, as admission makes).
+
+        .. versionadded:: Unreleased
+        """
+
+        def count(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                _COUNT_LIVE, (provider, credential, *_LIVE_STATES)
+            ).fetchone()
+            return int(row[0])
+
+        return await self._run("count_live", count, write=False)
+
     async def delete(self, session_id: str) -> None:
         def delete(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM tether_sessions WHERE id = ?", (session_id,))

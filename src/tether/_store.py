@@ -37,6 +37,15 @@ def matches(
     return not labels or all(session.labels.get(k) == v for k, v in labels.items())
 
 
+def _live_on(session: Session, provider: str, credential: str | None) -> bool:
+    # What admission counts against a credential's limit.
+    return (
+        session.provider == provider
+        and session.credential == credential
+        and session.state.is_live
+    )
+
+
 def live_for_credential(sessions: Sequence[Session], session: Session) -> int:
     """
     How many of *sessions* are live on *session*'s provider and credential.
@@ -44,10 +53,7 @@ def live_for_credential(sessions: Sequence[Session], session: Session) -> int:
     return sum(
         1
         for s in sessions
-        if s.id != session.id
-        and s.provider == session.provider
-        and s.credential == session.credential
-        and s.state.is_live
+        if s.id != session.id and _live_on(s, session.provider, session.credential)
     )
 
 
@@ -74,7 +80,7 @@ async def count_live(store: _Lister, provider: str, credential: str) -> int:
     if isinstance(store, LiveCounter):
         return await store.count_live(provider, credential)
     listed = await store.list(provider=provider)
-    return sum(1 for s in listed if s.credential == credential and s.state.is_live)
+    return sum(1 for s in listed if _live_on(s, provider, credential))
 
 
 @attrs.define
@@ -168,9 +174,7 @@ class MemoryStore:
         .. versionadded:: Unreleased
         """
         return sum(
-            1
-            for s in self._records.values()
-            if s.provider == provider and s.credential == credential and s.state.is_live
+            1 for s in self._records.values() if _live_on(s, provider, credential)
         )
 
     async def delete(self, session_id: str) -> None:

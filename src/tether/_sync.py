@@ -124,8 +124,7 @@ class SyncPool(Generic[SH]):
         """
         portal = self._portal()
         with portal.wrap_async_context_manager(self._pool.acquire()) as handle:
-            sync_class = type(handle.provider).sync_handle_class
-            yield cast("SH", sync_class(handle, portal))
+            yield cast("SH", _sync_handle(handle, portal))
 
     def snapshot(self) -> PoolSnapshot:
         """
@@ -352,9 +351,7 @@ class SyncSessionManager:
             )
         ) as created:
             if isinstance(created, SessionHandle):
-                yield cast("_SyncHandled[Any]", provider).sync_handle_class(
-                    created, portal
-                )
+                yield _sync_handle(created, portal)
             else:
                 yield created
 

@@ -67,13 +67,19 @@ class _Pass:
     actions: list[ReconcileAction] = attrs.Factory(list)
 
     def act(
-        self, kind: str, record: Session | None, remote_id: str | None, detail: str
+        self,
+        kind: str,
+        record: Session | None,
+        remote_id: str | None,
+        detail: str,
+        *,
+        session_id: str | None = None,
     ) -> None:
         self.actions.append(
             ReconcileAction(
                 kind=kind,
                 provider=self.slot.name,
-                session_id=record.id if record else None,
+                session_id=session_id or (record.id if record else None),
                 remote_id=remote_id,
                 detail=detail,
             )
@@ -456,14 +462,12 @@ class Reconciler:
                     continue
             if state.orphans == "adopt" and owner is None:
                 session_id = remote.tether_id or new_id()
-                state.actions.append(
-                    ReconcileAction(
-                        kind="adopted",
-                        provider=slot.name,
-                        session_id=session_id,
-                        remote_id=remote.id,
-                        detail=f"tagged by tether, {why}",
-                    )
+                state.act(
+                    "adopted",
+                    None,
+                    remote.id,
+                    f"tagged by tether, {why}",
+                    session_id=session_id,
                 )
                 if not state.dry_run:
                     await self._adopt_orphan(slot.name, session_id, remote)
@@ -502,15 +506,7 @@ class Reconciler:
         why = "a second session of this record's create, whose answers were lost"
         if state.orphans == "adopt":
             session_id = new_id()
-            state.actions.append(
-                ReconcileAction(
-                    kind="adopted",
-                    provider=state.slot.name,
-                    session_id=session_id,
-                    remote_id=remote.id,
-                    detail=why,
-                )
-            )
+            state.act("adopted", None, remote.id, why, session_id=session_id)
             if not state.dry_run:
                 await self._adopt_orphan(state.slot.name, session_id, remote)
             return

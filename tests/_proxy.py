@@ -359,18 +359,15 @@ def _truncate(answer: bytes) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def serve_proxy(proxy: ChaosProxy) -> AsyncIterator[ChaosProxy]:
-    """
-    Run *proxy* on 127.0.0.1, a free port, for the ``async with`` block; its
-    ``url`` is set.
-    """
+async def _serve(
+    handler: Callable[[anyio.abc.SocketStream], Awaitable[None]],
+) -> AsyncIterator[int]:
+    # Serve *handler* on 127.0.0.1, a free port (yielded), for the block.
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    port = listener.extra(SocketAttribute.local_port)
-    proxy.url = f"http://127.0.0.1:{port}"
 
     async def handle(stream: anyio.abc.SocketStream) -> None:
         try:
-            await proxy.handle(stream)
+            await handler(stream)
         finally:
             with contextlib.suppress(OSError, anyio.BrokenResourceError):
                 await stream.aclose()
@@ -378,9 +375,20 @@ async def serve_proxy(proxy: ChaosProxy) -> AsyncIterator[ChaosProxy]:
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, handle)
         try:
-            yield proxy
+            yield listener.extra(SocketAttribute.local_port)
         finally:
             tg.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def serve_proxy(proxy: ChaosProxy) -> AsyncIterator[ChaosProxy]:
+    """
+    Run *proxy* on 127.0.0.1, a free port, for the ``async with`` block; its
+    ``url`` is set.
+    """
+    async with _serve(proxy.handle) as port:
+        proxy.url = f"http://127.0.0.1:{port}"
+        yield proxy
 
 
 @attrs.define
@@ -471,20 +479,9 @@ async def serve_store_cut(cut: StoreCut) -> AsyncIterator[StoreCut]:
     Run *cut* on 127.0.0.1, a free port, for the ``async with`` block; its
     ``port`` is set.
     """
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    cut.port = listener.extra(SocketAttribute.local_port)
-
-    async def handle(stream: anyio.abc.SocketStream) -> None:
-        try:
-            await cut.handle(stream)
-        finally:
-            with contextlib.suppress(OSError, anyio.BrokenResourceError):
-                await stream.aclose()
-
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, handle)
+    async with _serve(cut.handle) as port:
+        cut.port = port
         try:
             yield cut
         finally:
             cut.close_all()
-            tg.cancel_scope.cancel()
